@@ -1,0 +1,10 @@
+"""The MXNet/Gluon "BERT Pre-training and Fine-tuning" tutorial, as an installable package."""
+from .model import BERTClassifier, BERTEncoder, MLMDecoder, NSClassifier
+from .transformer import AddNorm, EncoderBlock, MultiHeadAttention, PositionalEncoding, PositionWiseFFN
+
+__version__ = '0.1.0'
+
+__all__ = [
+    'BERTEncoder', 'NSClassifier', 'MLMDecoder', 'BERTClassifier',
+    'PositionalEncoding', 'MultiHeadAttention', 'AddNorm', 'PositionWiseFFN', 'EncoderBlock',
+]

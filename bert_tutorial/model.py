@@ -1,0 +1,148 @@
+"""The tutorial's BERT classes: the encoder with segment embeddings and its three heads."""
+from __future__ import annotations
+
+from mxnet import gluon, nd
+
+from .checks import (check_gather_positions, check_segments, check_token_ids, check_valid_len,
+                     is_concrete)
+from .transformer import EncoderBlock, PositionalEncoding
+
+
+class BERTEncoder(gluon.HybridBlock):
+    """Word + segment embeddings, sinusoidal positions, then ``num_layers`` encoder blocks.
+
+    ``words``, ``segments``: ``(batch_size, seq_len)``, segments in {0, 1};
+    ``mask``: ``None`` or valid lengths ``(batch_size,)``. Output: ``(batch_size, seq_len, units)``.
+    """
+
+    def __init__(self, vocab_size: int, units: int, hidden_size: int, num_heads: int, num_layers: int,
+                 dropout: float, max_len: int = 1000, **kwargs):
+        super().__init__(**kwargs)
+        if units % num_heads:
+            raise ValueError(f'units must be divisible by num_heads: got units={units}, num_heads={num_heads}')
+        self.vocab_size = vocab_size
+        self.units = units
+        self.max_len = max_len
+        # segment_embed for segment information
+        self.segment_embed = gluon.nn.Embedding(2, units)
+        self.word_embed = gluon.nn.Embedding(vocab_size, units)
+        self.pos_encoding = PositionalEncoding(units, dropout, max_len)
+        self.blks = gluon.nn.HybridSequential()
+        for _ in range(num_layers):
+            self.blks.add(EncoderBlock(units, hidden_size, num_heads, dropout))
+
+    def forward(self, words, segments, mask=None, *args):
+        if is_concrete(words):
+            check_token_ids(words, self.vocab_size, 'words')
+            check_segments(segments, words.shape, 'segments')
+            batch_size, seq_len = words.shape
+            if seq_len > self.max_len:
+                raise ValueError(f'words has {seq_len} positions, more than max_len={self.max_len}')
+            if mask is None:
+                # Full lengths equal no mask, and keep one argument structure for a hybridized graph.
+                mask = nd.full((batch_size,), seq_len, ctx=words.context, dtype=words.dtype)
+            check_valid_len(mask, batch_size, seq_len, 'mask')
+        return super().forward(words, segments, mask)
+
+    def hybrid_forward(self, F, words, segments, mask=None):
+        X = self.word_embed(words) + self.segment_embed(segments)
+        X = self.pos_encoding(X)
+        for blk in self.blks:
+            X = blk(X, mask)
+        return X
+
+
+class NSClassifier(gluon.HybridBlock):
+    """Next-sentence prediction from the first token's encoding.
+
+    Input ``(batch_size, seq_len, units)``; output scores ``(batch_size, 1)`` (1 = true next sentence).
+    """
+
+    def __init__(self, units: int = 768, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier = gluon.nn.HybridSequential()
+        self.classifier.add(gluon.nn.Dense(units=units, flatten=False, activation='tanh'))
+        # binary classification layer
+        self.classifier.add(gluon.nn.Dense(units=1, flatten=False))
+
+    def hybrid_forward(self, F, X, *args):
+        X = F.slice_axis(X, axis=1, begin=0, end=1).reshape((0, -1))  # encoding of [CLS]
+        return self.classifier(X)
+
+
+class MLMDecoder(gluon.HybridBlock):
+    """Masked-LM head: gather the encodings at the masked positions, then score every word.
+
+    ``X``: ``(batch_size, seq_len, units)``; ``masked_positions``: ``(2, num_masked)`` in ``gather_nd`` layout
+    (row 0 batch indices, row 1 token positions). Output: ``(num_masked, vocab_size)``.
+    """
+
+    def __init__(self, vocab_size: int, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.decoder = gluon.nn.HybridSequential()
+        self.decoder.add(gluon.nn.Dense(units, flatten=False))
+        # Gaussian Error Linear Units as the activation function
+        self.decoder.add(gluon.nn.GELU())
+        self.decoder.add(gluon.nn.LayerNorm())
+        # classification layer for `vocab_size` classes
+        self.decoder.add(gluon.nn.Dense(vocab_size, flatten=False))
+
+    def forward(self, X, masked_positions, *args):
+        if is_concrete(X):
+            if X.ndim != 3:
+                raise ValueError(f'X must have shape (batch_size, seq_len, units), got {X.shape}')
+            check_gather_positions(masked_positions, X.shape[0], X.shape[1], 'masked_positions')
+        return super().forward(X, masked_positions)
+
+    def hybrid_forward(self, F, X, masked_positions):
+        X = F.gather_nd(X, masked_positions.astype('int32'))
+        return self.decoder(X)
+
+
+def _vocab_size(bert) -> int | None:
+    """Rows of ``bert``'s word embedding (GluonNLP's ``BERTModel`` or ``BERTEncoder``), if it has one."""
+    embed = getattr(bert, 'word_embed', None)
+    if isinstance(embed, (gluon.nn.Sequential, gluon.nn.HybridSequential)):
+        embed = embed[0]
+    weight = getattr(embed, 'weight', None)
+    return weight.shape[0] if weight is not None else None
+
+
+class BERTClassifier(gluon.HybridBlock):
+    """A dense layer on BERT's pooled ``[CLS]`` encoding.
+
+    ``bert`` returns ``(seq_encoding, cls_encoding)`` (GluonNLP's ``BERTModel`` with the pooler) or only the
+    sequence encoding (``BERTEncoder``; the first token's encoding is then used).
+    Inputs: ``(batch_size, seq_len)`` ids and segments, ``(batch_size,)`` valid lengths.
+    Output: ``(batch_size, num_classes)`` scores.
+    """
+
+    def __init__(self, bert, num_classes: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if num_classes < 1:
+            raise ValueError(f'num_classes must be >= 1, got {num_classes}')
+        self.bert = bert
+        self.vocab_size = _vocab_size(bert)
+        # The tutorial has no dropout here; GluonNLP's fine-tuning script uses 0.1.
+        self.dropout = gluon.nn.Dropout(dropout) if dropout else None
+        # extra layer used for classification
+        self.classifier = gluon.nn.Dense(num_classes)
+
+    def forward(self, inputs, segment_types, seq_len):
+        if is_concrete(inputs):
+            if self.vocab_size is not None:
+                check_token_ids(inputs, self.vocab_size, 'inputs')
+            check_segments(segment_types, inputs.shape, 'segment_types')
+            check_valid_len(seq_len, inputs.shape[0], inputs.shape[1], 'seq_len')
+        return super().forward(inputs, segment_types, seq_len)
+
+    def hybrid_forward(self, F, inputs, segment_types, seq_len):
+        out = self.bert(inputs, segment_types, seq_len)
+        if isinstance(out, (list, tuple)):
+            cls_encoding = out[1]
+        else:
+            cls_encoding = F.slice_axis(out, axis=1, begin=0, end=1).reshape((0, -1))
+        if self.dropout is not None:
+            cls_encoding = self.dropout(cls_encoding)
+        return self.classifier(cls_encoding)

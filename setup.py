@@ -1,0 +1,30 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+requirements = [line.split('#')[0].strip() for line in (here / 'requirements.txt').read_text().splitlines()]
+
+setup(
+    name='bert_tutorial',
+    version='0.1.0',
+    description='The MXNet/Gluon "BERT Pre-training and Fine-tuning" tutorial as an installable package',
+    long_description=(here / 'README.md').read_text(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['bert_tutorial', 'bert_tutorial.*']),
+    python_requires='>=3.8,<3.12',
+    install_requires=[r for r in requirements if r],
+    extras_require={
+        'test': [
+            'pytest>=7',
+            'hypothesis>=6.80',
+            'nbmake>=1.4',
+            'nbclient>=0.7',
+            'nbconvert>=7',
+            'papermill>=2.4',
+            'ipykernel>=6',
+            'ruff>=0.4',
+        ],
+    },
+    entry_points={'console_scripts': ['bert-tutorial=bert_tutorial.__main__:main']},
+)
