@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from mxnet import gluon, nd
 
-from .checks import (check_gather_positions, check_segments, check_token_ids, check_valid_len,
-                     is_concrete)
+from .checks import check_gather_positions, check_segments, check_token_ids, check_valid_len, is_concrete
 from .transformer import EncoderBlock, PositionalEncoding
 
 

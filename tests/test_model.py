@@ -101,7 +101,8 @@ def test_tutorial_position_8_of_8_is_rejected(encoder):
 
 
 @pytest.mark.parametrize('bad, match', [
-    (dict(segments=nd.array([[0, 0, 2, 1, 1, 1, 1, 1], [0] * 8])), r'segments must be segment ids in \{0, 1\}, found 2'),
+    (dict(segments=nd.array([[0, 0, 2, 1, 1, 1, 1, 1], [0] * 8])),
+     r'segments must be segment ids in \{0, 1\}, found 2'),
     (dict(segments=nd.zeros((2, 7))), 'segments must have the same shape as words'),
     (dict(words=nd.array([[VOCAB] + [1] * 7, [1] * 8])), r'words must be token ids in \[0, 50\)'),
     (dict(words=nd.array([[-1] + [1] * 7, [1] * 8])), 'found -1'),
