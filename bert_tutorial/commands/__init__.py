@@ -1,0 +1,1 @@
+"""The command-line commands; see ``bert_tutorial.cli``."""
