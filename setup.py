@@ -26,5 +26,5 @@ setup(
             'ruff>=0.4',
         ],
     },
-    entry_points={'console_scripts': ['bert-tutorial=bert_tutorial.__main__:main']},
+    entry_points={'console_scripts': ['bert-tutorial=bert_tutorial.cli:main']},
 )
