@@ -1,0 +1,62 @@
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon, nd
+
+from bert_tutorial.checkpoint import all_finite, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything
+
+
+def _net_and_trainer():
+    net = gluon.nn.Dense(3, in_units=4)
+    net.initialize(mx.init.Normal(1.0))
+    trainer = gluon.Trainer(net.collect_params(), 'adam', {'learning_rate': 0.1})
+    with autograd.record():
+        loss = net(nd.ones((2, 4))).sum()
+    loss.backward()
+    trainer.step(2)
+    return net, trainer
+
+
+def test_round_trip_params_trainer_state_and_rng(tmp_path):
+    net, trainer = _net_and_trainer()
+    seed_everything(3)
+    path = save_checkpoint(tmp_path, net, trainer, {'step': 7, 'epoch': 1, 'history': [{'loss': 0.5}]})
+    expected_draw = np.random.rand()
+    assert latest_checkpoint(tmp_path) == path
+
+    net2 = gluon.nn.Dense(3, in_units=4)
+    net2.initialize()
+    trainer2 = gluon.Trainer(net2.collect_params(), 'adam', {'learning_rate': 0.1})
+    state = load_checkpoint(path, net2, trainer2)
+    assert state['step'] == 7 and state['history'] == [{'loss': 0.5}]
+    np.testing.assert_array_equal(net.weight.data().asnumpy(), net2.weight.data().asnumpy())
+    assert np.random.rand() == expected_draw
+    assert trainer2._optimizer.num_update == trainer._optimizer.num_update
+
+
+def test_keeps_the_newest_two_and_latest_points_at_complete_one(tmp_path):
+    net, trainer = _net_and_trainer()
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, net, trainer, {'step': step})
+    kept = sorted(p.name for p in (tmp_path / 'checkpoints').glob('step-*'))
+    assert kept == ['step-00000002', 'step-00000003']
+    assert json.loads((latest_checkpoint(tmp_path) / 'state.json').read_text())['step'] == 3
+
+
+def test_refuses_nan_weights_and_keeps_last_good(tmp_path):
+    net, trainer = _net_and_trainer()
+    good = save_checkpoint(tmp_path, net, trainer, {'step': 1})
+    net.weight.set_data(net.weight.data() * np.nan)
+    assert not all_finite(net)
+    with pytest.raises(FloatingPointError, match='NaN or inf'):
+        save_checkpoint(tmp_path, net, trainer, {'step': 2})
+    assert latest_checkpoint(tmp_path) == good
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    net, trainer = _net_and_trainer()
+    assert latest_checkpoint(tmp_path) is None
+    with pytest.raises(FileNotFoundError, match='not a checkpoint folder'):
+        load_checkpoint(tmp_path / 'nope', net, trainer)
