@@ -11,7 +11,7 @@ import logging
 import sys
 import warnings
 
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ['download']
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,29 @@
+"""``python -m bert_tutorial download [NAME]``: fetch and cache a pre-trained model, print where it is."""
+from __future__ import annotations
+
+import argparse
+
+from ..pretrained import BUILTIN, DEFAULT_MODEL, ZOO_MODELS, builtin_checkpoint_dir, load_zoo_bert
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.name in BUILTIN:
+        folder = builtin_checkpoint_dir(args.name)
+        print(f'{args.name}: {folder}')
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.startswith('.'):
+                print(f'  {path.name}  {path.stat().st_size:,} bytes')
+    elif args.name in ZOO_MODELS:
+        from ..pretrained import _zoo_files
+        load_zoo_bert(args.name)
+        print(f'{args.name}: ' + ', '.join(str(p) for p in _zoo_files(args.name, 'book_corpus_wiki_en_uncased')))
+    else:
+        raise ValueError(f'NAME must be one of {sorted(BUILTIN) + list(ZOO_MODELS)}, got {args.name!r}')
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser('download', help='fetch and cache a pre-trained BERT, print where its files are')
+    p.add_argument('name', nargs='?', default=DEFAULT_MODEL,
+                   help=f'built-in model or GluonNLP zoo name (default {DEFAULT_MODEL})')
+    p.set_defaults(func=run)
