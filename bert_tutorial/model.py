@@ -125,8 +125,9 @@ class BERTClassifier(gluon.HybridBlock):
         self.vocab_size = _vocab_size(bert)
         # The tutorial has no dropout here; GluonNLP's fine-tuning script uses 0.1.
         self.dropout = gluon.nn.Dropout(dropout) if dropout else None
-        # extra layer used for classification
-        self.classifier = gluon.nn.Dense(num_classes)
+        # extra layer used for classification; known input size means no deferred initialization
+        units = getattr(bert, '_units', None) or getattr(bert, 'units', None) or 0
+        self.classifier = gluon.nn.Dense(num_classes, in_units=units)
 
     def forward(self, inputs, segment_types, seq_len):
         if is_concrete(inputs):

@@ -240,3 +240,16 @@ def get_pretrained_bert(name: str = DEFAULT_MODEL, ctx=None, **kwargs
         return load_hf_checkpoint(name, ctx=ctx, **kwargs)
     raise ValueError(f'name: {str(name)!r} is neither a built-in model {sorted(BUILTIN)}, a GluonNLP zoo model '
                      f'{list(ZOO_MODELS)}, nor an existing directory')
+
+
+def describe_bert(model: nlp.model.BERTModel) -> dict:
+    """The Hugging Face-style sizes of a GluonNLP ``BERTModel``: enough for ``build_bert`` to rebuild it."""
+    enc = model.encoder
+    cell = enc.transformer_cells[0]
+    return {
+        'model_type': 'bert', 'num_hidden_layers': len(enc.transformer_cells), 'hidden_size': enc._units,
+        'intermediate_size': cell.ffn.ffn_1.weight.shape[0], 'num_attention_heads': cell.attention_cell._num_heads,
+        'max_position_embeddings': enc._max_length, 'vocab_size': model.word_embed[0].weight.shape[0],
+        'type_vocab_size': model.token_type_embed[0].weight.shape[0], 'layer_norm_eps': enc._layer_norm_eps,
+        'hidden_act': 'gelu',
+    }

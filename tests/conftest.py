@@ -10,3 +10,35 @@ def _seed():
     random.seed(0)
     np.random.seed(0)
     mx.random.seed(0)
+
+
+WORDS = ['good', 'great', 'fun', 'bad', 'dull', 'awful', 'movie', 'the', 'a', 'plot', 'is', 'was']
+
+
+@pytest.fixture
+def tiny_vocab():
+    import gluonnlp as nlp
+    tokens = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + WORDS
+    return nlp.vocab.BERTVocab(nlp.data.count_tokens(tokens), token_to_idx={t: i for i, t in enumerate(tokens)})
+
+
+@pytest.fixture
+def tiny_bert(tiny_vocab):
+    """A random 1-layer GluonNLP BERT over ``tiny_vocab``, built the way pretrained.build_bert builds any BERT."""
+    from bert_tutorial.pretrained import build_bert
+    config = dict(num_hidden_layers=1, hidden_size=16, intermediate_size=32, max_position_embeddings=64,
+                  num_attention_heads=2, vocab_size=len(tiny_vocab), type_vocab_size=2)
+    return build_bert(config, dropout=0.0)
+
+
+def toy_reviews(n, seed=0):
+    """Sentences whose label is whether a positive word appears: learnable by a tiny model."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        key = rng.choice(WORDS[:3] if label else WORDS[3:6])
+        filler = [rng.choice(WORDS[6:]) for _ in range(rng.randint(1, 6))]
+        filler.insert(rng.randint(0, len(filler)), key)
+        out.append((' '.join(filler), label))
+    return out

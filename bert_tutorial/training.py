@@ -1,0 +1,184 @@
+"""The tutorial's ``train_loop`` for sentence classification, with checkpoints, resumption and seeding.
+
+Call it as the tutorial does, ``train_loop(net, train_data, test_data, num_epoch, lr, ctx, loss_fn)``; the
+keyword-only options default to the original ``utils.train_loop``'s recipe (BERTAdam, weight decay 0.01,
+linear warm-up then linear decay, gradient clipping at global norm 1, a log line every 50 batches).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import gluonnlp as nlp
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+from tqdm.auto import tqdm
+
+from .checkpoint import epoch_seed, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def as_context_list(ctx) -> list[mx.Context]:
+    contexts = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
+    if not contexts or not all(isinstance(c, mx.Context) for c in contexts):
+        raise ValueError(f'ctx must be an mxnet Context or a list of them, got {ctx!r}')
+    return contexts
+
+
+def _split(batch, contexts: list[mx.Context]):
+    """One ``(ids, valid_len, segments, label)`` shard per context (the whole batch when there is one)."""
+    if len(contexts) == 1:
+        return [[x.as_in_context(contexts[0]) for x in batch]]
+    parts = [gluon.utils.split_and_load(x, contexts, even_split=False) for x in batch]
+    return list(zip(*parts))
+
+
+def evaluate_accuracy(net, data, ctx) -> float:
+    """Accuracy over all examples of ``data`` (counted per example, so a short last batch weighs less; the
+    original averaged per-batch accuracies)."""
+    contexts = as_context_list(ctx)
+    correct = total = 0
+    for batch in data:
+        for ids, valid_len, segments, label in _split(batch, contexts):
+            pred = net(ids, segments, valid_len).argmax(axis=1)
+            correct += int((pred == label.astype(pred.dtype)).sum().asscalar())
+            total += label.shape[0]
+    if total == 0:
+        raise ValueError('test_data is empty')
+    return correct / total
+
+
+def learning_rate(step: int, total_steps: int, lr: float, warmup_steps: int) -> float:
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    return lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: float = 0.01,
+                 kvstore: str = 'device') -> gluon.Trainer:
+    """A ``Trainer`` over the trainable parameters; LayerNorm and bias parameters get no weight decay."""
+    params = {k: p for k, p in net.collect_params().items() if p.grad_req != 'null'}
+    for name, p in params.items():
+        if name.endswith(('gamma', 'beta', 'bias')):
+            p.wd_mult = 0.0
+    opt_args = {'learning_rate': lr, 'wd': weight_decay}
+    if optimizer in ('bertadam', 'adam', 'adamw'):
+        opt_args['epsilon'] = 1e-6
+    # update_on_kvstore=False: gradients are clipped between allreduce and update.
+    return gluon.Trainer(params, optimizer, opt_args, kvstore=kvstore, update_on_kvstore=False)
+
+
+def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_fn, *,
+               optimizer: str = 'bertadam', weight_decay: float = 0.01, warmup_ratio: float = 0.1,
+               clip: float | None = 1.0, log_interval: int = 50, checkpoint_dir: str | Path | None = None,
+               checkpoint_every: int | None = None, resume: bool = False, seed: int = 0, progress: bool = True,
+               skip_nonfinite: bool = False, kvstore: str = 'device') -> list[dict]:
+    """Fine-tune ``net`` on ``train_data`` for ``num_epoch`` epochs; returns one dict per epoch
+    (``epoch``, ``train_loss``, ``train_accuracy``, ``test_accuracy``, ``samples_per_second``, ``seconds``).
+
+    Batches are ``(token_ids, valid_length, segment_ids, label)``; ``ctx`` is a context or a list of contexts
+    (each batch is split across them). With ``checkpoint_dir``, a checkpoint is written after every epoch (and
+    every ``checkpoint_every`` steps); ``resume=True`` continues from the newest one. Every epoch reseeds all
+    generators from ``(seed, epoch)`` and every step reseeds MXNet's from ``(seed, step)``, so a resumed run
+    replays what an uninterrupted one does. A non-finite loss or gradient raises ``FloatingPointError`` naming
+    the step, or skips the step when ``skip_nonfinite``.
+    """
+    if num_epoch < 1:
+        raise ValueError(f'num_epoch must be >= 1, got {num_epoch}')
+    if lr <= 0:
+        raise ValueError(f'lr must be > 0, got {lr}')
+    contexts = as_context_list(ctx)
+    steps_per_epoch = len(train_data)
+    if steps_per_epoch == 0:
+        raise ValueError('train_data is empty')
+    total_steps = num_epoch * steps_per_epoch
+    warmup_steps = max(1, int(warmup_ratio * total_steps))
+    trainer = make_trainer(net, lr, optimizer, weight_decay, kvstore)
+    params = [p for p in net.collect_params().values() if p.grad_req != 'null']
+
+    history: list[dict] = []
+    step = start_epoch = 0
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError('resume=True needs checkpoint_dir')
+        found = latest_checkpoint(checkpoint_dir)
+        if found is not None:
+            state = load_checkpoint(found, net, trainer, ctx=contexts)
+            step, history = state['step'], state['history']
+            start_epoch = state['epoch']
+            log.info('resumed from %s (epoch %d, step %d)', found, start_epoch, step)
+        else:
+            log.info('no checkpoint in %s: starting from scratch', checkpoint_dir)
+
+    def checkpoint(epoch_done: int):
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, net, trainer, {'step': step, 'epoch': epoch_done, 'history': history,
+                                                           'seed': seed})
+
+    for epoch in range(start_epoch, num_epoch):
+        seed_everything(epoch_seed(seed, epoch))
+        batches = iter(train_data)  # the sampler draws this epoch's order now
+        skip = step - epoch * steps_per_epoch  # batches of this epoch done before a mid-epoch checkpoint
+        for _ in range(skip):
+            next(batches)
+        metric, loss_sum, seen, start = mx.metric.Accuracy(), 0.0, 0, time.time()
+        bar = tqdm(batches, total=steps_per_epoch, initial=skip, desc=f'epoch {epoch}', disable=not progress,
+                   leave=False)
+        for i, batch in enumerate(bar, start=skip):
+            mx.random.seed(epoch_seed(seed, 10_000_019 + step))
+            shards = _split(batch, contexts)
+            batch_size = batch[0].shape[0]
+            with autograd.record():
+                outs = [net(ids, segments, valid_len) for ids, valid_len, segments, _ in shards]
+                losses = [loss_fn(out, shard[3]).sum() / batch_size for out, shard in zip(outs, shards)]
+            for loss in losses:
+                loss.backward()
+            loss_value = sum(loss.asscalar() for loss in losses)
+            trainer.allreduce_grads()
+            grad_norm = _global_norm(params, clip)
+            if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+                what = 'loss' if not math.isfinite(loss_value) else 'gradient norm'
+                msg = f'non-finite {what} at step {step} (epoch {epoch}, batch {i}): loss {loss_value}'
+                if not skip_nonfinite:
+                    raise FloatingPointError(msg + '; lower the learning rate, or pass skip_nonfinite=True')
+                log.warning('%s; skipping the step', msg)
+            else:
+                trainer.set_learning_rate(learning_rate(step, total_steps, lr, warmup_steps))
+                trainer.update(1)
+                for out, shard in zip(outs, shards):
+                    metric.update([shard[3]], [out])
+                loss_sum += loss_value * batch_size
+                seen += batch_size
+            step += 1
+            if i % log_interval == 0:
+                bar.write(f'Batch {i} Accuracy {metric.get()[1]} Loss {loss_sum / max(seen, 1)}')
+            bar.set_postfix(loss=f'{loss_sum / max(seen, 1):.4f}', acc=f'{metric.get()[1]:.4f}')
+            if checkpoint_every and step % checkpoint_every == 0 and i + 1 < steps_per_epoch:
+                checkpoint(epoch)
+        bar.close()
+        seconds = time.time() - start
+        train_loss = loss_sum / max(seen, 1)
+        print(f'Epoch {epoch}, Accuracy {metric.get()}, Loss {train_loss}')
+        test_accuracy = evaluate_accuracy(net, test_data, contexts) if test_data is not None else None
+        if test_accuracy is not None:
+            print(f'Test Accuracy {test_accuracy}')
+        history.append({'epoch': epoch, 'train_loss': train_loss, 'train_accuracy': metric.get()[1],
+                        'test_accuracy': test_accuracy, 'samples_per_second': seen / seconds if seconds else None,
+                        'seconds': seconds})
+        checkpoint(epoch + 1)
+    return history
+
+
+def _global_norm(params: Sequence[gluon.Parameter], clip: float | None) -> float:
+    """Clip the gradients to global norm ``clip`` (if given); returns the norm before clipping."""
+    grads = [g for p in params for g in p.list_grad()]
+    if clip is not None:
+        return float(nlp.utils.clip_grad_global_norm(params, clip, check_isfinite=False).asscalar())
+    total = sum(float((g.astype('float32') ** 2).sum().asscalar()) for g in grads)
+    return float(np.sqrt(total))

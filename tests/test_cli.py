@@ -1,0 +1,58 @@
+"""The command line end to end, at a small size."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args, stdin=None, check=True):
+    proc = subprocess.run([sys.executable, '-m', 'bert_tutorial', *args], capture_output=True, text=True,
+                          input=stdin, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}')
+    return proc
+
+
+@pytest.fixture(scope='module')
+def finetuned(tmp_path_factory):
+    out = tmp_path_factory.mktemp('ft')
+    proc = cli('finetune', '--max-train', '64', '--max-test', '32', '--epochs', '1', '--out', str(out),
+               '--no-progress', '--log-interval', '1')
+    return out, proc
+
+
+@pytest.mark.slow
+def test_finetune_writes_metrics_and_model(finetuned):
+    out, proc = finetuned
+    metrics = json.loads((out / 'metrics.json').read_text())
+    for key in ('test_accuracy', 'train_samples_per_second', 'seconds', 'epochs', 'num_train', 'num_test',
+                'model', 'data'):
+        assert key in metrics
+    assert metrics['num_train'] == 64 and metrics['num_test'] == 32 and metrics['epochs'] == 1
+    assert metrics['model'] == 'all-MiniLM-L6-v2' and metrics['data'] == 'movie-reviews'
+    assert 0 <= metrics['test_accuracy'] <= 1 and metrics['train_samples_per_second'] > 0
+    assert {'config.json', 'vocab.json', 'model.params'} <= set(os.listdir(out))
+    assert 'Batch 0 Accuracy' in proc.stdout and 'Test Accuracy' in proc.stdout
+
+
+@pytest.mark.slow
+def test_predict_arguments_and_stdin(finetuned):
+    out, _ = finetuned
+    line = cli('predict', '--model-dir', str(out), 'this movie is so great').stdout.strip()
+    label, prob = line.split('\t')
+    assert label in ('positive', 'negative') and 0.5 <= float(prob) <= 1
+    lines = cli('predict', '--model-dir', str(out), '-', stdin='great fun\n\na dull, lifeless mess\n').stdout
+    rows = [r.split('\t') for r in lines.strip().splitlines()]
+    assert [r[2] for r in rows] == ['great fun', 'a dull, lifeless mess']
+
+
+def test_clear_errors():
+    proc = cli('predict', '--model-dir', '/nonexistent/dir', 'hello', check=False)
+    assert proc.returncode == 2 and 'does not exist; fine-tune first' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    proc = cli('finetune', '--max-len', '2', check=False)
+    assert proc.returncode == 2 and '--max-len must be >= 3' in proc.stderr
+    proc = cli('finetune', '--data', 'nope', check=False)
+    assert proc.returncode == 2 and 'invalid choice' in proc.stderr

@@ -1,0 +1,62 @@
+import gluonnlp as nlp
+import mxnet as mx
+import pytest
+
+from bert_tutorial import BERTClassifier, load_classifier, predict_sentiment, predict_sentiments, save_classifier
+from bert_tutorial.pretrained import describe_bert
+
+
+@pytest.fixture
+def classifier(tiny_bert, tiny_vocab):
+    net = BERTClassifier(tiny_bert, 2, dropout=0.1)
+    net.classifier.initialize(mx.init.Normal(0.5))
+    return net, tiny_vocab, nlp.data.BERTTokenizer(tiny_vocab, lower=True)
+
+
+SENTENCES = ['the movie was great fun', 'a dull plot', 'awful', 'GOOD ' * 500, 'émoji 🎬 ok 映画']
+
+
+def test_predictions_are_labels_with_probabilities(classifier):
+    net, vocab, tok = classifier
+    assert predict_sentiment(net, mx.cpu(), vocab, tok, 'this movie is so great') in ('positive', 'negative')
+    results = predict_sentiments(net, mx.cpu(), vocab, tok, SENTENCES, batch_size=2)
+    assert len(results) == len(SENTENCES)
+    for label, prob in results:
+        assert label in ('positive', 'negative') and 0.5 <= prob <= 1.0
+    single = [predict_sentiment(net, mx.cpu(), vocab, tok, s) for s in SENTENCES]
+    assert single == [label for label, _ in results]  # batching and padding change nothing
+
+
+@pytest.mark.parametrize('bad, match', [('', 'empty'), ('   \n\t', 'empty'), (None, 'must be a string'),
+                                        (3.5, 'must be a string')])
+def test_bad_sentences(classifier, bad, match):
+    net, vocab, tok = classifier
+    with pytest.raises(ValueError, match=match):
+        predict_sentiment(net, mx.cpu(), vocab, tok, bad)
+    with pytest.raises(ValueError, match=match):
+        predict_sentiments(net, mx.cpu(), vocab, tok, ['fine', bad])
+    with pytest.raises(ValueError, match='list of strings'):
+        predict_sentiments(net, mx.cpu(), vocab, tok, 'not a list')
+
+
+def test_save_load_round_trip(classifier, tmp_path):
+    net, vocab, tok = classifier
+    before = predict_sentiments(net, mx.cpu(), vocab, tok, SENTENCES)
+    save_classifier(net, vocab, tmp_path / 'm', {'base_model': 'tiny', 'bert': describe_bert(net.bert),
+                                                  'max_len': 128})
+    net2, vocab2, config = load_classifier(tmp_path / 'm')
+    assert config['base_model'] == 'tiny' and config['labels'] == ['negative', 'positive']
+    assert vocab2.idx_to_token == vocab.idx_to_token and vocab2.padding_token == '[PAD]'
+    after = predict_sentiments(net2, mx.cpu(), vocab2, nlp.data.BERTTokenizer(vocab2, lower=True), SENTENCES)
+    assert [a[0] for a in after] == [b[0] for b in before]
+    assert [a[1] for a in after] == pytest.approx([b[1] for b in before], abs=1e-6)
+
+
+def test_missing_or_incomplete_model_dir(classifier, tmp_path):
+    with pytest.raises(FileNotFoundError, match='does not exist; fine-tune first'):
+        load_classifier(tmp_path / 'nothing')
+    net, vocab, _ = classifier
+    save_classifier(net, vocab, tmp_path / 'm', {'bert': describe_bert(net.bert), 'max_len': 16})
+    (tmp_path / 'm' / 'vocab.json').unlink()
+    with pytest.raises(FileNotFoundError, match='incomplete: vocab.json missing'):
+        load_classifier(tmp_path / 'm')

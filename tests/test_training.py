@@ -1,0 +1,151 @@
+import gluonnlp as nlp
+import mxnet as mx
+import numpy as np
+import pytest
+from conftest import toy_reviews
+from mxnet import gluon
+
+from bert_tutorial import BERTClassifier
+from bert_tutorial.checkpoint import latest_checkpoint
+from bert_tutorial.data import sentiment_loader
+from bert_tutorial.training import learning_rate, train_loop
+
+
+def _setup(tiny_bert, tiny_vocab, n_train=256, n_test=64, batch_size=16, seed=0):
+    tok = nlp.data.BERTTokenizer(tiny_vocab, lower=True)
+    train = sentiment_loader(toy_reviews(n_train, seed=1), tok, tiny_vocab, 16, batch_size, shuffle=True)
+    test = sentiment_loader(toy_reviews(n_test, seed=2), tok, tiny_vocab, 16, batch_size)
+    net = BERTClassifier(tiny_bert, 2)
+    net.classifier.initialize(mx.init.Normal(0.02))
+    return net, train, test
+
+
+def _params(net):
+    return {k: v.data().asnumpy().copy() for k, v in net._collect_params_with_prefix().items()}
+
+
+def test_learns_a_toy_task(tiny_bert, tiny_vocab, capsys):
+    net, train, test = _setup(tiny_bert, tiny_vocab)
+    history = train_loop(net, train, test, 4, 3e-3, mx.cpu(), gluon.loss.SoftmaxCELoss(), progress=False,
+                         log_interval=5)
+    assert history[-1]['train_loss'] < history[0]['train_loss'] * 0.7
+    assert history[-1]['test_accuracy'] > 0.85
+    assert all(h['samples_per_second'] > 0 for h in history)
+    out = capsys.readouterr().out
+    assert 'Batch 0 Accuracy' in out and "Epoch 3, Accuracy ('accuracy', " in out and 'Test Accuracy' in out
+
+
+def test_same_seed_same_run_and_resume_equals_uninterrupted(tiny_bert, tiny_vocab, tmp_path):
+    runs = {}
+    # Identical starting points (dropout on), built from one set of weights.
+    base_net, train, test = _setup(_clone_bert(tiny_vocab), tiny_vocab, n_train=96, batch_size=16)
+    init = tmp_path / 'init.params'
+    base_net.save_parameters(str(init))
+
+    def fresh():
+        net, _, _ = _setup(_clone_bert(tiny_vocab), tiny_vocab, n_train=96, batch_size=16)
+        net.load_parameters(str(init))
+        return net
+
+    loss = gluon.loss.SoftmaxCELoss()
+    for name in ('a', 'b'):
+        net = fresh()
+        hist = train_loop(net, train, test, 2, 1e-3, mx.cpu(), loss, progress=False, seed=7)
+        runs[name] = (_params(net), [h['train_loss'] for h in hist])
+    for key in runs['a'][0]:
+        np.testing.assert_array_equal(runs['a'][0][key], runs['b'][0][key])
+    assert runs['a'][1] == runs['b'][1]
+
+    net = fresh()  # interrupted after epoch 1 ...
+    train_loop(net, train, test, 2, 1e-3, mx.cpu(), loss, progress=False, seed=7, checkpoint_dir=tmp_path / 'r')
+    ckpt = latest_checkpoint(tmp_path / 'r')
+    first = sorted((tmp_path / 'r' / 'checkpoints').glob('step-*'))[0]
+    (tmp_path / 'r' / 'checkpoints' / 'latest').write_text(first.name)  # ... as if killed after epoch 1
+    assert ckpt != first
+    net = fresh()
+    hist = train_loop(net, train, test, 2, 1e-3, mx.cpu(), loss, progress=False, seed=7,
+                      checkpoint_dir=tmp_path / 'r', resume=True)
+    assert [h['train_loss'] for h in hist] == runs['a'][1]
+    resumed = _params(net)
+    for key in resumed:
+        np.testing.assert_allclose(resumed[key], runs['a'][0][key], rtol=0, atol=1e-6)
+
+
+def _clone_bert(tiny_vocab, dropout=0.1):
+    from bert_tutorial.pretrained import build_bert
+    config = dict(num_hidden_layers=1, hidden_size=16, intermediate_size=32, max_position_embeddings=64,
+                  num_attention_heads=2, vocab_size=len(tiny_vocab), type_vocab_size=2)
+    return build_bert(config, dropout=dropout)
+
+
+def test_mid_epoch_checkpoint_resumes_exactly(tiny_vocab, tmp_path):
+    loss = gluon.loss.SoftmaxCELoss()
+    net, train, test = _setup(_clone_bert(tiny_vocab), tiny_vocab, n_train=96, batch_size=16)
+    init = tmp_path / 'init.params'
+    net.save_parameters(str(init))
+    train_loop(net, train, test, 1, 1e-3, mx.cpu(), loss, progress=False, seed=3)
+    full = _params(net)
+
+    net, _, _ = _setup(_clone_bert(tiny_vocab), tiny_vocab)
+    net.load_parameters(str(init))
+    train_loop(net, train, test, 1, 1e-3, mx.cpu(), loss, progress=False, seed=3, checkpoint_dir=tmp_path / 'm',
+               checkpoint_every=2)
+    ckpts = sorted((tmp_path / 'm' / 'checkpoints').glob('step-*'))
+    mid = [c for c in ckpts if c.name != 'step-00000006'][-1]
+    (tmp_path / 'm' / 'checkpoints' / 'latest').write_text(mid.name)
+    net, _, _ = _setup(_clone_bert(tiny_vocab), tiny_vocab)
+    net.load_parameters(str(init))
+    train_loop(net, train, test, 1, 1e-3, mx.cpu(), loss, progress=False, seed=3, checkpoint_dir=tmp_path / 'm',
+               resume=True)
+    for key, value in _params(net).items():
+        np.testing.assert_allclose(value, full[key], atol=1e-6)
+
+
+def test_non_finite_loss_stops_or_skips(tiny_bert, tiny_vocab, tmp_path):
+    net, train, test = _setup(tiny_bert, tiny_vocab, n_train=64)
+    before = _params(net)
+
+    def nan_loss(out, label):
+        return gluon.loss.SoftmaxCELoss()(out, label) * np.nan
+
+    with pytest.raises(FloatingPointError, match='non-finite loss at step 0 \\(epoch 0, batch 0\\)'):
+        train_loop(net, train, test, 1, 1e-3, mx.cpu(), nan_loss, progress=False, checkpoint_dir=tmp_path)
+    assert latest_checkpoint(tmp_path) is None
+    train_loop(net, train, test, 1, 1e-3, mx.cpu(), nan_loss, progress=False, skip_nonfinite=True)
+    for key, value in _params(net).items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+def test_two_contexts_match_one(tiny_vocab, tmp_path):
+    """Data-parallel over two CPU contexts gives the parameters of one context on the same batches."""
+    loss = gluon.loss.SoftmaxCELoss()
+    results = []
+    init = tmp_path / 'init.params'
+    for ctx in ([mx.cpu(0)], [mx.cpu(0), mx.cpu(1)]):
+        net, train, test = _setup(_clone_bert(tiny_vocab, dropout=0.0), tiny_vocab, n_train=64, batch_size=16)
+        if results:
+            net.load_parameters(str(init))
+        else:
+            net.save_parameters(str(init))
+        net.collect_params().reset_ctx(ctx)
+        train_loop(net, train, test, 1, 1e-3, ctx, loss, progress=False, seed=1)
+        results.append(_params(net))
+    for key, value in results[0].items():
+        np.testing.assert_allclose(results[1][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_learning_rate_schedule():
+    lrs = [learning_rate(s, 100, 1.0, 10) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[10] == pytest.approx(1.0)
+    assert lrs[-1] == pytest.approx(1 / 90) and all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+def test_bad_arguments(tiny_bert, tiny_vocab):
+    net, train, test = _setup(tiny_bert, tiny_vocab, n_train=32)
+    loss = gluon.loss.SoftmaxCELoss()
+    with pytest.raises(ValueError, match='num_epoch must be >= 1'):
+        train_loop(net, train, test, 0, 1e-3, mx.cpu(), loss)
+    with pytest.raises(ValueError, match='ctx must be an mxnet Context'):
+        train_loop(net, train, test, 1, 1e-3, 'cpu', loss)
+    with pytest.raises(ValueError, match='resume=True needs checkpoint_dir'):
+        train_loop(net, train, test, 1, 1e-3, mx.cpu(), loss, resume=True)
