@@ -15,6 +15,7 @@ setup(
     python_requires='>=3.8,<3.12',
     install_requires=[r for r in requirements if r],
     extras_require={
+        'bench': ['scikit-learn==1.3.2'],
         'test': [
             'pytest>=7',
             'hypothesis>=6.80',

@@ -74,18 +74,20 @@ class MLMDecoder(gluon.HybridBlock):
 
     ``X``: ``(batch_size, seq_len, units)``; ``masked_positions``: ``(2, num_masked)`` in ``gather_nd`` layout
     (row 0 batch indices, row 1 token positions). Output: ``(num_masked, vocab_size)``.
+    ``embed_params``: a word embedding's parameters, to tie the output layer's weight to them.
     """
 
-    def __init__(self, vocab_size: int, units: int, **kwargs):
+    def __init__(self, vocab_size: int, units: int, embed_params=None, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size = vocab_size
         self.decoder = gluon.nn.HybridSequential()
-        self.decoder.add(gluon.nn.Dense(units, flatten=False))
+        self.decoder.add(gluon.nn.Dense(units, flatten=False, in_units=units))
         # Gaussian Error Linear Units as the activation function
         self.decoder.add(gluon.nn.GELU())
-        self.decoder.add(gluon.nn.LayerNorm())
-        # classification layer for `vocab_size` classes
-        self.decoder.add(gluon.nn.Dense(vocab_size, flatten=False))
+        self.decoder.add(gluon.nn.LayerNorm(in_channels=units))
+        # classification layer for `vocab_size` classes; with `embed_params` (the word embedding's
+        # ParameterDict) its weight is the embedding matrix, as in BERT
+        self.decoder.add(gluon.nn.Dense(vocab_size, flatten=False, in_units=units, params=embed_params))
 
     def forward(self, X, masked_positions, *args):
         if is_concrete(X):
@@ -115,12 +117,17 @@ class BERTClassifier(gluon.HybridBlock):
     sequence encoding (``BERTEncoder``; the first token's encoding is then used).
     Inputs: ``(batch_size, seq_len)`` ids and segments, ``(batch_size,)`` valid lengths.
     Output: ``(batch_size, num_classes)`` scores.
+    ``pooling='mean'`` averages the sequence encoding over the valid positions instead: the tutorial uses
+    ``'cls'``, but checkpoints trained as sentence encoders (all-MiniLM-L6-v2) were trained with mean pooling.
     """
 
-    def __init__(self, bert, num_classes: int, dropout: float = 0.0, **kwargs):
+    def __init__(self, bert, num_classes: int, dropout: float = 0.0, pooling: str = 'cls', **kwargs):
         super().__init__(**kwargs)
         if num_classes < 1:
             raise ValueError(f'num_classes must be >= 1, got {num_classes}')
+        if pooling not in ('cls', 'mean'):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.pooling = pooling
         self.bert = bert
         self.vocab_size = _vocab_size(bert)
         # The tutorial has no dropout here; GluonNLP's fine-tuning script uses 0.1.
@@ -139,10 +146,14 @@ class BERTClassifier(gluon.HybridBlock):
 
     def hybrid_forward(self, F, inputs, segment_types, seq_len):
         out = self.bert(inputs, segment_types, seq_len)
-        if isinstance(out, (list, tuple)):
+        seq_encoding = out[0] if isinstance(out, (list, tuple)) else out
+        if self.pooling == 'mean':
+            masked = F.SequenceMask(seq_encoding, sequence_length=seq_len, use_sequence_length=True, axis=1)
+            cls_encoding = F.broadcast_div(masked.sum(axis=1), seq_len.reshape((-1, 1)))
+        elif isinstance(out, (list, tuple)):
             cls_encoding = out[1]
         else:
-            cls_encoding = F.slice_axis(out, axis=1, begin=0, end=1).reshape((0, -1))
+            cls_encoding = F.slice_axis(seq_encoding, axis=1, begin=0, end=1).reshape((0, -1))
         if self.dropout is not None:
             cls_encoding = self.dropout(cls_encoding)
         return self.classifier(cls_encoding)

@@ -55,7 +55,7 @@ def save_classifier(net: BERTClassifier, vocabulary, model_dir: str | os.PathLik
     model_dir.mkdir(parents=True, exist_ok=True)
     if 'bert' not in config or 'max_len' not in config:
         raise ValueError("config must hold 'bert' (the base model's sizes) and 'max_len'")
-    config = dict(config, num_classes=net.classifier._units, labels=list(LABELS),
+    config = dict(config, num_classes=net.classifier._units, labels=list(LABELS), pooling=net.pooling,
                   dropout=net.dropout._rate if net.dropout is not None else 0.0)
     for name, text in (('config.json', json.dumps(config, indent=2)), ('vocab.json', vocabulary.to_json())):
         tmp = model_dir / f'{name}.part'
@@ -86,6 +86,7 @@ def load_classifier(model_dir: str | os.PathLike, ctx=None) -> tuple[BERTClassif
         bert = build_pretrained_encoder(config['bert'], ctx=ctx)
     else:
         bert = build_bert(config['bert'], dropout=0.0, ctx=ctx)
-    net = BERTClassifier(bert, config['num_classes'], dropout=config.get('dropout', 0.0))
+    net = BERTClassifier(bert, config['num_classes'], dropout=config.get('dropout', 0.0),
+                         pooling=config.get('pooling', 'cls'))
     net.load_parameters(str(model_dir / 'model.params'), ctx=ctx)
     return net, vocabulary, config

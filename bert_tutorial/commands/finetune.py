@@ -20,6 +20,9 @@ from ..training import train_loop
 
 log = logging.getLogger(__name__)
 
+# Checkpoints trained as sentence encoders with mean pooling (their [CLS] pooler was not trained for it).
+SENTENCE_ENCODERS = {DEFAULT_MODEL}
+
 
 def contexts(kind: str) -> list[mx.Context]:
     """``cpu``, or every visible GPU for ``gpu``."""
@@ -65,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
                                  bucket=args.bucket)
     log.info('%d training and %d test examples, %d batches an epoch', len(train), len(test), len(train_data))
 
-    net = BERTClassifier(bert, 2, dropout=args.dropout)
+    pooling = args.pooling
+    if pooling == 'auto':  # sentence encoders were trained with mean pooling; BERT's pooler is for [CLS]
+        pooling = 'mean' if args.model in SENTENCE_ENCODERS else 'cls'
+    net = BERTClassifier(bert, 2, dropout=args.dropout, pooling=pooling)
     net.classifier.initialize(mx.init.Normal(0.02), ctx=ctx)
     if len(ctx) > 1:
         net.collect_params().reset_ctx(ctx)
@@ -106,6 +112,9 @@ def register(subparsers) -> None:
     p.add_argument('--max-train', type=int, default=None, help='use at most N training examples')
     p.add_argument('--max-test', type=int, default=None, help='use at most N test examples')
     p.add_argument('--dropout', type=float, default=0.1, help='dropout before the output layer')
+    p.add_argument('--pooling', choices=('auto', 'cls', 'mean'), default='auto',
+                   help="sentence encoding: pooled [CLS] (the tutorial) or the mean over tokens; auto: mean for "
+                   "sentence encoders (all-MiniLM-L6-v2), cls otherwise")
     p.add_argument('--bert-dropout', type=float, default=0.1, help='dropout inside BERT')
     p.add_argument('--no-bucket', dest='bucket', action='store_false', help='pad to the longest in a random batch')
     p.add_argument('--no-hybridize', dest='hybridize', action='store_false')
