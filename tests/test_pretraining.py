@@ -40,7 +40,7 @@ Birds sing in spring. Flowers bloom early. Bees visit them."""
 @pytest.fixture
 def corpus(tmp_path):
     path = tmp_path / 'corpus.txt'
-    path.write_text(TEXT * 3)
+    path.write_text('\n\n'.join([TEXT] * 3))
     docs = read_text_corpus(path)
     vocab = build_vocab(nlp.data.BERTBasicTokenizer(lower=True), docs, min_freq=1)
     ids = tokenize_documents(nlp.data.BERTTokenizer(vocab, lower=True), vocab, docs)
@@ -76,8 +76,8 @@ def test_model_shapes_and_tied_weights():
     out_layer = model.mlm.decoder[3]
     assert out_layer.weight is model.encoder.word_embed.weight  # one Parameter, two uses
     with autograd.record():
-        _, mlm, _ = model(words, segments, valid, positions)
-    mlm.sum().backward()
+        loss = model(words, segments, valid, positions)[1].sum()
+    loss.backward()
     assert np.abs(model.encoder.word_embed.weight.grad().asnumpy()).sum() > 0
     # MLM scores at a position are the decoder applied to the encoding there (gather is right).
     expected = model.mlm.decoder(X[1:2, 4:5, :]).reshape((-1,))
@@ -93,7 +93,7 @@ def test_model_shapes_and_tied_weights():
 def test_example_statistics(corpus):
     """15% of the positions are chosen, 80/10/10 [MASK]/random/kept, 50/50 true/random next sentence."""
     _, vocab, ids = corpus
-    docs = ids * 30  # a few thousand examples
+    docs = ids * 100  # a few thousand examples
     ds = PretrainingDataset(docs, vocab, max_len=32, seed=0)
     assert len(ds) > 2000
     cls, sep, mask, pad = (vocab[t] for t in ('[CLS]', '[SEP]', '[MASK]', '[PAD]'))
@@ -152,7 +152,7 @@ def test_padded_prediction_slots_do_not_count(corpus):
     assert after == pytest.approx(before, rel=1e-6)
 
 
-def test_loop_learns_checkpoints_and_resumes(corpus, tmp_path):
+def test_loop_learns_checkpoints_and_resumes(corpus, tmp_path, monkeypatch):
     _, vocab, ids = corpus
     train = PretrainingDataset(ids * 4, vocab, 24, seed=0)
     held = PretrainingDataset(ids, vocab, 24, seed=1)
@@ -167,11 +167,24 @@ def test_loop_learns_checkpoints_and_resumes(corpus, tmp_path):
         return model, hist
 
     model, hist = run(40)
-    assert hist[-1]['train_mlm_loss'] < hist[0]['train_mlm_loss'] - 0.5
+    assert hist[-1]['train_mlm_loss'] < hist[0]['train_mlm_loss'] - 0.25
+    assert hist[-1]['mlm_loss'] < hist[0]['mlm_loss'] - 0.25
     assert {'mlm_loss', 'mlm_accuracy', 'nsp_accuracy'} <= set(hist[-1])
     full = {k: v.data().asnumpy() for k, v in model._collect_params_with_prefix().items()}
 
-    _, _ = run(20, checkpoint_dir=tmp_path / 'c')  # stopped after 20 of 40 steps
+    from bert_tutorial import pretraining
+    real_eval, calls = pretraining.evaluate_pretraining, []
+
+    def killed_at_step_25(*args, **kwargs):  # the run dies between the checkpoints of steps 20 and 30
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_eval(*args, **kwargs)
+
+    monkeypatch.setattr(pretraining, 'evaluate_pretraining', killed_at_step_25)
+    with pytest.raises(KeyboardInterrupt):
+        run(40, checkpoint_dir=tmp_path / 'c')
+    monkeypatch.setattr(pretraining, 'evaluate_pretraining', real_eval)
     assert latest_checkpoint(tmp_path / 'c').name == 'step-00000020'
     model, hist2 = run(40, checkpoint_dir=tmp_path / 'c', resume=True)
     for k, v in model._collect_params_with_prefix().items():
