@@ -11,7 +11,7 @@ import logging
 import sys
 import warnings
 
-COMMANDS: list[str] = ['download', 'finetune', 'predict', 'pretrain']
+COMMANDS: list[str] = ['download', 'finetune', 'predict', 'pretrain', 'export']
 
 
 def build_parser() -> argparse.ArgumentParser:

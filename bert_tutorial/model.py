@@ -129,6 +129,9 @@ class BERTClassifier(gluon.HybridBlock):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         self.pooling = pooling
         self.bert = bert
+        if pooling == 'mean' and getattr(bert, 'pooler', None) is not None:
+            # The pooler's output is unused: no gradient reaches it, so the trainer must not expect one.
+            bert.pooler.collect_params().setattr('grad_req', 'null')
         self.vocab_size = _vocab_size(bert)
         # The tutorial has no dropout here; GluonNLP's fine-tuning script uses 0.1.
         self.dropout = gluon.nn.Dropout(dropout) if dropout else None

@@ -78,7 +78,7 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
                optimizer: str = 'bertadam', weight_decay: float = 0.01, warmup_ratio: float = 0.1,
                clip: float | None = 1.0, log_interval: int = 50, checkpoint_dir: str | Path | None = None,
                checkpoint_every: int | None = None, resume: bool = False, seed: int = 0, progress: bool = True,
-               skip_nonfinite: bool = False, kvstore: str = 'device') -> list[dict]:
+               skip_nonfinite: bool = False, kvstore: str = 'device', callback=None) -> list[dict]:
     """Fine-tune ``net`` on ``train_data`` for ``num_epoch`` epochs; returns one dict per epoch
     (``epoch``, ``train_loss``, ``train_accuracy``, ``test_accuracy``, ``samples_per_second``, ``seconds``).
 
@@ -87,7 +87,9 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
     every ``checkpoint_every`` steps); ``resume=True`` continues from the newest one. Every epoch reseeds all
     generators from ``(seed, epoch)`` and every step reseeds MXNet's from ``(seed, step)``, so a resumed run
     replays what an uninterrupted one does. A non-finite loss or gradient raises ``FloatingPointError`` naming
-    the step, or skips the step when ``skip_nonfinite``.
+    the step, or skips the step when ``skip_nonfinite``. ``callback(record)`` is called at every log line and
+    epoch end with ``epoch`` (fractional), ``train_loss``, ``train_accuracy`` and, at epoch ends, ``test_accuracy``
+    (for live plots such as d2l's ``Animator``).
     """
     if num_epoch < 1:
         raise ValueError(f'num_epoch must be >= 1, got {num_epoch}')
@@ -158,6 +160,9 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
             step += 1
             if i % log_interval == 0:
                 bar.write(f'Batch {i} Accuracy {metric.get()[1]} Loss {loss_sum / max(seen, 1)}')
+                if callback is not None:
+                    callback({'epoch': epoch + (i + 1) / steps_per_epoch, 'train_loss': loss_sum / max(seen, 1),
+                              'train_accuracy': metric.get()[1]})
             bar.set_postfix(loss=f'{loss_sum / max(seen, 1):.4f}', acc=f'{metric.get()[1]:.4f}')
             if checkpoint_every and step % checkpoint_every == 0 and i + 1 < steps_per_epoch:
                 checkpoint(epoch)
@@ -171,6 +176,9 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
         history.append({'epoch': epoch, 'train_loss': train_loss, 'train_accuracy': metric.get()[1],
                         'test_accuracy': test_accuracy, 'samples_per_second': seen / seconds if seconds else None,
                         'seconds': seconds})
+        if callback is not None:
+            callback({'epoch': epoch + 1.0, 'train_loss': train_loss, 'train_accuracy': metric.get()[1],
+                      'test_accuracy': test_accuracy})
         checkpoint(epoch + 1)
     return history
 

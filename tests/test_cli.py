@@ -56,3 +56,37 @@ def test_clear_errors():
     assert proc.returncode == 2 and '--max-len must be >= 3' in proc.stderr
     proc = cli('finetune', '--data', 'nope', check=False)
     assert proc.returncode == 2 and 'invalid choice' in proc.stderr
+
+
+@pytest.mark.slow
+def test_killed_finetune_resumes_to_the_uninterrupted_result(tmp_path):
+    """Kill a run right after its first epoch's checkpoint, resume it: same parameters as a run never stopped."""
+    import signal
+    import time
+
+    import mxnet as mx
+    import numpy as np
+    args = ['finetune', '--max-train', '320', '--max-test', '32', '--epochs', '2', '--no-progress', '--seed', '3']
+    cli(*args, '--out', str(tmp_path / 'whole'))
+
+    killed = tmp_path / 'killed'
+    proc = subprocess.Popen([sys.executable, '-m', 'bert_tutorial', *args, '--out', str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pointer = killed / 'checkpoints' / 'latest'
+    deadline = time.time() + 300
+    while not pointer.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads((killed / 'checkpoints' / pointer.read_text() / 'state.json').read_text())
+    assert state['epoch'] == 1  # epoch 1 of 2 done, then killed
+    assert not (killed / 'model.params').exists()
+    cli(*args, '--out', str(killed), '--resume')
+
+    whole, resumed = mx.nd.load(str(tmp_path / 'whole' / 'model.params')), mx.nd.load(str(killed / 'model.params'))
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        np.testing.assert_allclose(resumed[key].asnumpy(), whole[key].asnumpy(), rtol=0, atol=1e-6)
+    first = json.loads((tmp_path / 'whole' / 'metrics.json').read_text())['history']
+    second = json.loads((killed / 'metrics.json').read_text())['history']
+    assert [h['train_loss'] for h in second] == [h['train_loss'] for h in first]

@@ -26,8 +26,13 @@ def _params(net):
 
 def test_learns_a_toy_task(tiny_bert, tiny_vocab, capsys):
     net, train, test = _setup(tiny_bert, tiny_vocab)
+    records = []
     history = train_loop(net, train, test, 4, 3e-3, mx.cpu(), gluon.loss.SoftmaxCELoss(), progress=False,
-                         log_interval=5)
+                         log_interval=5, callback=records.append)
+    ends = [r for r in records if 'test_accuracy' in r]
+    assert [r['epoch'] for r in ends] == [1.0, 2.0, 3.0, 4.0]
+    assert [r['test_accuracy'] for r in ends] == [h['test_accuracy'] for h in history]
+    assert len(records) > len(ends) and all(0 < r['epoch'] <= 4 for r in records)
     assert history[-1]['train_loss'] < history[0]['train_loss'] * 0.7
     assert history[-1]['test_accuracy'] > 0.85
     assert all(h['samples_per_second'] > 0 for h in history)

@@ -1,0 +1,79 @@
+"""The notebooks: valid, stored outputs that the current code still produces, and they run end to end."""
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / 'notebooks'
+SMALL = {
+    'bert_pretraining.ipynb': {'pretrain_steps': 20, 'pretrain_units': 32, 'pretrain_layers': 1, 'eval_every': 10},
+    'bert_finetuning.ipynb': {'num_epoch': 1, 'max_train': 64, 'max_test': 32},
+}
+
+
+def stored_text(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get('outputs', []):
+            parts.append(out.get('text', ''))
+            parts.append(out.get('data', {}).get('text/plain', ''))
+            parts.append(out.get('evalue', ''))
+    return '\n'.join(parts)
+
+
+@pytest.mark.parametrize('name', sorted(SMALL))
+def test_valid_with_parameters_cell_and_stored_outputs(name):
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == 'python3'
+    tagged = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
+    assert len(tagged) == 1 and all(f'{k} =' in tagged[0].source for k in SMALL[name])
+    code = [c for c in nb.cells if c.cell_type == 'code']
+    assert all(c.get('execution_count') for c in code), 'store the notebook executed (outputs from a full run)'
+    assert not [o for c in code for o in c.outputs if o.output_type == 'error']
+
+
+def test_pretraining_outputs_match_the_code():
+    from mxnet import nd
+
+    from bert_tutorial import BERTEncoder, MLMDecoder
+    text = stored_text(nbformat.read(NOTEBOOKS / 'bert_pretraining.ipynb', as_version=4))
+    for line in ('(2, 8, 768)', '(2, 1) (1,)', '(2, 30000) (1,)'):
+        assert line in text
+    enc = BERTEncoder(50, 16, 32, 2, 1, 0.0)
+    enc.initialize()
+    dec = MLMDecoder(50, 16)
+    dec.initialize()
+    with pytest.raises(ValueError) as err:
+        dec(enc(nd.ones((2, 8)), nd.zeros((2, 8)), None), nd.array([[0, 1], [4, 8]]))
+    assert str(err.value) in text
+
+
+def test_finetuning_outputs_match_the_code():
+    import gluonnlp as nlp
+
+    from bert_tutorial import get_pretrained_bert
+    from bert_tutorial.data import load_movie_reviews
+    text = stored_text(nbformat.read(NOTEBOOKS / 'bert_finetuning.ipynb', as_version=4))
+    bert, vocab = get_pretrained_bert()
+    assert str(vocab) in text and 'index for [CLS] =  101' in text and 'index for [SEP] =  102' in text
+    assert str(bert).splitlines()[0] in text and 'BERTEncoder(' in text
+    tokenizer = nlp.data.BERTTokenizer(vocab, lower=True)
+    review = load_movie_reviews('train')[16][0]
+    assert review in text and ' '.join(tokenizer(review)) in text
+    assert "'positive'" in text and "'negative'" in text and 'Test Accuracy' in text and 'Batch 0 Accuracy' in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', sorted(SMALL))
+def test_notebook_runs_end_to_end(name, tmp_path):
+    args = [sys.executable, '-m', 'papermill', str(NOTEBOOKS / name), str(tmp_path / name), '--cwd',
+            str(tmp_path), '-k', 'python3', '--no-progress-bar']
+    for key, value in SMALL[name].items():
+        args += ['-p', key, str(value)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = nbformat.read(tmp_path / name, as_version=4)
+    assert not [o for c in out.cells for o in c.get('outputs', []) if o.output_type == 'error']
