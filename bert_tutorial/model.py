@@ -15,8 +15,11 @@ class BERTEncoder(gluon.HybridBlock):
     """
 
     def __init__(self, vocab_size: int, units: int, hidden_size: int, num_heads: int, num_layers: int,
-                 dropout: float, max_len: int = 1000, **kwargs):
+                 dropout: float, max_len: int = 1000, scale_embed: bool = False, **kwargs):
         super().__init__(**kwargs)
+        # d2l's transformer multiplies word embeddings by sqrt(units) so that the sinusoidal positions (of size 1)
+        # do not drown them; the tutorial's encoder does not (scale_embed=False).
+        self._embed_scale = units ** 0.5 if scale_embed else 1.0
         if units % num_heads:
             raise ValueError(f'units must be divisible by num_heads: got units={units}, num_heads={num_heads}')
         self.vocab_size = vocab_size
@@ -44,7 +47,7 @@ class BERTEncoder(gluon.HybridBlock):
         return super().forward(words, segments, mask)
 
     def hybrid_forward(self, F, words, segments, mask=None):
-        X = self.word_embed(words) + self.segment_embed(segments)
+        X = self.word_embed(words) * self._embed_scale + self.segment_embed(segments)
         X = self.pos_encoding(X)
         for blk in self.blks:
             X = blk(X, mask)

@@ -37,11 +37,15 @@ class BERTPretrainModel(gluon.HybridBlock):
 
     def __init__(self, vocab_size: int, units: int = 128, hidden_size: int = 256, num_heads: int = 2,
                  num_layers: int = 2, dropout: float = 0.1, max_len: int = 512, tie_weights: bool = True,
-                 **kwargs):
+                 scale_embed: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.config = dict(vocab_size=vocab_size, units=units, hidden_size=hidden_size, num_heads=num_heads,
-                           num_layers=num_layers, dropout=dropout, max_len=max_len, tie_weights=tie_weights)
-        self.encoder = BERTEncoder(vocab_size, units, hidden_size, num_heads, num_layers, dropout, max_len=max_len)
+                           num_layers=num_layers, dropout=dropout, max_len=max_len, tie_weights=tie_weights,
+                           scale_embed=scale_embed)
+        # scale_embed: with small initial weights, unscaled word embeddings are drowned by the sinusoidal positions
+        # and a tiny model learns little beyond word frequencies (measured: stuck at the baseline for 800 steps).
+        self.encoder = BERTEncoder(vocab_size, units, hidden_size, num_heads, num_layers, dropout, max_len=max_len,
+                                   scale_embed=scale_embed)
         self.mlm = MLMDecoder(vocab_size, units,
                               embed_params=self.encoder.word_embed.params if tie_weights else None)
         self.nsp = NSClassifier(units)
@@ -72,7 +76,7 @@ class PretrainedEncoder(gluon.HybridBlock):
         self.config = dict(config)
         c = self.config
         self.encoder = BERTEncoder(c['vocab_size'], c['units'], c['hidden_size'], c['num_heads'], c['num_layers'],
-                                   c['dropout'], max_len=c['max_len'])
+                                   c['dropout'], max_len=c['max_len'], scale_embed=c.get('scale_embed', False))
         self.pooler = gluon.nn.Dense(c['units'], flatten=False, activation='tanh', in_units=c['units'])
         self.units = c['units']
 
