@@ -61,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
         embed.collect_params().setattr('grad_req', 'null')
     train, test = load_examples(args.data, args.imdb_root, args.seed)
     train, test = subset(train, args.max_train, args.seed), subset(test, args.max_test, args.seed)
+    kvstore = args.kvstore
+    if kvstore.startswith('dist'):
+        # Workers started by MXNet's launcher (or the DMLC_* variables) each train on their own shard.
+        kvstore = mx.kv.create(kvstore)
+        train = train[kvstore.rank::kvstore.num_workers]
+        log.info('worker %d of %d: %d training examples', kvstore.rank, kvstore.num_workers, len(train))
     tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
     train_data = sentiment_loader(train, tokenizer, vocabulary, args.max_len, args.batch_size, shuffle=True,
                                   bucket=args.bucket)
@@ -80,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     history = train_loop(net, train_data, test_data, args.epochs, args.lr, ctx,
                          gluon.loss.SoftmaxCELoss(), warmup_ratio=args.warmup_ratio, checkpoint_dir=out,
                          resume=args.resume, seed=args.seed, progress=not args.no_progress,
-                         log_interval=args.log_interval, checkpoint_every=args.checkpoint_every)
+                         log_interval=args.log_interval, checkpoint_every=args.checkpoint_every, kvstore=kvstore)
     save_classifier(net, vocabulary, out, {'base_model': str(args.model), 'bert': base, 'max_len': args.max_len})
     last = history[-1]
     metrics = {
@@ -121,6 +127,8 @@ def register(subparsers) -> None:
     p.add_argument('--train-word-embed', dest='freeze_word_embed', action='store_false',
                    help='also update the word embedding (slower)')
     p.add_argument('--ctx', choices=('cpu', 'gpu'), default='gpu' if mx.context.num_gpus() else 'cpu')
+    p.add_argument('--kvstore', choices=('device', 'dist_sync', 'dist_device_sync'), default='device',
+                   help='dist_sync: data-parallel over workers started by tools/launch.py or DMLC_* variables')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default='runs/finetune')
     p.add_argument('--resume', action='store_true', help='continue from the last checkpoint in --out')
