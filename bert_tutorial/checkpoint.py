@@ -10,6 +10,7 @@ of each epoch (``seed_everything(epoch_seed(seed, epoch))``): resuming at an epo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -21,6 +22,8 @@ import mxnet as mx
 import numpy as np
 
 KEEP = 2
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -101,6 +104,20 @@ def load_checkpoint(path: str | os.PathLike, net: mx.gluon.Block, trainer: mx.gl
     random.setstate(_tuplify(state.pop('python_rng')))
     np_state = state.pop('numpy_rng')
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    return state
+
+
+def resume(run_dir: str | os.PathLike | None, net: mx.gluon.Block, trainer: mx.gluon.Trainer | None,
+           ctx=None) -> dict[str, Any] | None:
+    """The state of ``run_dir``'s newest checkpoint, loaded into ``net`` and ``trainer``; ``None`` if there is none."""
+    if run_dir is None:
+        raise ValueError('resume=True needs checkpoint_dir')
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        log.info('no checkpoint in %s: starting from scratch', run_dir)
+        return None
+    state = load_checkpoint(found, net, trainer, ctx=ctx)
+    log.info('resumed from %s (epoch %s, step %d)', found, state.get('epoch'), state['step'])
     return state
 
 

@@ -16,10 +16,11 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from .checkpoint import epoch_seed, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything
+from .checkpoint import epoch_seed, save_checkpoint, seed_everything
+from .checkpoint import resume as resume_from
 from .checks import check_batch_positions, is_concrete
 from .model import BERTEncoder, MLMDecoder, NSClassifier
-from .training import learning_rate
+from .training import learning_rate, make_trainer
 
 log = logging.getLogger(__name__)
 
@@ -185,23 +186,14 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
         raise ValueError('train_data is empty')
     eval_every = eval_every or steps_per_epoch
     warmup = max(1, int(warmup_ratio * num_steps))
+    trainer = make_trainer(model, lr, 'bertadam', weight_decay)
     params = {k: p for k, p in model.collect_params().items() if p.grad_req != 'null'}
-    for name, p in params.items():
-        if name.endswith(('gamma', 'beta', 'bias')):
-            p.wd_mult = 0.0
-    trainer = gluon.Trainer(params, 'bertadam', {'learning_rate': lr, 'wd': weight_decay, 'epsilon': 1e-6},
-                            update_on_kvstore=False)
     mlm_loss_fn, nsp_loss_fn = gluon.loss.SoftmaxCELoss(), gluon.loss.SigmoidBCELoss()
     history: list[dict] = []
     step = 0
-    if resume:
-        if checkpoint_dir is None:
-            raise ValueError('resume=True needs checkpoint_dir')
-        found = latest_checkpoint(checkpoint_dir)
-        if found is not None:
-            state = load_checkpoint(found, model, trainer, ctx=ctx)
-            step, history = state['step'], state['history']
-            log.info('resumed from %s at step %d', found, step)
+    state = resume_from(checkpoint_dir, model, trainer, ctx=ctx) if resume else None
+    if state is not None:
+        step, history = state['step'], state['history']
 
     bar = tqdm(total=num_steps, initial=step, desc='pretrain', disable=not progress)
     running = {'mlm': 0.0, 'nsp': 0.0, 'n': 0}

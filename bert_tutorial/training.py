@@ -18,7 +18,8 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
-from .checkpoint import epoch_seed, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything
+from .checkpoint import epoch_seed, save_checkpoint, seed_everything
+from .checkpoint import resume as resume_from
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +107,9 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
 
     history: list[dict] = []
     step = start_epoch = 0
-    if resume:
-        if checkpoint_dir is None:
-            raise ValueError('resume=True needs checkpoint_dir')
-        found = latest_checkpoint(checkpoint_dir)
-        if found is not None:
-            state = load_checkpoint(found, net, trainer, ctx=contexts)
-            step, history = state['step'], state['history']
-            start_epoch = state['epoch']
-            log.info('resumed from %s (epoch %d, step %d)', found, start_epoch, step)
-        else:
-            log.info('no checkpoint in %s: starting from scratch', checkpoint_dir)
+    state = resume_from(checkpoint_dir, net, trainer, ctx=contexts) if resume else None
+    if state is not None:
+        step, history, start_epoch = state['step'], state['history'], state['epoch']
 
     def checkpoint(epoch_done: int):
         if checkpoint_dir is not None:
