@@ -54,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     log.info('loading %s and the pre-trained model %s', args.data, args.model)
     bert, vocabulary = get_pretrained_bert(args.model, ctx=ctx[0], dropout=args.bert_dropout)
     base = describe_bert(bert) if isinstance(bert, nlp.model.BERTModel) else bert.describe()
+    limit = base['max_position_embeddings'] if 'max_position_embeddings' in base else base['max_len']
+    if args.max_len > limit:
+        log.warning('--max-len %d is more than %s has positions for: using %d', args.max_len, args.model, limit)
+        args.max_len = limit
     if args.freeze_word_embed:
         # The word embedding is 30522 x units: its dense Adam update dominates short batches on CPU,
         # and fine-tuning for sentiment barely moves it.
