@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from .checkpoint import epoch_seed, save_checkpoint, seed_everything
 from .checkpoint import resume as resume_from
 from .checks import check_batch_positions, is_concrete
 from .model import BERTEncoder, MLMDecoder, NSClassifier
-from .training import learning_rate, make_trainer
+from .training import clip_gradients, finite_step, learning_rate, make_trainer
 
 log = logging.getLogger(__name__)
 
@@ -215,14 +214,8 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
             loss.backward()
             value = loss.asscalar()
             trainer.allreduce_grads()
-            norm = float(gluon.utils.clip_global_norm([p.grad(ctx) for p in params.values()], clip,
-                                                      check_isfinite=False).asscalar())
-            if not (math.isfinite(value) and math.isfinite(norm)):
-                msg = f'non-finite loss or gradient at step {step}: loss {value}, gradient norm {norm}'
-                if not skip_nonfinite:
-                    raise FloatingPointError(msg + '; lower the learning rate, or skip_nonfinite=True')
-                log.warning('%s; skipping the step', msg)
-            else:
+            norm = clip_gradients(list(params.values()), clip)
+            if finite_step(value, norm, f'step {step}', skip_nonfinite):
                 trainer.set_learning_rate(learning_rate(step, num_steps, lr, warmup))
                 trainer.update(1)
                 running['mlm'] += mlm_loss.asscalar()

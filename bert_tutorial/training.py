@@ -136,14 +136,8 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
                 loss.backward()
             loss_value = sum(loss.asscalar() for loss in losses)
             trainer.allreduce_grads()
-            grad_norm = _global_norm(params, clip)
-            if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-                what = 'loss' if not math.isfinite(loss_value) else 'gradient norm'
-                msg = f'non-finite {what} at step {step} (epoch {epoch}, batch {i}): loss {loss_value}'
-                if not skip_nonfinite:
-                    raise FloatingPointError(msg + '; lower the learning rate, or pass skip_nonfinite=True')
-                log.warning('%s; skipping the step', msg)
-            else:
+            grad_norm = clip_gradients(params, clip)
+            if finite_step(loss_value, grad_norm, f'step {step} (epoch {epoch}, batch {i})', skip_nonfinite):
                 trainer.set_learning_rate(learning_rate(step, total_steps, lr, warmup_steps))
                 trainer.update(1)
                 for out, shard in zip(outs, shards):
@@ -176,7 +170,20 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
     return history
 
 
-def _global_norm(params: Sequence[gluon.Parameter], clip: float | None) -> float:
+def finite_step(loss_value: float, grad_norm: float, where: str, skip: bool) -> bool:
+    """True when a step may be applied; a non-finite loss or gradient norm raises ``FloatingPointError`` naming
+    ``where`` or, with ``skip``, logs a warning and returns False."""
+    if math.isfinite(loss_value) and math.isfinite(grad_norm):
+        return True
+    what = 'loss' if not math.isfinite(loss_value) else 'gradient norm'
+    msg = f'non-finite {what} at {where}: loss {loss_value}, gradient norm {grad_norm}'
+    if not skip:
+        raise FloatingPointError(msg + '; lower the learning rate, or pass skip_nonfinite=True')
+    log.warning('%s; skipping the step', msg)
+    return False
+
+
+def clip_gradients(params: Sequence[gluon.Parameter], clip: float | None) -> float:
     """Clip the gradients to global norm ``clip`` (if given); returns the norm before clipping."""
     grads = [g for p in params for g in p.list_grad()]
     if clip is not None:
