@@ -19,7 +19,7 @@ from .checkpoint import epoch_seed, save_checkpoint, seed_everything
 from .checkpoint import resume as resume_from
 from .checks import check_batch_positions, is_concrete
 from .model import BERTEncoder, MLMDecoder, NSClassifier
-from .training import clip_gradients, finite_step, learning_rate, make_trainer
+from .training import clipped_update, learning_rate, make_trainer
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +214,8 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
             loss.backward()
             value = loss.asscalar()
             trainer.allreduce_grads()
-            norm = clip_gradients(list(params.values()), clip)
-            if finite_step(value, norm, f'step {step}', skip_nonfinite):
-                trainer.set_learning_rate(learning_rate(step, num_steps, lr, warmup))
-                trainer.update(1)
+            trainer.set_learning_rate(learning_rate(step, num_steps, lr, warmup))
+            if clipped_update(trainer, list(params.values()), clip, value, f'step {step}', skip_nonfinite):
                 running['mlm'] += mlm_loss.asscalar()
                 running['nsp'] += nsp_loss.asscalar()
                 running['n'] += 1

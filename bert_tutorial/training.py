@@ -14,7 +14,6 @@ from pathlib import Path
 
 import gluonnlp as nlp
 import mxnet as mx
-import numpy as np
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
@@ -136,10 +135,9 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
                 loss.backward()
             loss_value = sum(loss.asscalar() for loss in losses)
             trainer.allreduce_grads()
-            grad_norm = clip_gradients(params, clip)
-            if finite_step(loss_value, grad_norm, f'step {step} (epoch {epoch}, batch {i})', skip_nonfinite):
-                trainer.set_learning_rate(learning_rate(step, total_steps, lr, warmup_steps))
-                trainer.update(1)
+            trainer.set_learning_rate(learning_rate(step, total_steps, lr, warmup_steps))
+            if clipped_update(trainer, params, clip, loss_value, f'step {step} (epoch {epoch}, batch {i})',
+                              skip_nonfinite):
                 for out, shard in zip(outs, shards):
                     metric.update([shard[3]], [out])
                 loss_sum += loss_value * batch_size
@@ -170,6 +168,22 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
     return history
 
 
+def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], clip: float | None,
+                   loss_value: float, where: str, skip_nonfinite: bool) -> bool:
+    """Update with the gradients clipped to global norm ``clip`` (``None``: no clipping); True when applied.
+
+    A non-finite loss or gradient norm raises ``FloatingPointError`` naming ``where`` or, with ``skip_nonfinite``,
+    logs a warning and skips the update. The clipping factor rides on the optimizer's gradient rescaling
+    (``trainer.update(1 / factor)``) instead of a separate pass that rewrites every gradient array.
+    """
+    norm = float(nlp.utils.grad_global_norm(params).asscalar())
+    if not finite_step(loss_value, norm, where, skip_nonfinite):
+        return False
+    factor = 1.0 if clip is None or norm <= clip else clip / norm
+    trainer.update(1.0 / factor)
+    return True
+
+
 def finite_step(loss_value: float, grad_norm: float, where: str, skip: bool) -> bool:
     """True when a step may be applied; a non-finite loss or gradient norm raises ``FloatingPointError`` naming
     ``where`` or, with ``skip``, logs a warning and returns False."""
@@ -181,12 +195,3 @@ def finite_step(loss_value: float, grad_norm: float, where: str, skip: bool) -> 
         raise FloatingPointError(msg + '; lower the learning rate, or pass skip_nonfinite=True')
     log.warning('%s; skipping the step', msg)
     return False
-
-
-def clip_gradients(params: Sequence[gluon.Parameter], clip: float | None) -> float:
-    """Clip the gradients to global norm ``clip`` (if given); returns the norm before clipping."""
-    grads = [g for p in params for g in p.list_grad()]
-    if clip is not None:
-        return float(nlp.utils.clip_grad_global_norm(params, clip, check_isfinite=False).asscalar())
-    total = sum(float((g.astype('float32') ** 2).sum().asscalar()) for g in grads)
-    return float(np.sqrt(total))

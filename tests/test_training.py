@@ -154,3 +154,34 @@ def test_bad_arguments(tiny_bert, tiny_vocab):
         train_loop(net, train, test, 1, 1e-3, 'cpu', loss)
     with pytest.raises(ValueError, match='resume=True needs checkpoint_dir'):
         train_loop(net, train, test, 1, 1e-3, mx.cpu(), loss, resume=True)
+
+
+@pytest.mark.parametrize('optimizer', ['sgd', 'bertadam'])
+@pytest.mark.parametrize('clip', [None, 1e-3, 1e3])
+def test_clipped_update_equals_clipping_the_gradients(clip, optimizer):
+    """The clipping factor applied through the optimizer's rescaling gives the update that rewriting the
+    gradients with GluonNLP's clip_grad_global_norm gives."""
+    from bert_tutorial.training import clipped_update, make_trainer
+
+    results = []
+    for ours in (True, False):
+        mx.random.seed(3)
+        net = gluon.nn.HybridSequential()
+        net.add(gluon.nn.Dense(8, activation='tanh'), gluon.nn.LayerNorm(), gluon.nn.Dense(2))
+        net.initialize(mx.init.Normal(0.5))
+        trainer = make_trainer(net, 1e-2, optimizer)
+        params = list(net.collect_params().values())
+        x, y = mx.nd.random.normal(shape=(4, 5)), mx.nd.array([0, 1, 1, 0])
+        for _ in range(3):
+            with mx.autograd.record():
+                loss = gluon.loss.SoftmaxCELoss()(net(x), y).mean()
+            loss.backward()
+            if ours:
+                assert clipped_update(trainer, params, clip, loss.asscalar(), 'test', False)
+            else:
+                if clip is not None:
+                    nlp.utils.clip_grad_global_norm(params, clip)
+                trainer.update(1)
+        results.append([p.data().asnumpy() for p in params])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # Adam divides out the scale
