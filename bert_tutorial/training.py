@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import epoch_seed, save_checkpoint, seed_everything
 from .checkpoint import resume as resume_from
+from .optimizer import FusedBERTAdam
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,21 @@ def learning_rate(step: int, total_steps: int, lr: float, warmup_steps: int) -> 
 def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: float = 0.01,
                  kvstore: str = 'device') -> gluon.Trainer:
     """A ``Trainer`` over the trainable parameters; LayerNorm and bias parameters get no weight decay."""
-    params = {k: p for k, p in net.collect_params().items() if p.grad_req != 'null'}
+    # Keyed by structural names ('bert.encoder...'): Trainer orders parameters by key, and the optimizer states
+    # of a checkpoint are stored by that order, so it must not depend on global name counters ('dense99_').
+    params = {}
+    for k, p in net._collect_params_with_prefix().items():
+        if p.grad_req != 'null' and all(p is not q for q in params.values()):  # tied weights once
+            params[k] = p
     for name, p in params.items():
         if name.endswith(('gamma', 'beta', 'bias')):
             p.wd_mult = 0.0
     opt_args = {'learning_rate': lr, 'wd': weight_decay}
     if optimizer in ('bertadam', 'adam', 'adamw'):
         opt_args['epsilon'] = 1e-6
+    if optimizer == 'bertadam':  # the same update on a faster kernel
+        optimizer = FusedBERTAdam(**opt_args)
+        opt_args = None
     # update_on_kvstore=False: gradients are clipped between allreduce and update.
     return gluon.Trainer(params, optimizer, opt_args, kvstore=kvstore, update_on_kvstore=False)
 
