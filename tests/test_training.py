@@ -185,3 +185,27 @@ def test_clipped_update_equals_clipping_the_gradients(clip, optimizer):
         results.append([p.data().asnumpy() for p in params])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # Adam divides out the scale
+
+
+def test_fused_bert_adam_equals_gluonnlp_bert_adam():
+    """FusedBERTAdam gives GluonNLP's BERTAdam update, weight decay and gradient rescaling included."""
+    from bert_tutorial.optimizer import FusedBERTAdam
+
+    rng = np.random.RandomState(0)
+    shapes = [(7, 5), (5,), (3, 4, 2)]
+    weights0 = [rng.normal(size=s).astype('float32') for s in shapes]
+    grads = [[rng.normal(size=s).astype('float32') for s in shapes] for _ in range(4)]
+    results = []
+    for opt in (nlp.optimizer.BERTAdam(learning_rate=1e-2, wd=0.1, epsilon=1e-6),
+                FusedBERTAdam(learning_rate=1e-2, wd=0.1, epsilon=1e-6)):
+        opt.set_wd_mult({1: 0.0})
+        updater = mx.optimizer.get_updater(opt)
+        weights = [mx.nd.array(w) for w in weights0]
+        for step, step_grads in enumerate(grads):
+            opt.rescale_grad = 0.5 if step % 2 else 1.0
+            updater(list(range(len(shapes))), [mx.nd.array(g) for g in step_grads], weights)
+        results.append([w.asnumpy() for w in weights])
+    for ref, ours, w0 in zip(*results, weights0):
+        assert np.abs(ref - w0).max() > 1e-3  # the weights moved
+        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+    assert 'fusedbertadam' in mx.optimizer.Optimizer.opt_registry
