@@ -1,4 +1,5 @@
 """The MXNet/Gluon "BERT Pre-training and Fine-tuning" tutorial, as an installable package."""
+from .layer_norm import MatmulLayerNorm, use_matmul_layer_norm
 from .model import BERTClassifier, BERTEncoder, MLMDecoder, NSClassifier
 from .predict import load_classifier, predict_sentiment, predict_sentiments, save_classifier
 from .pretrained import get_pretrained_bert, load_hf_checkpoint, load_vocabulary
@@ -12,4 +13,5 @@ __all__ = [
     'get_pretrained_bert', 'load_hf_checkpoint', 'load_vocabulary',
     'train_loop', 'evaluate_accuracy', 'predict_sentiment', 'predict_sentiments', 'save_classifier', 'load_classifier',
     'PositionalEncoding', 'MultiHeadAttention', 'AddNorm', 'PositionWiseFFN', 'EncoderBlock',
+    'MatmulLayerNorm', 'use_matmul_layer_norm',
 ]

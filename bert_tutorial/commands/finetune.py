@@ -13,6 +13,7 @@ from mxnet import gluon
 
 from ..checkpoint import seed_everything
 from ..data import load_imdb, load_movie_reviews, sentiment_loader, subset, transform_label
+from ..layer_norm import use_matmul_layer_norm
 from ..model import BERTClassifier
 from ..predict import save_classifier
 from ..pretrained import DEFAULT_MODEL, describe_bert, get_pretrained_bert
@@ -41,6 +42,26 @@ def load_examples(data: str, imdb_root: str | None, seed: int):
             [transform_label(x) for x in load_imdb('test', imdb_root)])
 
 
+def build_classifier(bert, ctx: list[mx.Context], pooling: str = 'mean', dropout: float = 0.1,
+                     freeze_word_embed: bool = True, hybridize: bool = True,
+                     matmul_layer_norm: bool = True) -> BERTClassifier:
+    """The classifier as ``finetune`` trains it: a new output layer on ``bert``, with the speed settings."""
+    if freeze_word_embed:
+        # The word embedding is 30522 x units: its dense Adam update dominates short batches on CPU,
+        # and fine-tuning for sentiment barely moves it.
+        embed = bert.word_embed[0] if isinstance(bert, nlp.model.BERTModel) else bert.word_embed
+        embed.collect_params().setattr('grad_req', 'null')
+    net = BERTClassifier(bert, 2, dropout=dropout, pooling=pooling)
+    net.classifier.initialize(mx.init.Normal(0.02), ctx=ctx)
+    if len(ctx) > 1:
+        net.collect_params().reset_ctx(ctx)
+    if matmul_layer_norm:
+        use_matmul_layer_norm(net)
+    if hybridize:
+        net.hybridize(static_alloc=True)
+    return net
+
+
 def run(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
         raise ValueError('--epochs and --batch-size must be >= 1 and --lr > 0')
@@ -58,11 +79,6 @@ def run(args: argparse.Namespace) -> int:
     if args.max_len > limit:
         log.warning('--max-len %d is more than %s has positions for: using %d', args.max_len, args.model, limit)
         args.max_len = limit
-    if args.freeze_word_embed:
-        # The word embedding is 30522 x units: its dense Adam update dominates short batches on CPU,
-        # and fine-tuning for sentiment barely moves it.
-        embed = bert.word_embed[0] if isinstance(bert, nlp.model.BERTModel) else bert.word_embed
-        embed.collect_params().setattr('grad_req', 'null')
     train, test = load_examples(args.data, args.imdb_root, args.seed)
     train, test = subset(train, args.max_train, args.seed), subset(test, args.max_test, args.seed)
     kvstore = args.kvstore
@@ -81,12 +97,8 @@ def run(args: argparse.Namespace) -> int:
     pooling = args.pooling
     if pooling == 'auto':  # sentence encoders were trained with mean pooling; BERT's pooler is for [CLS]
         pooling = 'mean' if args.model in SENTENCE_ENCODERS else 'cls'
-    net = BERTClassifier(bert, 2, dropout=args.dropout, pooling=pooling)
-    net.classifier.initialize(mx.init.Normal(0.02), ctx=ctx)
-    if len(ctx) > 1:
-        net.collect_params().reset_ctx(ctx)
-    if args.hybridize:
-        net.hybridize(static_alloc=True)
+    net = build_classifier(bert, ctx, pooling=pooling, dropout=args.dropout, freeze_word_embed=args.freeze_word_embed,
+                           hybridize=args.hybridize, matmul_layer_norm=args.matmul_layer_norm)
     history = train_loop(net, train_data, test_data, args.epochs, args.lr, ctx,
                          gluon.loss.SoftmaxCELoss(), warmup_ratio=args.warmup_ratio, checkpoint_dir=out,
                          resume=args.resume, seed=args.seed, progress=not args.no_progress,
@@ -128,6 +140,8 @@ def register(subparsers) -> None:
     p.add_argument('--bert-dropout', type=float, default=0.1, help='dropout inside BERT')
     p.add_argument('--no-bucket', dest='bucket', action='store_false', help='pad to the longest in a random batch')
     p.add_argument('--no-hybridize', dest='hybridize', action='store_false')
+    p.add_argument('--native-layer-norm', dest='matmul_layer_norm', action='store_false',
+                   help="MXNet's LayerNorm kernel (its CPU backward is slow) instead of MatmulLayerNorm")
     p.add_argument('--train-word-embed', dest='freeze_word_embed', action='store_false',
                    help='also update the word embedding (slower)')
     p.add_argument('--ctx', choices=('cpu', 'gpu'), default='gpu' if mx.context.num_gpus() else 'cpu')
