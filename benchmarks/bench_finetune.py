@@ -1,138 +1,252 @@
-"""Fine-tuning speed: the package's default pipeline against the tutorial's, in one process, as ratios.
+"""Fine-tuning speed: the package's default pipeline against the tutorial's and Hugging Face + PyTorch's, as ratios.
 
-    python benchmarks/bench_finetune.py [--quick]
+    python benchmarks/bench_finetune.py [--quick] [--results PATH]
 
-Both variants fine-tune ``BERTClassifier`` on the built-in default model with the same examples of the built-in
-movie-review corpus (batch 32, max_len 128), after warm-up, in interleaved rounds (the machine is shared: only
-ratios within one run mean anything):
-- tutorial: shuffled loader padding to the longest in the batch, imperative, dense word-embedding gradient;
-- default (what ``finetune`` does): length buckets, ``hybridize(static_alloc=True)``, frozen word embedding.
-When torch and transformers are importable, Hugging Face's ``BertForSequenceClassification`` on the same checkpoint
-and the default pipeline's batches is timed too (otherwise skipped, with a message).
+Every variant fine-tunes a classifier on the built-in default model (all-MiniLM-L6-v2) with the same examples of
+the built-in movie-review corpus (batch 32, max_len 128), in one process, after warm-up, in interleaved rounds (the
+machine is shared: only ratios within one run mean anything). A step is forward, backward, gradient clipping at
+global norm 1 and the optimizer update.
+- tutorial: shuffled batches padded to their longest, imperative, MXNet's LayerNorm, dense word-embedding gradient,
+  clipping that rewrites every gradient (GluonNLP's ``clip_grad_global_norm``);
+- default (what ``python -m bert_tutorial finetune`` trains): length buckets, ``hybridize(static_alloc=True)``,
+  frozen word embedding, ``MatmulLayerNorm``, clipping through the optimizer's gradient rescaling;
+- pytorch, when torch and transformers are importable (they are not dependencies): Hugging Face's
+  ``BertForSequenceClassification`` on the same checkpoint, the default pipeline's batches, the same trainable
+  parameters (word embedding frozen), AdamW with the same decay groups, and as many threads as MXNet uses.
+The achieved GFLOP/s of the default pipeline counts the dense and attention matrix products of forward and backward
+on the padded batches. Test accuracies of full runs are read from ``runs/finetune/metrics.json`` (default) and
+``runs/finetune-tutorial/metrics.json`` (the tutorial's pipeline) when they exist; the README says how to make them.
 Figures go to ``benchmarks/results/finetune.json``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import warnings
 from pathlib import Path
 
-import gluonnlp as nlp
-import mxnet as mx
-import numpy as np
-from mxnet import autograd, gluon
+# MXNet and PyTorch each bring an OpenMP thread pool; with the default (active) waiting, the idle pool's spinning
+# threads take the cores from the busy one. Set before either runtime starts.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-from bert_tutorial import BERTClassifier, get_pretrained_bert
-from bert_tutorial.data import load_movie_reviews, sentiment_loader, subset
-from bert_tutorial.pretrained import describe_bert
-from bert_tutorial.training import make_trainer
+import gluonnlp as nlp  # noqa: E402
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+from mxnet import autograd, gluon  # noqa: E402
 
-RESULTS = Path(__file__).parent / 'results' / 'finetune.json'
+from bert_tutorial import BERTClassifier, get_pretrained_bert  # noqa: E402
+from bert_tutorial.commands.finetune import build_classifier  # noqa: E402
+from bert_tutorial.data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
+from bert_tutorial.pretrained import builtin_checkpoint_dir, describe_bert  # noqa: E402
+from bert_tutorial.training import clipped_update, make_trainer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / 'benchmarks' / 'results' / 'finetune.json'
+LR, CLIP, MAX_LEN, BATCH = 5e-5, 1.0, 128, 32
 
 
-def matmul_peak_gflops(n: int = 2048, repeat: int = 3) -> float:
+def threads() -> int:
+    """The thread count MXNet's OpenMP kernels use (``OMP_NUM_THREADS``, else every core)."""
+    return int(os.environ.get('OMP_NUM_THREADS') or os.cpu_count() or 1)
+
+
+def matmul_peak_gflops(n: int = 2048, repeat: int = 5) -> float:
+    """Best float32 ``n x n`` matrix product rate here: oneDNN's (``FullyConnected``) or the BLAS's (``dot``)."""
     a = mx.nd.random.uniform(shape=(n, n))
-    mx.nd.dot(a, a).wait_to_read()
+    products = (lambda: mx.nd.FullyConnected(a, a, no_bias=True, num_hidden=n), lambda: mx.nd.dot(a, a))
     best = float('inf')
-    for _ in range(repeat):
-        start = time.perf_counter()
-        mx.nd.dot(a, a).wait_to_read()
-        best = min(best, time.perf_counter() - start)
+    for product in products:
+        product().wait_to_read()
+        for _ in range(repeat):
+            start = time.perf_counter()
+            product().wait_to_read()
+            best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best / 1e9
 
 
 def train_flops(config: dict, batch) -> float:
-    """Forward + backward FLOPs of one step: 3x the forward's dense and attention matmuls."""
-    ids = batch[0]
-    b, t = ids.shape
+    """Forward + backward FLOPs of one step: 3x the forward's dense and attention matrix products."""
+    b, t = batch[0].shape
     u, f, layers = config['hidden_size'], config['intermediate_size'], config['num_hidden_layers']
     dense = 2 * b * t * layers * (4 * u * u + 2 * u * f)
     attention = 2 * b * layers * 2 * t * t * u
     return 3.0 * (dense + attention)
 
 
-def build(ctx, freeze: bool, hybridize: bool):
-    bert, vocab = get_pretrained_bert(ctx=ctx)
-    if freeze:
-        bert.word_embed[0].collect_params().setattr('grad_req', 'null')
-    net = BERTClassifier(bert, 2, dropout=0.1, pooling='mean')
-    net.classifier.initialize(mx.init.Normal(0.02), ctx=ctx)
-    if hybridize:
-        net.hybridize(static_alloc=True)
-    return net, vocab, make_trainer(net, 5e-5)
+class MXNetVariant:
+    """One MXNet pipeline: a classifier, its trainer and how it clips."""
+
+    def __init__(self, name: str, net, trainer, batches, rewrite_clip: bool):
+        self.name, self.net, self.trainer, self.batches, self.rewrite_clip = name, net, trainer, batches, rewrite_clip
+        self.params = [p for p in net.collect_params().values() if p.grad_req != 'null']
+        self.loss_fn = gluon.loss.SoftmaxCELoss()
+
+    def step(self, batch) -> int:
+        ids, valid_len, segments, label = batch
+        with autograd.record():
+            loss = self.loss_fn(self.net(ids, segments, valid_len), label).mean()
+        loss.backward()
+        self.trainer.allreduce_grads()
+        if self.rewrite_clip:
+            nlp.utils.clip_grad_global_norm(self.params, CLIP)
+            self.trainer.update(1)
+        else:
+            clipped_update(self.trainer, self.params, CLIP, loss.asscalar(), self.name, False)
+        loss.wait_to_read()
+        return ids.shape[0]
 
 
-def step(net, trainer, batch, ctx, loss_fn) -> int:
-    ids, valid_len, segments, label = (x.as_in_context(ctx) for x in batch)
-    with autograd.record():
-        loss = loss_fn(net(ids, segments, valid_len), label).mean()
-    loss.backward()
-    trainer.allreduce_grads()
-    nlp.utils.clip_grad_global_norm([p for p in net.collect_params().values() if p.grad_req != 'null'], 1.0)
-    trainer.update(1)
-    loss.wait_to_read()
-    return ids.shape[0]
+class PyTorchVariant:
+    """Hugging Face's BertForSequenceClassification on the same checkpoint, batches and trainable parameters."""
+    name = 'pytorch'
+
+    def __init__(self, batches, n_threads: int):
+        import torch
+        from transformers import BertForSequenceClassification
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        torch.set_num_threads(n_threads)
+        torch.manual_seed(0)
+        self.torch = torch
+        self.model = BertForSequenceClassification.from_pretrained(str(builtin_checkpoint_dir()), num_labels=2)
+        self.model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+        self.model.train()
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        no_decay = [p for n, p in named if 'LayerNorm' in n or n.endswith('bias')]
+        decay = [p for n, p in named if not ('LayerNorm' in n or n.endswith('bias'))]
+        self.params = decay + no_decay
+        self.optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.01},
+                                            {'params': no_decay, 'weight_decay': 0.0}], lr=LR, eps=1e-6)
+        self.batches = [self.convert(b) for b in batches]
+
+    def convert(self, batch):
+        ids, valid_len, segments, label = (x.asnumpy() for x in batch)
+        t = self.torch
+        mask = (np.arange(ids.shape[1])[None, :] < valid_len[:, None]).astype('int64')
+        return (t.from_numpy(ids.astype('int64')), t.from_numpy(mask), t.from_numpy(segments.astype('int64')),
+                t.from_numpy(label.astype('int64')))
+
+    def step(self, batch) -> int:
+        ids, mask, segments, label = batch
+        loss = self.model(input_ids=ids, attention_mask=mask, token_type_ids=segments, labels=label).loss
+        loss.backward()
+        self.torch.nn.utils.clip_grad_norm_(self.params, CLIP)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return ids.shape[0]
 
 
-def time_variant(net, trainer, batches, ctx, loss_fn) -> tuple[float, float]:
-    start = time.perf_counter()
-    samples = sum(step(net, trainer, b, ctx, loss_fn) for b in batches)
-    return samples, time.perf_counter() - start
+def pytorch_available() -> str | None:
+    """``None`` when torch and transformers import, else why not."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as err:
+        return f'{err.name} is not importable (pip install torch==2.13.0 transformers; not a dependency)'
+    return None
+
+
+def mxnet_variants(examples, ctx) -> list[MXNetVariant]:
+    out = []
+    for name in ('tutorial', 'default'):
+        bert, vocab = get_pretrained_bert(ctx=ctx)
+        tokenizer = nlp.data.BERTTokenizer(vocab, lower=True)
+        if name == 'tutorial':
+            net = BERTClassifier(bert, 2, dropout=0.1, pooling='mean')
+            net.classifier.initialize(mx.init.Normal(0.02), ctx=ctx)
+        else:
+            net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1)
+        batches = [[x.as_in_context(ctx) for x in b] for b in sentiment_loader(
+            examples, tokenizer, vocab, MAX_LEN, BATCH, shuffle=True, bucket=name == 'default')]
+        out.append(MXNetVariant(name, net, make_trainer(net, LR), batches, rewrite_clip=name == 'tutorial'))
+    return out
+
+
+def full_run_accuracies() -> dict:
+    """Test accuracies of finished full fine-tuning runs, by pipeline, where their metrics exist."""
+    found = {}
+    for name, run in (('default', 'runs/finetune'), ('tutorial', 'runs/finetune-tutorial')):
+        path = ROOT / run / 'metrics.json'
+        if path.is_file():
+            metrics = json.loads(path.read_text())
+            found[name] = {'test_accuracy': metrics['test_accuracy'], 'epochs': metrics['epochs'],
+                           'train_samples_per_second': metrics['train_samples_per_second'], 'run': run}
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--quick', action='store_true', help='few steps (for CI)')
-    parser.add_argument('--examples', type=int, default=None)
+    parser.add_argument('--examples', type=int, default=None, help='training examples timed per round')
     parser.add_argument('--rounds', type=int, default=None)
+    parser.add_argument('--no-pytorch', action='store_true', help='skip the PyTorch comparison')
+    parser.add_argument('--results', default=str(RESULTS), help='where to write the figures (JSON)')
     args = parser.parse_args()
     warnings.filterwarnings('ignore')
-    n_examples = args.examples or (96 if args.quick else 640)
+    n_examples = args.examples or (64 if args.quick else 640)
     rounds = args.rounds or (1 if args.quick else 3)
     ctx = mx.cpu()
+    mx.random.seed(0)
     np.random.seed(0)
     examples = subset(load_movie_reviews('train'), n_examples, seed=0)
-    loss_fn = gluon.loss.SoftmaxCELoss()
-    tut_net, vocab, tut_trainer = build(ctx, freeze=False, hybridize=False)
-    def_net, _, def_trainer = build(ctx, freeze=True, hybridize=True)
-    tokenizer = nlp.data.BERTTokenizer(vocab, lower=True)
-    tut_batches = list(sentiment_loader(examples, tokenizer, vocab, 128, 32, shuffle=True, bucket=False))
-    def_batches = list(sentiment_loader(examples, tokenizer, vocab, 128, 32, shuffle=True, bucket=True))
-    for net, trainer, batches in ((tut_net, tut_trainer, tut_batches), (def_net, def_trainer, def_batches)):
-        step(net, trainer, batches[0], ctx, loss_fn)  # warm-up (graph building, allocation)
-    totals = {'tutorial': [0.0, 0.0], 'default': [0.0, 0.0]}
+    variants: list = mxnet_variants(examples, ctx)
+    default = variants[1]
+    skipped = None if not args.no_pytorch else 'skipped with --no-pytorch'
+    skipped = skipped or pytorch_available()
+    if skipped is None:
+        variants.append(PyTorchVariant(default.batches, threads()))
+    else:
+        print(f'PyTorch comparison skipped: {skipped}')
+    for v in variants:  # warm-up: graph building, memory allocation, oneDNN primitive caches
+        for batch in v.batches[:3]:
+            v.step(batch)
+    totals = {v.name: [0, 0.0] for v in variants}
+    peak = 0.0
     for r in range(rounds):
-        for name, net, trainer, batches in (('tutorial', tut_net, tut_trainer, tut_batches),
-                                            ('default', def_net, def_trainer, def_batches)):
-            samples, seconds = time_variant(net, trainer, batches, ctx, loss_fn)
-            totals[name][0] += samples
-            totals[name][1] += seconds
-            print(f'round {r}: {name:8s} {samples / seconds:6.1f} samples/s')
-    sps = {k: v[0] / v[1] for k, v in totals.items()}
-    config = describe_bert(def_net.bert)
-    gflops = rounds * sum(train_flops(config, b) for b in def_batches) / totals['default'][1] / 1e9
-    peak = matmul_peak_gflops()
+        peak = max(peak, matmul_peak_gflops())  # once a round: the best of the run is the quietest
+        for v in variants:
+            start = time.perf_counter()
+            samples = sum(v.step(b) for b in v.batches)
+            seconds = time.perf_counter() - start
+            totals[v.name][0] += samples
+            totals[v.name][1] += seconds
+            print(f'round {r}: {v.name:8s} {samples / seconds:6.1f} samples/s')
+    sps = {name: s / t for name, (s, t) in totals.items()}
+    config = describe_bert(default.net.bert)
+    gflops = rounds * sum(train_flops(config, b) for b in default.batches) / totals['default'][1] / 1e9
     result = {
         'samples_per_second': sps['default'], 'tutorial_samples_per_second': sps['tutorial'],
-        'speedup_vs_tutorial': sps['default'] / sps['tutorial'], 'speedup_vs_pytorch': None,
-        'gflops': gflops, 'matmul_peak_gflops': peak, 'examples': n_examples, 'rounds': rounds,
+        'pytorch_samples_per_second': sps.get('pytorch'),
+        'speedup_vs_tutorial': sps['default'] / sps['tutorial'],
+        'speedup_vs_pytorch': sps['default'] / sps['pytorch'] if 'pytorch' in sps else None,
+        'pytorch_skipped': skipped,
+        'gflops': gflops, 'matmul_peak_gflops': peak, 'gflops_fraction_of_peak': gflops / peak,
+        'examples': n_examples, 'rounds': rounds, 'batch_size': BATCH, 'max_len': MAX_LEN, 'threads': threads(),
+        'omp_wait_policy': os.environ['OMP_WAIT_POLICY'],
         'padding_fraction': {
-            name: 1 - sum(float(b[1].sum().asscalar()) for b in bs) / sum(b[0].size for b in bs)
-            for name, bs in (('tutorial', tut_batches), ('default', def_batches))},
+            v.name: 1 - sum(float(b[1].sum().asscalar()) for b in v.batches) / sum(b[0].size for b in v.batches)
+            for v in variants[:2]},
+        'full_runs': full_run_accuracies(),
     }
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-        print('torch and transformers are importable, but the PyTorch comparison is not implemented yet')
-    except ImportError:
-        print('PyTorch comparison skipped: torch and transformers are not importable (they are not dependencies)')
     print(f"default pipeline: {sps['default']:.1f} samples/s, {result['speedup_vs_tutorial']:.2f}x the tutorial's "
-          f"({sps['tutorial']:.1f}); {gflops:.0f} GFLOP/s achieved vs {peak:.0f} GFLOP/s float32 matmul peak "
-          f"({gflops / peak:.0%})")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + '\n')
+          f"({sps['tutorial']:.1f})")
+    if result['speedup_vs_pytorch'] is not None:
+        print(f"default pipeline: {result['speedup_vs_pytorch']:.2f}x Hugging Face + PyTorch "
+              f"({sps['pytorch']:.1f} samples/s, {threads()} threads)")
+    print(f'default pipeline: {gflops:.0f} GFLOP/s achieved vs {peak:.0f} GFLOP/s float32 matmul peak '
+          f'({gflops / peak:.0%})')
+    runs = result['full_runs']
+    if 'default' in runs and 'tutorial' in runs:
+        drop = runs['tutorial']['test_accuracy'] - runs['default']['test_accuracy']
+        result['accuracy_drop_vs_tutorial'] = drop
+        print(f"test accuracy of full runs: default {runs['default']['test_accuracy']:.4f}, tutorial's pipeline "
+              f"{runs['tutorial']['test_accuracy']:.4f} ({100 * drop:+.2f} points lost)")
+    out = Path(args.results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + '\n')
 
 
 if __name__ == '__main__':
