@@ -7,9 +7,10 @@ the built-in movie-review corpus (batch 32, max_len 128), in one process, after 
 machine is shared: only ratios within one run mean anything). A step is forward, backward, gradient clipping at
 global norm 1 and the optimizer update.
 - tutorial: shuffled batches padded to their longest, imperative, MXNet's LayerNorm, dense word-embedding gradient,
-  clipping that rewrites every gradient (GluonNLP's ``clip_grad_global_norm``);
+  GluonNLP's ``BERTAdam``, clipping that rewrites every gradient (GluonNLP's ``clip_grad_global_norm``);
 - default (what ``python -m bert_tutorial finetune`` trains): length buckets, ``hybridize(static_alloc=True)``,
-  frozen word embedding, ``MatmulLayerNorm``, clipping through the optimizer's gradient rescaling;
+  frozen word embedding, ``MatmulLayerNorm``, ``FusedBERTAdam``, clipping through the optimizer's gradient
+  rescaling;
 - pytorch, when torch and transformers are importable (they are not dependencies): Hugging Face's
   ``BertForSequenceClassification`` on the same checkpoint, the default pipeline's batches, the same trainable
   parameters (word embedding frozen), AdamW with the same decay groups, and as many threads as MXNet uses.
@@ -161,7 +162,12 @@ def mxnet_variants(examples, ctx) -> list[MXNetVariant]:
             net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1)
         batches = [[x.as_in_context(ctx) for x in b] for b in sentiment_loader(
             examples, tokenizer, vocab, MAX_LEN, BATCH, shuffle=True, bucket=name == 'default')]
-        out.append(MXNetVariant(name, net, make_trainer(net, LR), batches, rewrite_clip=name == 'tutorial'))
+        if name == 'tutorial':  # its utils.train_loop: GluonNLP's BERTAdam, weight decay on every parameter
+            trainer = gluon.Trainer(net.collect_params(), 'bertadam', {'learning_rate': LR, 'wd': 0.01,
+                                                                        'epsilon': 1e-6})
+        else:
+            trainer = make_trainer(net, LR)
+        out.append(MXNetVariant(name, net, trainer, batches, rewrite_clip=name == 'tutorial'))
     return out
 
 
