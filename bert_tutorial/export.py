@@ -1,6 +1,7 @@
 """Export a fine-tuned classifier as a symbol graph + parameters, and load it back with no model code."""
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -9,15 +10,21 @@ from pathlib import Path
 
 import gluonnlp as nlp
 import mxnet as mx
+import numpy as np
 from mxnet import gluon, nd
 
 EXPORT_PREFIX = 'classifier'
 INPUTS = ('data0', 'data1', 'data2')  # token ids, segment ids, valid lengths
 
 
-def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                      int8_calibration: Sequence[str] | None = None, calib_mode: str = 'naive') -> Path:
     """Write ``classifier-symbol.json``, ``classifier-0000.params``, ``vocab.json`` and ``config.json`` of the
-    classifier saved in ``model_dir`` (default ``out_dir``: ``<model_dir>/export``)."""
+    classifier saved in ``model_dir`` (default ``out_dir``: ``<model_dir>/export``).
+
+    ``int8_calibration``: representative sentences (a few hundred training sentences); the graph written is then
+    the INT8 one of ``quantize_classifier``, calibrated on them (CPU only; ``load_exported`` reads it the same way).
+    """
     from .predict import load_classifier
 
     net, vocabulary, config = load_classifier(model_dir, ctx=mx.cpu())
@@ -26,10 +33,30 @@ def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike |
     net.hybridize(static_alloc=True)
     # One forward pass builds the graph that export writes.
     net(nd.array([[vocabulary['[CLS]'], vocabulary['[SEP]']]]), nd.zeros((1, 2)), nd.array([2]))
+    config = dict(config, inputs=list(INPUTS))
+    if int8_calibration is not None:
+        tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
+        batches = sentence_batches(int8_calibration, tokenizer, vocabulary, config['max_len'])
+        net = quantize_classifier(net, batches, calib_mode=calib_mode)
+        config['int8'] = {'calib_mode': calib_mode, 'calib_sentences': len(int8_calibration),
+                          'int8_dense_layers': len(int8_layers(net)['int8'])}
     net.export(str(out / EXPORT_PREFIX), epoch=0)
     shutil.copy(Path(model_dir) / 'vocab.json', out / 'vocab.json')
-    (out / 'config.json').write_text(json.dumps(dict(config, inputs=['data0', 'data1', 'data2']), indent=2))
+    (out / 'config.json').write_text(json.dumps(config, indent=2))
     return out
+
+
+def sentence_batches(sentences: Sequence[str], tokenizer, vocabulary, max_len: int = 128,
+                     batch_size: int = 32) -> list[tuple[nd.NDArray, nd.NDArray, nd.NDArray]]:
+    """``(token_ids, segment_ids, valid_length)`` batches of sentences of similar length (for calibration)."""
+    from .data import SentimentTransform, batchify_fn
+
+    transform = SentimentTransform(tokenizer, max_len)
+    samples = sorted((transform(s) for s in sentences), key=lambda sample: int(sample[1]))
+    batchify = batchify_fn(vocabulary[vocabulary.padding_token])
+    batches = (batchify(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size))
+    return [(ids.as_in_context(mx.cpu()), segments.as_in_context(mx.cpu()), valid_len.as_in_context(mx.cpu()))
+            for ids, valid_len, segments, _ in batches]
 
 
 def load_exported(export_dir: str | os.PathLike, ctx=None) -> tuple[gluon.SymbolBlock, nlp.vocab.BERTVocab, dict]:
@@ -72,28 +99,65 @@ def fuse_classifier(block: gluon.HybridBlock, inputs: Sequence[str] = INPUTS) ->
     return _symbol_block(sym.get_backend_symbol('MKLDNN'), args, auxs, inputs)
 
 
+class _RangeCollector:
+    """Per-layer output ranges for calibration: the ``percentile`` and ``100 - percentile`` percentiles of each
+    batch's values (min and max at 100), widened over batches. MXNet's monitor callback calls ``collect``."""
+
+    def __init__(self, include_layer: Iterable[str], percentile: float = 100.0):
+        self.include_layer = set(include_layer)
+        self.percentile = percentile
+        self.min_max_dict: dict[str, tuple[float, float]] = {}
+
+    def collect(self, name, handle) -> None:
+        from mxnet.base import NDArrayHandle, py_str
+
+        name = py_str(name)
+        if name not in self.include_layer:
+            return
+        x = nd.NDArray(ctypes.cast(handle, NDArrayHandle), writable=False).asnumpy()
+        if self.percentile >= 100:
+            lo, hi = float(x.min()), float(x.max())
+        else:
+            lo, hi = (float(v) for v in np.percentile(x, [100 - self.percentile, self.percentile]))
+            if lo >= 0 > x.min():  # keep the sign: it decides int8 or uint8, which the graph has fixed
+                lo = float(x.min())
+        old = self.min_max_dict.get(name, (lo, hi))
+        lo, hi = min(old[0], lo), max(old[1], hi)
+        if lo == hi == 0:  # e.g. a zero bias: as (0, 0) it would be typed uint8 where the graph expects int8
+            lo, hi = -1e-6, 1e-6
+        self.min_max_dict[name] = (lo, hi)
+
+
 def quantize_classifier(block: gluon.HybridBlock, calib_batches: Iterable[Sequence[nd.NDArray]],
-                        calib_mode: str = 'naive', exclude_layers: Sequence[str] = (),
-                        granularity: str = 'channel-wise', inputs: Sequence[str] = INPUTS) -> gluon.SymbolBlock:
+                        calib_mode: str = 'naive', percentile: float = 99.99, granularity: str = 'tensor-wise',
+                        exclude_layers: Sequence[str] = (), inputs: Sequence[str] = INPUTS) -> gluon.SymbolBlock:
     """An INT8 version of a classifier for CPU inference: dense layers and attention matmuls run in oneDNN INT8,
     with activation ranges calibrated on ``calib_batches`` (``(token_ids, segment_ids, valid_length)`` tuples of
     representative inputs, e.g. a few hundred training sentences; any shapes).
 
-    ``calib_mode``: ``'naive'`` (min/max of the observed values) or ``'entropy'`` (KL-divergence thresholds).
-    ``exclude_layers``: names of layers of the fused graph to keep in float32 (see ``int8_layers``).
-    ``granularity``: weight scales per output channel (``'channel-wise'``) or per layer (``'tensor-wise'``).
-    The output is a ``SymbolBlock`` with the same inputs.
+    ``calib_mode``: ``'naive'`` (ranges from the observed values: their ``percentile`` and ``100 - percentile``
+    percentiles, so that rare outliers, e.g. after GELU, do not coarsen the scale; 100 is min/max) or
+    ``'entropy'`` (MXNet's KL-divergence thresholds). ``granularity``: weight scales per layer
+    (``'tensor-wise'``, faster here) or per output channel (``'channel-wise'``). ``exclude_layers``: names of layers
+    of the fused graph to keep in float32 (see ``int8_layers``). The output is a ``SymbolBlock`` with the same
+    inputs.
     """
     from mxnet.contrib import quantization
 
     if calib_mode not in ('naive', 'entropy'):
         raise ValueError(f"calib_mode must be 'naive' or 'entropy', got {calib_mode!r}")
+    if not 50 < percentile <= 100:
+        raise ValueError(f'percentile must be in (50, 100], got {percentile}')
     sym, args, auxs = _graph(block, inputs)
     sym = sym.get_backend_symbol('MKLDNN_QUANTIZE')
-    qsym, _, _, collector = quantization.quantize_graph(
-        sym, args, auxs, ctx=mx.cpu(), excluded_sym_names=list(exclude_layers), excluded_op_names=[],
-        calib_mode=calib_mode, quantized_dtype='auto', quantize_mode='smart', quantize_granularity=granularity)
-    seen = 0
+    options = dict(ctx=mx.cpu(), excluded_sym_names=list(exclude_layers), excluded_op_names=[],
+                   quantized_dtype='auto', quantize_mode='smart', quantize_granularity=granularity)
+    qsym, _, _, collector = quantization.quantize_graph(sym, args, auxs, calib_mode=calib_mode, **options)
+    if calib_mode == 'naive':  # the same layers, with percentile ranges
+        collector = _RangeCollector(collector.include_layer, percentile)
+        qsym, _, _, _ = quantization.quantize_graph(sym, args, auxs, calib_mode='customize',
+                                                    LayerOutputCollector=collector, **options)
+    first = None
     for batch in calib_batches:  # the float32 graph, observed layer by layer
         if len(batch) != len(inputs):
             raise ValueError(f'each calibration batch must hold {len(inputs)} arrays ({", ".join(inputs)})')
@@ -101,12 +165,14 @@ def quantize_classifier(block: gluon.HybridBlock, calib_batches: Iterable[Sequen
         executor = sym.bind(mx.cpu(), dict(args, **feed), aux_states=auxs, grad_req='null')
         executor.set_monitor_callback(collector.collect, monitor_all=True)
         executor.forward(is_train=False)[0].wait_to_read()
-        seen += 1
-    if not seen:
+        first = first or feed
+    if first is None:
         raise ValueError('calib_batches is empty: calibration needs representative inputs')
-    qsym, qargs, qauxs = quantization.calib_graph(qsym, args, auxs, collector, calib_mode=calib_mode,
-                                                  quantized_dtype='auto', logger=None)
-    return _symbol_block(qsym.get_backend_symbol('MKLDNN_QUANTIZE'), qargs, qauxs, inputs)
+    qsym, qargs, qauxs = quantization.calib_graph(qsym, args, auxs, collector, quantized_dtype='auto', logger=None,
+                                                  calib_mode='customize' if calib_mode == 'naive' else calib_mode)
+    block = _symbol_block(qsym.get_backend_symbol('MKLDNN_QUANTIZE'), qargs, qauxs, inputs)
+    block(*[first[name] for name in inputs]).wait_to_read()  # builds the graph: ready for block.export
+    return block
 
 
 def int8_layers(block: gluon.HybridBlock, inputs: Sequence[str] = INPUTS) -> dict[str, list[str]]:

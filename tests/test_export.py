@@ -75,3 +75,18 @@ def test_quantize_needs_calibration_data(tiny_bert, tiny_vocab):
         quantize_classifier(net, [])
     with pytest.raises(ValueError, match="calib_mode must be 'naive' or 'entropy'"):
         quantize_classifier(net, [], calib_mode='none')
+
+
+def test_int8_export_loads_like_any_export(tiny_bert, tiny_vocab, tmp_path):
+    net = BERTClassifier(tiny_bert, 2, pooling='mean')
+    net.classifier.initialize(mx.init.Normal(0.5))
+    save_classifier(net, tiny_vocab, tmp_path / 'm', {'bert': describe_bert(tiny_bert), 'max_len': 32})
+    tok = nlp.data.BERTTokenizer(tiny_vocab, lower=True)
+    texts = [t for t, _ in toy_reviews(64, seed=1)]
+    before = predict_sentiments(net, mx.cpu(), tiny_vocab, tok, texts, max_len=32)
+    out = export_classifier(tmp_path / 'm', tmp_path / 'int8', int8_calibration=[t for t, _ in toy_reviews(64, 2)])
+    block, vocab, config = load_exported(out)
+    assert config['int8'] == {'calib_mode': 'naive', 'calib_sentences': 64, 'int8_dense_layers': 5}
+    assert len(int8_layers(block)['int8']) == 5
+    after = predict_sentiments(block, mx.cpu(), vocab, tok, texts, max_len=32)
+    assert sum(a[0] == b[0] for a, b in zip(after, before)) / len(texts) >= 0.9
