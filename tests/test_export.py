@@ -1,3 +1,5 @@
+import json
+
 import gluonnlp as nlp
 import mxnet as mx
 import pytest
@@ -5,7 +7,14 @@ from conftest import toy_reviews
 
 from bert_tutorial import BERTClassifier, save_classifier
 from bert_tutorial.data import SentimentTransform, batchify_fn
-from bert_tutorial.export import export_classifier, fuse_classifier, int8_layers, load_exported, quantize_classifier
+from bert_tutorial.export import (
+    export_classifier,
+    fuse_classifier,
+    int8_layers,
+    load_exported,
+    quantize_classifier,
+    softmax_without_length,
+)
 from bert_tutorial.predict import predict_sentiments
 from bert_tutorial.pretrained import describe_bert
 
@@ -90,3 +99,18 @@ def test_int8_export_loads_like_any_export(tiny_bert, tiny_vocab, tmp_path):
     assert len(int8_layers(block)['int8']) == 5
     after = predict_sentiments(block, mx.cpu(), vocab, tok, texts, max_len=32)
     assert sum(a[0] == b[0] for a, b in zip(after, before)) / len(texts) >= 0.9
+
+
+def test_softmax_without_length_gives_the_same_weights():
+    scores, lengths = mx.sym.var('scores'), mx.sym.var('lengths')
+    sym = mx.sym.softmax(scores, lengths, axis=-1, use_length=True) + mx.sym.softmax(scores * 2, lengths, axis=-1,
+                                                                                     use_length=True)
+    fast = softmax_without_length(sym)
+    ops = [n['op'] for n in json.loads(fast.tojson())['nodes']]
+    assert ops.count('softmax') == 2 and ops.count('broadcast_lesser') == 1  # one mask for equal lengths
+    x = mx.nd.random.normal(shape=(6, 5, 5)) * 3
+    n = mx.nd.array([[1] * 5, [5] * 5, [3] * 5, [2] * 5, [4] * 5, [5] * 5], dtype='int32')
+    want = sym.eval(scores=x, lengths=n)[0]
+    got = fast.eval(scores=x, lengths=n)[0]
+    assert abs(got - want).max().asscalar() < 1e-6
+    assert (got[0, :, 1:] == 0).asnumpy().all()  # masked positions are exactly 0
