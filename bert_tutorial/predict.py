@@ -25,21 +25,31 @@ def _check_sentence(sentence, name: str = 'sentence') -> str:
 
 
 def predict_sentiments(net, ctx, vocabulary, tokenizer, sentences: Sequence[str], max_len: int = 128,
-                       batch_size: int = 32) -> list[tuple[str, float]]:
-    """``(label, probability of that label)`` for each sentence; texts longer than ``max_len`` word pieces are
-    cut, as in training."""
+                       batch_size: int = 32, sort_by_length: bool = True) -> list[tuple[str, float]]:
+    """``(label, probability of that label)`` for each sentence, in the order given; texts longer than ``max_len``
+    word pieces are cut, as in training.
+
+    ``sort_by_length``: batch sentences of similar length together, so each batch is padded to a length close to
+    its own (the scores are the same up to float rounding; padded positions are masked either way).
+    ``net`` is a ``BERTClassifier`` or any block with its inputs, e.g. an exported or quantized ``SymbolBlock``.
+    """
     if isinstance(sentences, str):
         raise ValueError('sentences must be a list of strings; use predict_sentiment for one sentence')
     sentences = [_check_sentence(s, f'sentences[{i}]') for i, s in enumerate(sentences)]
     transform = SentimentTransform(tokenizer, max_len)
     batchify = batchify_fn(vocabulary[vocabulary.padding_token])
     ctx = ctx[0] if isinstance(ctx, (list, tuple)) else ctx
-    results: list[tuple[str, float]] = []
-    for start in range(0, len(sentences), batch_size):
-        ids, valid_len, segments, _ = batchify([transform(s) for s in sentences[start:start + batch_size]])
+    samples = [transform(s) for s in sentences]
+    order = list(range(len(samples)))
+    if sort_by_length:
+        order.sort(key=lambda i: int(samples[i][1]))
+    results: list[tuple[str, float]] = [('', 0.0)] * len(samples)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        ids, valid_len, segments, _ = batchify([samples[i] for i in rows])
         probs = nd.softmax(net(ids.as_in_context(ctx), segments.as_in_context(ctx), valid_len.as_in_context(ctx)))
-        for row in probs.asnumpy():
-            results.append((LABELS[int(row.argmax())], float(row.max())))
+        for i, row in zip(rows, probs.asnumpy()):
+            results[i] = (LABELS[int(row.argmax())], float(row.max()))
     return results
 
 

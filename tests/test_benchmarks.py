@@ -25,3 +25,26 @@ def test_bench_finetune_quick(tmp_path):
         assert 'PyTorch comparison skipped' in proc.stdout and figures['pytorch_skipped']
     else:
         assert figures['speedup_vs_pytorch'] > 0 and 'Hugging Face + PyTorch' in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_predict_quick(tmp_path):
+    results = tmp_path / 'predict.json'
+    script = str(ROOT / 'benchmarks' / 'bench_predict.py')
+    proc = subprocess.run([sys.executable, script, '--model-dir', str(tmp_path / 'none')],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode != 0 and 'python -m bert_tutorial finetune --out' in proc.stderr
+    proc = subprocess.run([sys.executable, script, '--quick', '--model-dir', str(tmp_path / 'none'),
+                           '--results', str(results)], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'int8 vs float32 predict_sentiments' in proc.stdout and 'bars:' in proc.stdout
+    figures = json.loads(results.read_text())
+    for key in ('int8_speedup', 'int8_accuracy_drop', 'int8_agreement', 'int8_dense_layers', 'variants', 'bars'):
+        assert key in figures
+    assert set(figures['variants']) == {'float32', 'float32-sorted', 'exported', 'fused', 'int8', 'int8-sorted'}
+    assert figures['int8_speedup'] > 0 and 0 < figures['int8_dense_layers'] <= figures['dense_layers']
+    v = figures['variants']
+    # Same model, same sentences: the float32 graphs agree exactly, INT8 mostly.
+    assert v['exported']['agreement_with_float32'] == v['fused']['agreement_with_float32'] == 1.0
+    assert v['int8']['agreement_with_float32'] >= 0.9
+    assert v['int8-sorted']['agreement_with_float32'] >= 0.9

@@ -27,6 +27,15 @@ def test_predictions_are_labels_with_probabilities(classifier):
     assert single == [label for label, _ in results]  # batching and padding change nothing
 
 
+def test_length_sorting_keeps_the_order_and_the_scores(classifier):
+    net, vocab, tok = classifier
+    sentences = SENTENCES + ['good', 'the plot was a dull and awful movie', 'fun'] * 3
+    plain = predict_sentiments(net, mx.cpu(), vocab, tok, sentences, batch_size=4, sort_by_length=False)
+    by_length = predict_sentiments(net, mx.cpu(), vocab, tok, sentences, batch_size=4, sort_by_length=True)
+    assert [label for label, _ in by_length] == [label for label, _ in plain]
+    assert [p for _, p in by_length] == pytest.approx([p for _, p in plain], abs=1e-5)
+
+
 @pytest.mark.parametrize('bad, match', [('', 'empty'), ('   \n\t', 'empty'), (None, 'must be a string'),
                                         (3.5, 'must be a string')])
 def test_bad_sentences(classifier, bad, match):

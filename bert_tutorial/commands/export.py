@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import argparse
 
+from ..data import load_movie_reviews, subset
 from ..export import export_classifier
 
 
 def run(args: argparse.Namespace) -> int:
-    out = export_classifier(args.model_dir, args.out)
-    print(f'exported {args.model_dir} to {out}: ' + ', '.join(sorted(p.name for p in out.iterdir())))
+    calibration = None
+    if args.int8:
+        if args.calib_sentences < 1:
+            raise ValueError(f'--calib-sentences must be >= 1, got {args.calib_sentences}')
+        calibration = [text for text, _ in subset(load_movie_reviews('train'), args.calib_sentences, seed=1)]
+    out = export_classifier(args.model_dir, args.out, int8_calibration=calibration, calib_mode=args.calib_mode)
+    kind = ' (INT8)' if args.int8 else ''
+    print(f'exported {args.model_dir}{kind} to {out}: ' + ', '.join(sorted(p.name for p in out.iterdir())))
     return 0
 
 
@@ -16,4 +23,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser('export', help='export a fine-tuned classifier for gluon.SymbolBlock.imports')
     p.add_argument('--model-dir', default='runs/finetune', help='output folder of finetune')
     p.add_argument('--out', default=None, help='where to write (default: MODEL_DIR/export)')
+    p.add_argument('--int8', action='store_true',
+                   help='write an INT8 graph (oneDNN, CPU) calibrated on sentences of the built-in training corpus')
+    p.add_argument('--calib-sentences', type=int, default=320, help='calibration sentences for --int8')
+    p.add_argument('--calib-mode', choices=('naive', 'entropy'), default='naive', help='calibration for --int8')
     p.set_defaults(func=run)
