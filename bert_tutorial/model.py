@@ -1,6 +1,8 @@
 """The tutorial's BERT classes: the encoder with segment embeddings and its three heads."""
 from __future__ import annotations
 
+import warnings
+
 from mxnet import gluon, nd
 
 from .checks import check_gather_positions, check_segments, check_token_ids, check_valid_len, is_concrete
@@ -148,7 +150,10 @@ class BERTClassifier(gluon.HybridBlock):
                 check_token_ids(inputs, self.vocab_size, 'inputs')
             check_segments(segment_types, inputs.shape, 'segment_types')
             check_valid_len(seq_len, inputs.shape[0], inputs.shape[1], 'seq_len')
-        return super().forward(inputs, segment_types, seq_len)
+        with warnings.catch_warnings():
+            if self.pooling == 'mean':  # the pooler is unused by design: no warning for it, still for others
+                warnings.filterwarnings('ignore', message=r'Parameter (\S+_pooler_\w+(, )?)+ is not used')
+            return super().forward(inputs, segment_types, seq_len)
 
     def hybrid_forward(self, F, inputs, segment_types, seq_len):
         out = self.bert(inputs, segment_types, seq_len)

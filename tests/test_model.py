@@ -193,3 +193,16 @@ def test_embedding_sum(scale_embed, scale):
     W, S, P = (x.data().asnumpy() for x in (enc.word_embed.weight, enc.segment_embed.weight, enc.pos_encoding.P))
     expected = W[words.asnumpy().astype(int)] * scale + S[segments.asnumpy().astype(int)] + P[:, :8]
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mean_pooling_hybridized_warns_of_no_unused_pooler(tiny_bert):
+    """The pooler is unused by design with mean pooling: hybridizing must not warn about it."""
+    import warnings
+
+    clf = BERTClassifier(tiny_bert, 2, pooling='mean')
+    clf.initialize()
+    clf.hybridize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        clf(nd.array([[2, 5, 3]]), nd.zeros((1, 3)), nd.array([3]))
+    assert not [w for w in caught if 'not used by any computation' in str(w.message)]
