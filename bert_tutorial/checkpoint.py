@@ -25,6 +25,9 @@ KEEP = 2
 
 log = logging.getLogger(__name__)
 
+# How the optimizer states of a checkpoint are ordered (training.make_trainer: by structural parameter names).
+TRAINER_ORDER = 'structural-names'
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and MXNet's generators (MXNet's on every context)."""
@@ -77,7 +80,7 @@ def save_checkpoint(run_dir: str | os.PathLike, net: mx.gluon.Block, trainer: mx
     net.save_parameters(str(tmp / 'model.params'))
     if trainer is not None:
         trainer.save_states(str(tmp / 'trainer.states'))
-    full_state = dict(state, python_rng=_py_state(), numpy_rng=_np_state())
+    full_state = dict(state, python_rng=_py_state(), numpy_rng=_np_state(), trainer_order=TRAINER_ORDER)
     (tmp / 'state.json').write_text(json.dumps(full_state))
     final = root / name
     if final.exists():
@@ -98,9 +101,14 @@ def load_checkpoint(path: str | os.PathLike, net: mx.gluon.Block, trainer: mx.gl
     if not (path / 'state.json').is_file():
         raise FileNotFoundError(f'{path} is not a checkpoint folder (no state.json)')
     net.load_parameters(str(path / 'model.params'), ctx=ctx)
-    if trainer is not None and (path / 'trainer.states').is_file():
-        trainer.load_states(str(path / 'trainer.states'))
     state = json.loads((path / 'state.json').read_text())
+    order = state.pop('trainer_order', None)
+    if trainer is not None and (path / 'trainer.states').is_file():
+        if order == TRAINER_ORDER:
+            trainer.load_states(str(path / 'trainer.states'))
+        else:  # an older checkpoint: its optimizer states would be paired with the wrong parameters
+            log.warning('%s was written by an older bert_tutorial that ordered optimizer states differently: '
+                        'the weights are resumed, the optimizer states (Adam moments) start afresh', path)
     random.setstate(_tuplify(state.pop('python_rng')))
     np_state = state.pop('numpy_rng')
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))

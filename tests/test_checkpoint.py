@@ -60,3 +60,20 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     assert latest_checkpoint(tmp_path) is None
     with pytest.raises(FileNotFoundError, match='not a checkpoint folder'):
         load_checkpoint(tmp_path / 'nope', net, trainer)
+
+
+def test_older_checkpoint_resumes_weights_without_mispaired_optimizer_states(tmp_path, caplog):
+    """Checkpoints from before optimizer states were ordered by structural names keep their weights only."""
+    net, trainer = _net_and_trainer()
+    path = save_checkpoint(tmp_path, net, trainer, {'step': 1})
+    state_file = path / 'state.json'
+    state = json.loads(state_file.read_text())
+    assert state.pop('trainer_order') == 'structural-names'
+    state_file.write_text(json.dumps(state))
+    net2 = gluon.nn.Dense(3, in_units=4)
+    net2.initialize()
+    trainer2 = gluon.Trainer(net2.collect_params(), 'adam', {'learning_rate': 0.1})
+    with caplog.at_level('WARNING'):
+        load_checkpoint(path, net2, trainer2)
+    np.testing.assert_array_equal(net.weight.data().asnumpy(), net2.weight.data().asnumpy())
+    assert trainer2._optimizer.num_update == 0 and 'optimizer states (Adam moments) start afresh' in caplog.text
