@@ -45,9 +45,8 @@ from bert_tutorial.export import (
     int8_layers,
     load_exported,
     quantize_classifier,
-    sentence_batches,
 )
-from bert_tutorial.predict import load_classifier, predict_sentiment, predict_sentiments
+from bert_tutorial.predict import load_classifier, predict_sentiment, predict_sentiments, sentence_batches
 
 RESULTS = Path(__file__).parent / 'results' / 'predict.json'
 BATCH_SIZE = 32
@@ -118,8 +117,8 @@ def main() -> int:
         calib_texts = [t for t, _ in subset(load_movie_reviews('train'), n_calib, seed=1)]
         start = time.perf_counter()
         with quiet_stderr():
-            int8 = quantize_classifier(exported, sentence_batches(calib_texts, tokenizer, vocabulary, max_len),
-                                       calib_mode=args.calib_mode, percentile=args.percentile,
+            calib = [batch for _, batch in sentence_batches(calib_texts, tokenizer, vocabulary, max_len)]
+            int8 = quantize_classifier(exported, calib, calib_mode=args.calib_mode, percentile=args.percentile,
                                        granularity=args.granularity, exclude_layers=args.exclude)
         quantize_seconds = time.perf_counter() - start
         layers = int8_layers(int8)

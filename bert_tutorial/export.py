@@ -25,7 +25,7 @@ def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike |
     ``int8_calibration``: representative sentences (a few hundred training sentences); the graph written is then
     the INT8 one of ``quantize_classifier``, calibrated on them (CPU only; ``load_exported`` reads it the same way).
     """
-    from .predict import load_classifier
+    from .predict import load_classifier, sentence_batches
 
     net, vocabulary, config = load_classifier(model_dir, ctx=mx.cpu())
     out = Path(out_dir) if out_dir else Path(model_dir) / 'export'
@@ -36,7 +36,7 @@ def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike |
     config = dict(config, inputs=list(INPUTS))
     if int8_calibration is not None:
         tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
-        batches = sentence_batches(int8_calibration, tokenizer, vocabulary, config['max_len'])
+        batches = [batch for _, batch in sentence_batches(int8_calibration, tokenizer, vocabulary, config['max_len'])]
         net = quantize_classifier(net, batches, calib_mode=calib_mode)
         config['int8'] = {'calib_mode': calib_mode, 'calib_sentences': len(int8_calibration),
                           'int8_dense_layers': len(int8_layers(net)['int8'])}
@@ -44,19 +44,6 @@ def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike |
     shutil.copy(Path(model_dir) / 'vocab.json', out / 'vocab.json')
     (out / 'config.json').write_text(json.dumps(config, indent=2))
     return out
-
-
-def sentence_batches(sentences: Sequence[str], tokenizer, vocabulary, max_len: int = 128,
-                     batch_size: int = 32) -> list[tuple[nd.NDArray, nd.NDArray, nd.NDArray]]:
-    """``(token_ids, segment_ids, valid_length)`` batches of sentences of similar length (for calibration)."""
-    from .data import SentimentTransform, batchify_fn
-
-    transform = SentimentTransform(tokenizer, max_len)
-    samples = sorted((transform(s) for s in sentences), key=lambda sample: int(sample[1]))
-    batchify = batchify_fn(vocabulary[vocabulary.padding_token])
-    batches = (batchify(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size))
-    return [(ids.as_in_context(mx.cpu()), segments.as_in_context(mx.cpu()), valid_len.as_in_context(mx.cpu()))
-            for ids, valid_len, segments, _ in batches]
 
 
 def load_exported(export_dir: str | os.PathLike, ctx=None) -> tuple[gluon.SymbolBlock, nlp.vocab.BERTVocab, dict]:

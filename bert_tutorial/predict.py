@@ -36,21 +36,32 @@ def predict_sentiments(net, ctx, vocabulary, tokenizer, sentences: Sequence[str]
     if isinstance(sentences, str):
         raise ValueError('sentences must be a list of strings; use predict_sentiment for one sentence')
     sentences = [_check_sentence(s, f'sentences[{i}]') for i, s in enumerate(sentences)]
-    transform = SentimentTransform(tokenizer, max_len)
-    batchify = batchify_fn(vocabulary[vocabulary.padding_token])
     ctx = ctx[0] if isinstance(ctx, (list, tuple)) else ctx
-    samples = [transform(s) for s in sentences]
-    order = list(range(len(samples)))
-    if sort_by_length:
-        order.sort(key=lambda i: int(samples[i][1]))
-    results: list[tuple[str, float]] = [('', 0.0)] * len(samples)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        ids, valid_len, segments, _ = batchify([samples[i] for i in rows])
+    results: list[tuple[str, float]] = [('', 0.0)] * len(sentences)
+    for rows, (ids, segments, valid_len) in sentence_batches(sentences, tokenizer, vocabulary, max_len, batch_size,
+                                                             sort_by_length):
         probs = nd.softmax(net(ids.as_in_context(ctx), segments.as_in_context(ctx), valid_len.as_in_context(ctx)))
         for i, row in zip(rows, probs.asnumpy()):
             results[i] = (LABELS[int(row.argmax())], float(row.max()))
     return results
+
+
+def sentence_batches(sentences: Sequence[str], tokenizer, vocabulary, max_len: int = 128, batch_size: int = 32,
+                     sort_by_length: bool = True) -> list[tuple[list[int], tuple[nd.NDArray, nd.NDArray, nd.NDArray]]]:
+    """``(rows, (token_ids, segment_ids, valid_length))`` batches of ``sentences`` on the CPU; ``rows`` are the
+    batch's indices into ``sentences``. With ``sort_by_length``, each batch holds sentences of similar length."""
+    transform = SentimentTransform(tokenizer, max_len)
+    batchify = batchify_fn(vocabulary[vocabulary.padding_token])
+    samples = [transform(s) for s in sentences]
+    order = list(range(len(samples)))
+    if sort_by_length:
+        order.sort(key=lambda i: int(samples[i][1]))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        ids, valid_len, segments, _ = batchify([samples[i] for i in rows])
+        batches.append((rows, (ids, segments, valid_len)))
+    return batches
 
 
 def predict_sentiment(net, ctx, vocabulary, tokenizer, sentence: str, max_len: int = 128) -> str:
