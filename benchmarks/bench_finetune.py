@@ -7,7 +7,8 @@ the built-in movie-review corpus (batch 32, max_len 128), in one process, after 
 machine is shared: only ratios within one run mean anything). A step is forward, backward, gradient clipping at
 global norm 1 and the optimizer update.
 - tutorial: shuffled batches padded to their longest, imperative, MXNet's LayerNorm, dense word-embedding gradient,
-  GluonNLP's ``BERTAdam``, clipping that rewrites every gradient (GluonNLP's ``clip_grad_global_norm``);
+  and the tutorial's ``train_loop`` step: GluonNLP's ``BERTAdam`` with weight decay on every parameter, backward on
+  the per-example loss vector, clipping that rewrites every gradient (GluonNLP's ``clip_grad_global_norm``);
 - default (what ``python -m bert_tutorial finetune`` trains): length buckets, ``hybridize(static_alloc=True)``,
   frozen word embedding, ``MatmulLayerNorm``, ``FusedBERTAdam``, clipping through the optimizer's gradient
   rescaling;
@@ -77,24 +78,27 @@ def train_flops(config: dict, batch) -> float:
 
 
 class MXNetVariant:
-    """One MXNet pipeline: a classifier, its trainer and how it clips."""
+    """One MXNet pipeline: a classifier, its trainer, and its step (the tutorial's or the package's)."""
 
-    def __init__(self, name: str, net, trainer, batches, rewrite_clip: bool):
-        self.name, self.net, self.trainer, self.batches, self.rewrite_clip = name, net, trainer, batches, rewrite_clip
+    def __init__(self, name: str, net, trainer, batches, tutorial_step: bool):
+        self.name, self.net, self.trainer, self.batches = name, net, trainer, batches
+        self.tutorial_step = tutorial_step
         self.params = [p for p in net.collect_params().values() if p.grad_req != 'null']
         self.loss_fn = gluon.loss.SoftmaxCELoss()
 
     def step(self, batch) -> int:
         ids, valid_len, segments, label = batch
         with autograd.record():
-            loss = self.loss_fn(self.net(ids, segments, valid_len), label).mean()
-        loss.backward()
+            loss = self.loss_fn(self.net(ids, segments, valid_len), label)
+            if not self.tutorial_step:
+                loss = loss.mean()
+        loss.backward()  # the tutorial's: of the loss vector, the gradient of the batch's summed loss
         self.trainer.allreduce_grads()
-        if self.rewrite_clip:
+        if self.tutorial_step:
             nlp.utils.clip_grad_global_norm(self.params, CLIP)
             self.trainer.update(1)
         else:
-            clipped_update(self.trainer, self.params, CLIP, loss.asscalar(), self.name, False)
+            clipped_update(self.trainer, self.params, CLIP, float(loss.asscalar()), self.name, False)
         loss.wait_to_read()
         return ids.shape[0]
 
@@ -166,8 +170,8 @@ def mxnet_variants(examples, ctx) -> list[MXNetVariant]:
             trainer = gluon.Trainer(net.collect_params(), 'bertadam', {'learning_rate': LR, 'wd': 0.01,
                                                                         'epsilon': 1e-6})
         else:
-            trainer = make_trainer(net, LR)
-        out.append(MXNetVariant(name, net, trainer, batches, rewrite_clip=name == 'tutorial'))
+            trainer = make_trainer(net, LR, no_decay_norm_bias=True)
+        out.append(MXNetVariant(name, net, trainer, batches, tutorial_step=name == 'tutorial'))
     return out
 
 

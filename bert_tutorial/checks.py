@@ -65,6 +65,17 @@ def check_valid_len(valid_len, batch_size: int, seq_len: int, name: str = 'valid
         raise ValueError(f'{name} must be lengths in [1, {seq_len}] (the sequence length), found {bad[0]}')
 
 
+def check_attention_mask(mask, shape: tuple, name: str = 'mask') -> None:
+    """``mask``: ``(batch_size, num_queries, num_keys)`` of 0s and 1s (1: the query may attend to the key)."""
+    values = _values(name, mask)
+    if tuple(values.shape) != tuple(shape):
+        raise ValueError(f'{name} must be valid lengths (batch_size,) = ({shape[0]},) or a (batch_size, num_queries, '
+                         f'num_keys) = {tuple(shape)} matrix, got shape {values.shape}')
+    bad = values[(values != 0) & (values != 1)]
+    if bad.size:
+        raise ValueError(f'{name} must hold 0 (masked) or 1 (attended), found {bad[0]}')
+
+
 def check_gather_positions(positions, batch_size: int, seq_len: int, name: str = 'masked_positions') -> None:
     """``positions`` in ``gather_nd`` layout: ``(2, num_masked)``, row 0 batch indices, row 1 token positions."""
     values = _values(name, positions)

@@ -3,25 +3,23 @@ from __future__ import annotations
 
 import warnings
 
-from mxnet import gluon, nd
+from mxnet import gluon
 
 from .checks import check_gather_positions, check_segments, check_token_ids, check_valid_len, is_concrete
-from .transformer import EncoderBlock, PositionalEncoding
+from .transformer import EncoderBlock, MaskedBlock, PositionalEncoding, valid_length_mask
 
 
-class BERTEncoder(gluon.HybridBlock):
-    """Word + segment embeddings, sinusoidal positions, then ``num_layers`` encoder blocks.
+class BERTEncoder(MaskedBlock):
+    """Word + segment embeddings, a learned position embedding, then ``num_layers`` encoder blocks.
 
-    ``words``, ``segments``: ``(batch_size, seq_len)``, segments in {0, 1};
-    ``mask``: ``None`` or valid lengths ``(batch_size,)``. Output: ``(batch_size, seq_len, units)``.
+    ``words``, ``segments``: ``(batch_size, seq_len)``, segments in {0, 1}, ``seq_len <= max_len``;
+    ``mask``: ``None``, the tutorial's ``(batch_size, seq_len, seq_len)`` 0/1 matrix, or valid lengths
+    ``(batch_size,)`` (see ``transformer``). Output: ``(batch_size, seq_len, units)``.
     """
 
     def __init__(self, vocab_size: int, units: int, hidden_size: int, num_heads: int, num_layers: int,
-                 dropout: float, max_len: int = 1000, scale_embed: bool = False, **kwargs):
+                 dropout: float, max_len: int = 1000, **kwargs):
         super().__init__(**kwargs)
-        # d2l's transformer multiplies word embeddings by sqrt(units) so that the sinusoidal positions (of size 1)
-        # do not drown them; the tutorial's encoder does not (scale_embed=False).
-        self._embed_scale = units ** 0.5 if scale_embed else 1.0
         if units % num_heads:
             raise ValueError(f'units must be divisible by num_heads: got units={units}, num_heads={num_heads}')
         self.vocab_size = vocab_size
@@ -39,17 +37,13 @@ class BERTEncoder(gluon.HybridBlock):
         if is_concrete(words):
             check_token_ids(words, self.vocab_size, 'words')
             check_segments(segments, words.shape, 'segments')
-            batch_size, seq_len = words.shape
-            if seq_len > self.max_len:
-                raise ValueError(f'words has {seq_len} positions, more than max_len={self.max_len}')
-            if mask is None:
-                # Full lengths equal no mask, and keep one argument structure for a hybridized graph.
-                mask = nd.full((batch_size,), seq_len, ctx=words.context, dtype=words.dtype)
-            check_valid_len(mask, batch_size, seq_len, 'mask')
-        return super().forward(words, segments, mask)
+            if words.shape[1] > self.max_len:
+                raise ValueError(f'words has {words.shape[1]} positions, more than max_len={self.max_len}')
+        mask = self._matrix_mask(mask, words, words)
+        return super().forward(words, segments) if mask is None else super().forward(words, segments, mask)
 
     def hybrid_forward(self, F, words, segments, mask=None):
-        X = self.word_embed(words) * self._embed_scale + self.segment_embed(segments)
+        X = self.word_embed(words) + self.segment_embed(segments)
         X = self.pos_encoding(X)
         for blk in self.blks:
             X = blk(X, mask)
@@ -156,7 +150,9 @@ class BERTClassifier(gluon.HybridBlock):
             return super().forward(inputs, segment_types, seq_len)
 
     def hybrid_forward(self, F, inputs, segment_types, seq_len):
-        out = self.bert(inputs, segment_types, seq_len)
+        # the tutorial's BERTEncoder takes an attention mask; BERT models called like GluonNLP's take lengths
+        mask = valid_length_mask(F, seq_len, inputs) if isinstance(self.bert, BERTEncoder) else seq_len
+        out = self.bert(inputs, segment_types, mask)
         seq_encoding = out[0] if isinstance(out, (list, tuple)) else out
         if self.pooling == 'mean':
             masked = F.SequenceMask(seq_encoding, sequence_length=seq_len, use_sequence_length=True, axis=1)

@@ -19,11 +19,15 @@ from .checkpoint import epoch_seed, save_checkpoint, seed_everything
 from .checkpoint import resume as resume_from
 from .checks import check_batch_positions, is_concrete
 from .model import BERTEncoder, MLMDecoder, NSClassifier
-from .training import clipped_update, learning_rate, make_trainer
+from .training import clipped_update, lr_schedule, make_trainer
+from .transformer import valid_length_mask
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = 'pretrain_config.json'
+# 2: the tutorial's encoder (learned positions). Folders without it were written by an encoder with sinusoidal
+# positions and scaled word embeddings, whose parameters do not fit the tutorial's encoder.
+FORMAT_VERSION = 2
 
 
 class BERTPretrainModel(gluon.HybridBlock):
@@ -36,16 +40,12 @@ class BERTPretrainModel(gluon.HybridBlock):
     """
 
     def __init__(self, vocab_size: int, units: int = 128, hidden_size: int = 256, num_heads: int = 2,
-                 num_layers: int = 2, dropout: float = 0.1, max_len: int = 512, tie_weights: bool = True,
-                 scale_embed: bool = True, **kwargs):
+                 num_layers: int = 2, dropout: float = 0.1, max_len: int = 512, tie_weights: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.config = dict(vocab_size=vocab_size, units=units, hidden_size=hidden_size, num_heads=num_heads,
                            num_layers=num_layers, dropout=dropout, max_len=max_len, tie_weights=tie_weights,
-                           scale_embed=scale_embed)
-        # scale_embed: with small initial weights, unscaled word embeddings are drowned by the sinusoidal positions
-        # and a tiny model learns little beyond word frequencies (measured: stuck at the baseline for 800 steps).
-        self.encoder = BERTEncoder(vocab_size, units, hidden_size, num_heads, num_layers, dropout, max_len=max_len,
-                                   scale_embed=scale_embed)
+                           format_version=FORMAT_VERSION)
+        self.encoder = BERTEncoder(vocab_size, units, hidden_size, num_heads, num_layers, dropout, max_len=max_len)
         self.mlm = MLMDecoder(vocab_size, units,
                               embed_params=self.encoder.word_embed.params if tie_weights else None)
         self.nsp = NSClassifier(units)
@@ -56,7 +56,7 @@ class BERTPretrainModel(gluon.HybridBlock):
         return super().forward(words, segments, valid_len, masked_positions)
 
     def hybrid_forward(self, F, words, segments, valid_len, masked_positions):
-        X = self.encoder(words, segments, valid_len)
+        X = self.encoder(words, segments, valid_length_mask(F, valid_len, words))
         # (batch_size, num_pred) positions -> gather_nd indices (2, batch_size * num_pred)
         batch_idx = F.broadcast_like(F.contrib.arange_like(masked_positions, axis=0).reshape((-1, 1)),
                                      masked_positions)
@@ -76,7 +76,7 @@ class PretrainedEncoder(gluon.HybridBlock):
         self.config = dict(config)
         c = self.config
         self.encoder = BERTEncoder(c['vocab_size'], c['units'], c['hidden_size'], c['num_heads'], c['num_layers'],
-                                   c['dropout'], max_len=c['max_len'], scale_embed=c.get('scale_embed', False))
+                                   c['dropout'], max_len=c['max_len'])
         self.pooler = gluon.nn.Dense(c['units'], flatten=False, activation='tanh', in_units=c['units'])
         self.units = c['units']
 
@@ -88,12 +88,16 @@ class PretrainedEncoder(gluon.HybridBlock):
         return dict(self.config, model_type='tutorial')
 
     def hybrid_forward(self, F, inputs, segments, valid_len):
-        X = self.encoder(inputs, segments, valid_len)
+        X = self.encoder(inputs, segments, valid_length_mask(F, valid_len, inputs))
         return X, self.pooler(F.slice_axis(X, axis=1, begin=0, end=1).reshape((0, -1)))
 
 
 def build_pretrained_encoder(config: dict, ctx=None) -> PretrainedEncoder:
     """An initialized ``PretrainedEncoder`` of ``config``'s sizes (weights to be loaded)."""
+    if config.get('format_version') != FORMAT_VERSION:
+        raise ValueError('this pre-trained encoder was written by an older bert_tutorial whose encoder used '
+                         'sinusoidal positions and scaled word embeddings; its weights do not fit the tutorial\'s '
+                         'BERTEncoder (learned positions). Pre-train it again: python -m bert_tutorial pretrain')
     block = PretrainedEncoder({k: v for k, v in config.items() if k != 'model_type'})
     block.initialize(ctx=ctx or mx.cpu())
     return block
@@ -185,7 +189,8 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
         raise ValueError('train_data is empty')
     eval_every = eval_every or steps_per_epoch
     warmup = max(1, int(warmup_ratio * num_steps))
-    trainer = make_trainer(model, lr, 'bertadam', weight_decay)
+    trainer = make_trainer(model, lr, 'bertadam', weight_decay, no_decay_norm_bias=True,
+                           lr_scheduler=lr_schedule(lr, num_steps, warmup))
     params = {k: p for k, p in model.collect_params().items() if p.grad_req != 'null'}
     mlm_loss_fn, nsp_loss_fn = gluon.loss.SoftmaxCELoss(), gluon.loss.SigmoidBCELoss()
     history: list[dict] = []
@@ -214,7 +219,6 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
             loss.backward()
             value = loss.asscalar()
             trainer.allreduce_grads()
-            trainer.set_learning_rate(learning_rate(step, num_steps, lr, warmup))
             if clipped_update(trainer, list(params.values()), clip, value, f'step {step}', skip_nonfinite):
                 running['mlm'] += mlm_loss.asscalar()
                 running['nsp'] += nsp_loss.asscalar()

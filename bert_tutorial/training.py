@@ -54,26 +54,45 @@ def evaluate_accuracy(net, data, ctx) -> float:
     return correct / total
 
 
-def learning_rate(step: int, total_steps: int, lr: float, warmup_steps: int) -> float:
-    """Linear warm-up to ``lr`` over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    return lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+TUTORIAL_WARMUP_STEPS = 50
 
 
-def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: float = 0.01,
-                 kvstore: str = 'device') -> gluon.Trainer:
-    """A ``Trainer`` over the trainable parameters; LayerNorm and bias parameters get no weight decay."""
+def lr_schedule(lr: float, total_steps: int, warmup_steps: int) -> mx.lr_scheduler.PolyScheduler:
+    """The tutorial's schedule, fed the optimizer's update count ``n`` (1 for the first update):
+    ``lr * n / warmup_steps`` while ``n < warmup_steps``, then ``lr * (1 - (n - warmup_steps) / (total_steps -
+    warmup_steps))``, which is 0 at the last step. ``warmup_steps`` is capped at ``total_steps - 1`` so that a short
+    run still reaches ``lr`` and decays (the tutorial divides by zero when the run is 50 steps long)."""
+    if total_steps < 1:
+        raise ValueError(f'total_steps must be >= 1, got {total_steps}')
+    if warmup_steps < 0:
+        raise ValueError(f'warmup_steps must be >= 0, got {warmup_steps}')
+    capped = min(warmup_steps, total_steps - 1)
+    if capped < warmup_steps:
+        log.warning('a run of %d steps: warm-up capped at %d steps (asked for %d)', total_steps, capped, warmup_steps)
+    return mx.lr_scheduler.PolyScheduler(total_steps, base_lr=lr, pwr=1, warmup_steps=capped, warmup_mode='linear')
+
+
+def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: float = 0.01, kvstore: str = 'device',
+                 *, no_decay_norm_bias: bool = False, lr_scheduler: mx.lr_scheduler.LRScheduler | None = None
+                 ) -> gluon.Trainer:
+    """A ``Trainer`` over the trainable parameters of ``net`` (tied weights once).
+
+    ``weight_decay`` applies to every parameter, as in the tutorial; ``no_decay_norm_bias`` exempts LayerNorm's
+    ``gamma``/``beta`` and biases (GluonNLP's fine-tuning scripts). ``'bertadam'`` runs on ``FusedBERTAdam``
+    (the same update, faster). With ``lr_scheduler`` the learning rate follows the optimizer's update count.
+    """
     # Keyed by structural names ('bert.encoder...'): Trainer orders parameters by key, and the optimizer states
     # of a checkpoint are stored by that order, so it must not depend on global name counters ('dense99_').
     params = {}
     for k, p in net._collect_params_with_prefix().items():
         if p.grad_req != 'null' and all(p is not q for q in params.values()):  # tied weights once
             params[k] = p
-    for name, p in params.items():
-        if name.endswith(('gamma', 'beta', 'bias')):
+    if no_decay_norm_bias:
+        for p in net.collect_params('.*gamma|.*beta|.*bias').values():
             p.wd_mult = 0.0
     opt_args = {'learning_rate': lr, 'wd': weight_decay}
+    if lr_scheduler is not None:
+        opt_args['lr_scheduler'] = lr_scheduler
     if optimizer in ('bertadam', 'adam', 'adamw'):
         opt_args['epsilon'] = 1e-6
     if optimizer == 'bertadam':  # the same update on a faster kernel
@@ -84,12 +103,20 @@ def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: floa
 
 
 def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_fn, *,
-               optimizer: str = 'bertadam', weight_decay: float = 0.01, warmup_ratio: float = 0.1,
-               clip: float | None = 1.0, log_interval: int = 50, checkpoint_dir: str | Path | None = None,
-               checkpoint_every: int | None = None, resume: bool = False, seed: int = 0, progress: bool = True,
-               skip_nonfinite: bool = False, kvstore: str = 'device', callback=None) -> list[dict]:
+               optimizer: str = 'bertadam', weight_decay: float = 0.01, no_decay_norm_bias: bool = False,
+               warmup_steps: int = TUTORIAL_WARMUP_STEPS, warmup_ratio: float | None = None,
+               loss_reduction: str = 'sum', clip: float | None = 1.0, log_interval: int = 50,
+               checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None, resume: bool = False,
+               seed: int = 0, progress: bool = True, skip_nonfinite: bool = False, kvstore: str = 'device',
+               callback=None) -> list[dict]:
     """Fine-tune ``net`` on ``train_data`` for ``num_epoch`` epochs; returns one dict per epoch
     (``epoch``, ``train_loss``, ``train_accuracy``, ``test_accuracy``, ``samples_per_second``, ``seconds``).
+
+    Called with the tutorial's seven arguments it runs the tutorial's recipe: BERTAdam with weight decay 0.01 on
+    every parameter, ``warmup_steps=50`` of linear warm-up then linear decay to 0 (``lr_schedule``), the gradient
+    of the batch's summed loss (``loss_reduction='sum'``) clipped to global norm 1, a log line every 50 batches.
+    The package's own recipe (``finetune``) asks for ``no_decay_norm_bias=True``, ``warmup_ratio=0.1`` (warm-up
+    over that share of all steps, instead of ``warmup_steps``) and ``loss_reduction='mean'``.
 
     Batches are ``(token_ids, valid_length, segment_ids, label)``; ``ctx`` is a context or a list of contexts
     (each batch is split across them). With ``checkpoint_dir``, a checkpoint is written after every epoch (and
@@ -104,13 +131,19 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
         raise ValueError(f'num_epoch must be >= 1, got {num_epoch}')
     if lr <= 0:
         raise ValueError(f'lr must be > 0, got {lr}')
+    if loss_reduction not in ('sum', 'mean'):
+        raise ValueError(f"loss_reduction must be 'sum' (the tutorial) or 'mean', got {loss_reduction!r}")
+    if warmup_ratio is not None and not 0 <= warmup_ratio < 1:
+        raise ValueError(f'warmup_ratio must be in [0, 1) or None, got {warmup_ratio}')
     contexts = as_context_list(ctx)
     steps_per_epoch = len(train_data)
     if steps_per_epoch == 0:
         raise ValueError('train_data is empty')
     total_steps = num_epoch * steps_per_epoch
-    warmup_steps = max(1, int(warmup_ratio * total_steps))
-    trainer = make_trainer(net, lr, optimizer, weight_decay, kvstore)
+    if warmup_ratio is not None:
+        warmup_steps = max(1, int(warmup_ratio * total_steps))
+    trainer = make_trainer(net, lr, optimizer, weight_decay, kvstore, no_decay_norm_bias=no_decay_norm_bias,
+                           lr_scheduler=lr_schedule(lr, total_steps, warmup_steps))
     params = [p for p in net.collect_params().values() if p.grad_req != 'null']
 
     history: list[dict] = []
@@ -139,12 +172,15 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
             batch_size = batch[0].shape[0]
             with autograd.record():
                 outs = [net(ids, segments, valid_len) for ids, valid_len, segments, _ in shards]
-                losses = [loss_fn(out, shard[3]).sum() / batch_size for out, shard in zip(outs, shards)]
+                losses = [loss_fn(out, shard[3]) for out, shard in zip(outs, shards)]  # (shard_size,) each
+                if loss_reduction == 'mean':
+                    losses = [loss.sum() / batch_size for loss in losses]
             for loss in losses:
-                loss.backward()
-            loss_value = sum(loss.asscalar() for loss in losses)
+                loss.backward()  # of a vector: the gradient of its sum
+            loss_value = sum(loss.sum().asscalar() for loss in losses)
+            if loss_reduction == 'sum':
+                loss_value /= batch_size  # logged per example either way
             trainer.allreduce_grads()
-            trainer.set_learning_rate(learning_rate(step, total_steps, lr, warmup_steps))
             if clipped_update(trainer, params, clip, loss_value, f'step {step} (epoch {epoch}, batch {i})',
                               skip_nonfinite):
                 for out, shard in zip(outs, shards):

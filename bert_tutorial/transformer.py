@@ -1,123 +1,199 @@
-"""The transformer blocks the tutorial imports from ``utils``.
+"""The transformer blocks the tutorial imports from ``utils`` (chapter ``07_bert_app`` of the KDD 2019 tutorial).
 
-They follow d2l's "Transformer" chapter, written as Gluon ``HybridBlock``s on the legacy
-``nd``/``F`` API that the tutorial uses. Valid lengths mask attention to padded key positions.
+The same constructor arguments, children and computation as the tutorial's blocks, so that its parameter files load
+unchanged: a learned position embedding, attention without an output projection, GELU in the FFN, ``LayerNorm()``
+with its default epsilon. They are ``HybridBlock``s; the tutorial's were imperative ``Block``s.
+
+Attention masks come in two forms:
+
+- the tutorial's ``(batch_size, num_queries, num_keys)`` matrix, 1 where a query may attend to a key;
+- valid lengths ``(batch_size,)`` (GluonNLP's convention): the first ``valid_len[b]`` keys of example ``b``.
+
+Called with ``NDArray``s, a block tells the two apart by rank and turns lengths into the matrix
+(``valid_length_mask``) before its graph runs, so a hybridized graph always takes the matrix (or ``None``).
+Inside a hybridized parent's graph the rank is unknown: the parent passes the matrix, built in its graph with
+``valid_length_mask(F, valid_len, words)``, as the package's ``BERTClassifier`` and pre-training model do.
 """
 from __future__ import annotations
 
-import math
+from mxnet import gluon, nd
 
-import numpy as np
-from mxnet import gluon
+from .checks import check_attention_mask, check_valid_len, is_concrete
+
+# What GluonNLP's masked softmax writes over masked scores (before multiplying the weights by the mask).
+MASKED_SCORE = -1e18
 
 
-class PositionalEncoding(gluon.HybridBlock):
-    """Sinusoidal position encoding added to the input, then dropout.
+def valid_length_mask(F, valid_len, like):
+    """``(batch_size, seq_len, seq_len)`` 0/1 self-attention mask from valid lengths ``(batch_size,)``.
 
-    Input and output: ``(batch_size, seq_len, units)`` with ``seq_len <= max_len``.
+    ``like``: any ``(batch_size, seq_len, ...)`` array of the sequence (token ids or encodings).
     """
-
-    def __init__(self, units: int, dropout: float, max_len: int = 1000, **kwargs):
-        super().__init__(**kwargs)
-        self._max_len = max_len
-        pos = np.arange(max_len, dtype=np.float32).reshape(-1, 1)
-        freq = np.power(10000, np.arange(0, units, 2, dtype=np.float32) / units)
-        table = np.zeros((1, max_len, units), dtype=np.float32)
-        table[0, :, 0::2] = np.sin(pos / freq)
-        table[0, :, 1::2] = np.cos(pos / freq[: units // 2])
-        self.dropout = gluon.nn.Dropout(dropout)
-        with self.name_scope():
-            # A constant, not a weight: it never receives gradients but moves with the block's context.
-            self.P = self.params.get_constant('P', table)
-
-    def hybrid_forward(self, F, X, P):
-        return self.dropout(F.broadcast_add(X, F.slice_like(P, X, axes=(1,))))
+    steps = F.contrib.arange_like(like, axis=1).reshape((1, 1, -1))                    # (1, 1, seq_len)
+    keys = F.broadcast_lesser(steps, valid_len.astype('float32').reshape((-1, 1, 1)))  # (batch_size, 1, seq_len)
+    return F.broadcast_like(keys, steps.reshape((1, -1, 1)), lhs_axes=(1,), rhs_axes=(1,))
 
 
-class MultiHeadAttention(gluon.HybridBlock):
-    """Multi-head scaled dot-product attention.
+def masked_softmax(F, scores, mask=None):
+    """Softmax over the last axis ignoring masked keys, as GluonNLP's attention cells compute it: masked scores are
+    replaced by a very negative number and the weights multiplied by the mask (a fully masked row gives zeros)."""
+    if mask is None:
+        return F.softmax(scores, axis=-1)
+    scores = F.where(mask, scores, F.ones_like(scores) * MASKED_SCORE)
+    return F.softmax(scores, axis=-1) * mask
 
-    ``queries``: ``(batch_size, num_queries, units)``; ``keys``/``values``: ``(batch_size, num_kv, units)``;
-    ``valid_len``: ``None`` or ``(batch_size,)``, the number of leading key positions each example may attend to.
-    Output: ``(batch_size, num_queries, units)``.
+
+class MaskedBlock(gluon.HybridBlock):
+    """A block whose last input is an attention mask in either form (see the module docstring)."""
+
+    _graph_has_mask: bool | None = None
+
+    def _matrix_mask(self, mask, queries, keys):
+        """The mask as the graph takes it; rebuilds a hybridized graph built for the other of mask/``None``."""
+        if mask is not None and is_concrete(mask):
+            batch_size, num_queries, num_keys = queries.shape[0], queries.shape[1], keys.shape[1]
+            if mask.ndim == 1:
+                check_valid_len(mask, batch_size, num_keys, 'mask')
+                mask = valid_length_mask(nd, mask, keys)
+                if num_queries != num_keys:
+                    mask = nd.broadcast_axis(nd.slice_axis(mask, axis=1, begin=0, end=1), axis=1, size=num_queries)
+            else:
+                check_attention_mask(mask, (batch_size, num_queries, num_keys), 'mask')
+        if is_concrete(queries) and self._graph_has_mask is not (mask is not None):
+            if self._graph_has_mask is not None:
+                self._clear_cached_op()
+            self._graph_has_mask = mask is not None
+        return mask
+
+
+class DotProductAttention(gluon.HybridBlock):
+    """Scaled dot-product attention with dropout on the attention weights.
+
+    ``query``: ``(batch_size, num_queries, d)``; ``key``: ``(batch_size, num_keys, d)``;
+    ``value``: ``(batch_size, num_keys, dim_v)``; ``mask``: ``None`` or ``(batch_size, num_queries, num_keys)``.
+    Output: ``(batch_size, num_queries, dim_v)``.
     """
-
-    def __init__(self, units: int, num_heads: int, dropout: float, use_bias: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        if num_heads < 1 or units % num_heads:
-            raise ValueError(f'units must be divisible by num_heads: got units={units}, num_heads={num_heads}')
-        self.num_heads = num_heads
-        self._scale = 1.0 / math.sqrt(units // num_heads)
-        self.W_q = gluon.nn.Dense(units, use_bias=use_bias, flatten=False)
-        self.W_k = gluon.nn.Dense(units, use_bias=use_bias, flatten=False)
-        self.W_v = gluon.nn.Dense(units, use_bias=use_bias, flatten=False)
-        self.W_o = gluon.nn.Dense(units, use_bias=use_bias, flatten=False)
-        self.dropout = gluon.nn.Dropout(dropout)
-
-    def _split_heads(self, F, X):
-        # (B, T, units) -> (B * num_heads, T, units / num_heads)
-        X = X.reshape((0, 0, self.num_heads, -1)).transpose((0, 2, 1, 3))
-        return X.reshape((-3, 0, 0))
-
-    def hybrid_forward(self, F, queries, keys, values, valid_len=None):
-        Q = self._split_heads(F, self.W_q(queries))
-        K = self._split_heads(F, self.W_k(keys))
-        V = self._split_heads(F, self.W_v(values))
-        scores = F.batch_dot(Q, K, transpose_b=True) * self._scale
-        if valid_len is None:
-            weights = F.softmax(scores, axis=-1)
-        else:
-            # One length per (example, head, query) row: softmax ignores keys at and past it.
-            lengths = F.repeat(valid_len.astype('int32'), repeats=self.num_heads, axis=0)
-            lengths = F.broadcast_like(lengths.reshape((-1, 1)), scores, lhs_axes=(1,), rhs_axes=(1,))
-            weights = F.softmax(scores, length=lengths, use_length=True, axis=-1)
-        out = F.batch_dot(self.dropout(weights), V)
-        # (B * num_heads, T, d) -> (B, T, units)
-        out = out.reshape((-4, -1, self.num_heads, 0, 0)).transpose((0, 2, 1, 3)).reshape((0, 0, -1))
-        return self.W_o(out)
-
-
-class AddNorm(gluon.HybridBlock):
-    """Residual connection followed by layer normalization: ``LayerNorm(X + dropout(Y))``."""
 
     def __init__(self, dropout: float, **kwargs):
         super().__init__(**kwargs)
         self.dropout = gluon.nn.Dropout(dropout)
-        self.ln = gluon.nn.LayerNorm()
 
-    def hybrid_forward(self, F, X, Y):
-        return self.ln(self.dropout(Y) + X)
+    def hybrid_forward(self, F, query, key, value, mask=None):
+        # div_sqrt_dim: query / sqrt(query.shape[-1]), which a symbol cannot read
+        scores = F.batch_dot(F.contrib.div_sqrt_dim(query), key, transpose_b=True)
+        return F.batch_dot(self.dropout(masked_softmax(F, scores, mask)), value)
+
+
+class PositionalEncoding(gluon.HybridBlock):
+    """A learned position embedding added to the input, then dropout.
+
+    Input and output: ``(batch_size, seq_len, units)`` with ``seq_len <= max_len``.
+    """
+
+    def __init__(self, units: int, dropout: float = 0, max_len: int = 1000, **kwargs):
+        super().__init__(**kwargs)
+        self._max_len = max_len
+        self._units = units
+        self.embed = gluon.nn.Embedding(max_len, units)
+        self.dropout = gluon.nn.Dropout(dropout)
+
+    def forward(self, X, *args):
+        if is_concrete(X) and X.shape[1] > self._max_len:
+            raise ValueError(f'X has {X.shape[1]} positions, more than max_len={self._max_len}')
+        return super().forward(X, *args)
+
+    def hybrid_forward(self, F, X):
+        positions = F.contrib.arange_like(X, axis=1).expand_dims(0)  # (1, seq_len)
+        return self.dropout(F.broadcast_add(X, self.embed(positions)))
+
+
+def transpose_qkv(X, num_heads: int):
+    """``(batch_size, num_items, num_heads * p)`` -> ``(batch_size * num_heads, num_items, p)``."""
+    X = X.reshape((0, 0, num_heads, -1)).transpose((0, 2, 1, 3))
+    return X.reshape((-1, 0, 0), reverse=True)
+
+
+def transpose_output(X, num_heads: int):
+    """The inverse of ``transpose_qkv``."""
+    X = X.reshape((-1, num_heads, 0, 0), reverse=True).transpose((0, 2, 1, 3))
+    return X.reshape((0, 0, -1))
+
+
+class MultiHeadAttention(MaskedBlock):
+    """Multi-head attention: query, key and value projections (no bias), then dot-product attention per head.
+
+    There is no output projection (the tutorial has none). ``query``: ``(batch_size, num_queries, units_in)``;
+    ``key``/``value``: ``(batch_size, num_keys, units_in)``; ``mask``: ``None``, ``(batch_size, num_queries,
+    num_keys)`` or valid lengths ``(batch_size,)``. Output: ``(batch_size, num_queries, units)``.
+    """
+
+    def __init__(self, units: int, num_heads: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_heads, int) or num_heads < 1 or units % num_heads:
+            raise ValueError(f'units must be divisible by num_heads: got units={units}, num_heads={num_heads}')
+        self.num_heads = num_heads
+        self.attention = DotProductAttention(dropout)
+        self.W_q = gluon.nn.Dense(units, use_bias=False, flatten=False)
+        self.W_k = gluon.nn.Dense(units, use_bias=False, flatten=False)
+        self.W_v = gluon.nn.Dense(units, use_bias=False, flatten=False)
+
+    def forward(self, query, key, value, mask=None):
+        mask = self._matrix_mask(mask, query, key)
+        return super().forward(query, key, value) if mask is None else super().forward(query, key, value, mask)
+
+    def hybrid_forward(self, F, query, key, value, mask=None):
+        query, key, value = (transpose_qkv(X, self.num_heads) for X in (self.W_q(query), self.W_k(key),
+                                                                         self.W_v(value)))
+        if mask is not None:
+            # the same mask for every head: (batch_size * num_heads, num_queries, num_keys)
+            mask = F.broadcast_axis(F.expand_dims(mask, axis=1), axis=1, size=self.num_heads)
+            mask = mask.reshape((-1, 0, 0), reverse=True)
+        return transpose_output(self.attention(query, key, value, mask), self.num_heads)
 
 
 class PositionWiseFFN(gluon.HybridBlock):
-    """Two dense layers applied at every position: ``units -> hidden_size -> units``.
+    """Two dense layers with GELU between, applied at every position: ``(..., units) -> (..., units)``."""
 
-    The tutorial's ``utils`` used ReLU (d2l's transformer); BERT uses GELU, which is the default here.
-    """
-
-    def __init__(self, units: int, hidden_size: int, activation: str = 'gelu', **kwargs):
+    def __init__(self, units: int, hidden_size: int, **kwargs):
         super().__init__(**kwargs)
-        self.dense1 = gluon.nn.Dense(hidden_size, flatten=False)
-        self.activation = gluon.nn.GELU() if activation == 'gelu' else gluon.nn.Activation(activation)
-        self.dense2 = gluon.nn.Dense(units, flatten=False)
+        self.ffn_1 = gluon.nn.Dense(hidden_size, flatten=False)
+        self.activation = gluon.nn.GELU()
+        self.ffn_2 = gluon.nn.Dense(units, flatten=False)
 
     def hybrid_forward(self, F, X):
-        return self.dense2(self.activation(self.dense1(X)))
+        return self.ffn_2(self.activation(self.ffn_1(X)))
 
 
-class EncoderBlock(gluon.HybridBlock):
-    """Self-attention and a position-wise FFN, each wrapped in ``AddNorm``.
+class AddNorm(gluon.HybridBlock):
+    """Residual connection then layer normalization: ``norm(dropout(Y) + X)``."""
 
-    ``X``: ``(batch_size, seq_len, units)``; ``mask``: ``None`` or valid lengths ``(batch_size,)``.
+    def __init__(self, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.dropout = gluon.nn.Dropout(dropout)
+        self.norm = gluon.nn.LayerNorm()
+
+    def hybrid_forward(self, F, X, Y):
+        return self.norm(self.dropout(Y) + X)
+
+
+class EncoderBlock(MaskedBlock):
+    """Self-attention and a position-wise FFN, each followed by ``AddNorm``.
+
+    ``X``: ``(batch_size, seq_len, units)``; ``mask``: ``None``, ``(batch_size, seq_len, seq_len)`` or valid
+    lengths ``(batch_size,)``. Output: ``(batch_size, seq_len, units)``.
     """
 
     def __init__(self, units: int, hidden_size: int, num_heads: int, dropout: float, **kwargs):
         super().__init__(**kwargs)
         self.attention = MultiHeadAttention(units, num_heads, dropout)
-        self.addnorm1 = AddNorm(dropout)
+        self.add_1 = AddNorm(dropout)
         self.ffn = PositionWiseFFN(units, hidden_size)
-        self.addnorm2 = AddNorm(dropout)
+        self.add_2 = AddNorm(dropout)
+
+    def forward(self, X, mask=None):
+        mask = self._matrix_mask(mask, X, X)
+        return super().forward(X) if mask is None else super().forward(X, mask)
 
     def hybrid_forward(self, F, X, mask=None):
-        Y = self.addnorm1(X, self.attention(X, X, X, mask))
-        return self.addnorm2(Y, self.ffn(Y))
+        Y = self.add_1(X, self.attention(X, X, X, mask))
+        return self.add_2(Y, self.ffn(Y))

@@ -183,15 +183,15 @@ def test_classifier_mean_pooling_ignores_padding(encoder):
         BERTClassifier(encoder, 2, pooling='max')
 
 
-@pytest.mark.parametrize('scale_embed, scale', [(False, 1.0), (True, 4.0)])
-def test_embedding_sum(scale_embed, scale):
-    """With no blocks, the encoder is word embedding (times sqrt(units) when asked) + segment + position."""
-    enc = BERTEncoder(VOCAB, 16, 32, 4, 0, 0.0, max_len=20, scale_embed=scale_embed)
+def test_embedding_sum():
+    """With no blocks, the encoder is word embedding + segment embedding + learned position embedding."""
+    enc = BERTEncoder(VOCAB, 16, 32, 4, 0, 0.0, max_len=20)
     enc.initialize(mx.init.Normal(1.0))
     words, segments = batch()
     out = enc(words, segments, None).asnumpy()
-    W, S, P = (x.data().asnumpy() for x in (enc.word_embed.weight, enc.segment_embed.weight, enc.pos_encoding.P))
-    expected = W[words.asnumpy().astype(int)] * scale + S[segments.asnumpy().astype(int)] + P[:, :8]
+    W, S, P = (x.data().asnumpy() for x in (enc.word_embed.weight, enc.segment_embed.weight,
+                                            enc.pos_encoding.embed.weight))
+    expected = W[words.asnumpy().astype(int)] + S[segments.asnumpy().astype(int)] + P[None, :8]
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -215,6 +215,22 @@ def test_nan_stops_and_handoff_to_finetuning(corpus, tmp_path):
     assert latest_checkpoint(tmp_path / 'nan') is None
 
 
+def test_folders_of_the_old_sinusoidal_encoder_are_refused(corpus, tmp_path):
+    _, vocab, _ = corpus
+    model = BERTPretrainModel(len(vocab), 16, 32, 2, 1, 0.0, max_len=24)
+    model.initialize()
+    model(nd.array([[2, 8, 9, 3]]), nd.zeros((1, 4)), nd.array([4]), nd.array([[1]]))  # deferred shapes
+    save_pretrained(model, vocab, tmp_path / 'p')
+    config_file = tmp_path / 'p' / 'pretrain_config.json'
+    config = json.loads(config_file.read_text())
+    assert config['format_version'] == 2
+    # What the encoder with sinusoidal positions and scaled word embeddings wrote.
+    del config['format_version']
+    config_file.write_text(json.dumps(dict(config, scale_embed=True)))
+    with pytest.raises(ValueError, match='older bert_tutorial whose encoder used sinusoidal positions'):
+        load_pretrained_encoder(tmp_path / 'p')
+
+
 @pytest.mark.slow
 def test_pretrain_command_then_finetune(tmp_path):
     out = tmp_path / 'pt'

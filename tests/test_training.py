@@ -8,7 +8,7 @@ from mxnet import gluon
 from bert_tutorial import BERTClassifier
 from bert_tutorial.checkpoint import latest_checkpoint
 from bert_tutorial.data import sentiment_loader
-from bert_tutorial.training import learning_rate, train_loop
+from bert_tutorial.training import train_loop
 
 
 def _setup(tiny_bert, tiny_vocab, n_train=256, n_test=64, batch_size=16, seed=0):
@@ -137,12 +137,6 @@ def test_two_contexts_match_one(tiny_vocab, tmp_path):
         results.append(_params(net))
     for key, value in results[0].items():
         np.testing.assert_allclose(results[1][key], value, rtol=1e-4, atol=1e-5)
-
-
-def test_learning_rate_schedule():
-    lrs = [learning_rate(s, 100, 1.0, 10) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[10] == pytest.approx(1.0)
-    assert lrs[-1] == pytest.approx(1 / 90) and all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
 
 
 def test_bad_arguments(tiny_bert, tiny_vocab):

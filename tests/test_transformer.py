@@ -13,18 +13,16 @@ def _softmax(x, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def test_positional_encoding_is_sinusoidal_and_added():
+def test_positional_encoding_is_a_learned_embedding_added():
     pe = PositionalEncoding(units=6, dropout=0.0, max_len=50)
-    pe.initialize()
-    X = nd.zeros((2, 10, 6))
+    pe.initialize(mx.init.Normal(1.0))
+    assert pe.embed.weight.shape == (50, 6)
+    X = nd.random.normal(shape=(2, 10, 6))
     out = pe(X).asnumpy()
-    assert out.shape == (2, 10, 6)
-    pos = np.arange(10)[:, None]
-    freq = 10000 ** (np.arange(0, 6, 2) / 6)
-    np.testing.assert_allclose(out[1, :, 0::2], np.sin(pos / freq), atol=1e-6)
-    np.testing.assert_allclose(out[0, :, 1::2], np.cos(pos / freq), atol=1e-6)
-    ones = pe(nd.ones((1, 10, 6))).asnumpy()
-    np.testing.assert_allclose(ones - 1, out[:1], atol=1e-6)
+    np.testing.assert_allclose(out, X.asnumpy() + pe.embed.weight.data().asnumpy()[None, :10], atol=1e-6)
+    with pytest.raises(ValueError, match='X has 51 positions, more than max_len=50'):
+        pe(nd.zeros((1, 51, 6)))
+    assert PositionalEncoding(6).embed.weight.shape == (1000, 6)  # the tutorial's defaults: dropout 0, 1000
 
 
 def test_multi_head_attention_matches_numpy_reference():
@@ -35,8 +33,9 @@ def test_multi_head_attention_matches_numpy_reference():
     valid = nd.array([2, 5, 1])
     out = att(X, X, X, valid).asnumpy()
     assert out.shape == (B, T, units)
+    assert not hasattr(att, 'W_o')  # the tutorial's attention has no output projection
 
-    Wq, Wk, Wv, Wo = (d.weight.data().asnumpy() for d in (att.W_q, att.W_k, att.W_v, att.W_o))
+    Wq, Wk, Wv = (d.weight.data().asnumpy() for d in (att.W_q, att.W_k, att.W_v))
     x = X.asnumpy()
     d = units // heads
     expected = np.zeros_like(out)
@@ -48,7 +47,7 @@ def test_multi_head_attention_matches_numpy_reference():
             scores = q[:, sl] @ k[:, sl].T / math.sqrt(d)
             scores[:, int(valid[b].asscalar()):] = -np.inf
             heads_out.append(_softmax(scores) @ v[:, sl])
-        expected[b] = np.concatenate(heads_out, axis=1) @ Wo.T
+        expected[b] = np.concatenate(heads_out, axis=1)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 

@@ -99,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
         pooling = 'mean' if args.model in SENTENCE_ENCODERS else 'cls'
     net = build_classifier(bert, ctx, pooling=pooling, dropout=args.dropout, freeze_word_embed=args.freeze_word_embed,
                            hybridize=args.hybridize, matmul_layer_norm=args.matmul_layer_norm)
+    # The package's recipe (GluonNLP's fine-tuning script's choices); train_loop's defaults are the tutorial's.
+    recipe = {} if args.tutorial_recipe else dict(no_decay_norm_bias=True, warmup_ratio=args.warmup_ratio,
+                                                  loss_reduction='mean')
     history = train_loop(net, train_data, test_data, args.epochs, args.lr, ctx,
-                         gluon.loss.SoftmaxCELoss(), warmup_ratio=args.warmup_ratio, checkpoint_dir=out,
+                         gluon.loss.SoftmaxCELoss(), **recipe, checkpoint_dir=out,
                          resume=args.resume, seed=args.seed, progress=not args.no_progress,
                          log_interval=args.log_interval, checkpoint_every=args.checkpoint_every, kvstore=kvstore)
     save_classifier(net, vocabulary, out, {'base_model': str(args.model), 'bert': base, 'max_len': args.max_len})
@@ -128,7 +131,10 @@ def register(subparsers) -> None:
     p.add_argument('--imdb-root', default=None, help='folder with aclImdb/ or aclImdb_v1.tar.gz (for --data imdb)')
     p.add_argument('--epochs', type=int, default=3)
     p.add_argument('--lr', type=float, default=5e-5)
-    p.add_argument('--warmup-ratio', type=float, default=0.1)
+    p.add_argument('--warmup-ratio', type=float, default=0.1, help='warm-up over this share of all steps')
+    p.add_argument('--tutorial-recipe', action='store_true',
+                   help="the tutorial's train_loop recipe instead: weight decay on LayerNorm and biases too, 50 "
+                   "warm-up steps (not --warmup-ratio), the gradient of the batch's summed loss")
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--max-len', type=int, default=128)
     p.add_argument('--max-train', type=int, default=None, help='use at most N training examples')
