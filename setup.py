@@ -7,12 +7,12 @@ requirements = [line.split('#')[0].strip() for line in (here / 'requirements.txt
 
 setup(
     name='bert_tutorial',
-    version='0.1.0',
+    version='0.2.0',
     description='The MXNet/Gluon "BERT Pre-training and Fine-tuning" tutorial as an installable package',
     long_description=(here / 'README.md').read_text(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['bert_tutorial', 'bert_tutorial.*']),
-    python_requires='>=3.8,<3.12',
+    python_requires='>=3.11,<3.12',
     install_requires=[r for r in requirements if r],
     extras_require={
         'bench': ['scikit-learn==1.3.2'],

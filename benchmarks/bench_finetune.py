@@ -38,11 +38,10 @@ import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mxnet import autograd, gluon  # noqa: E402
 
-from bert_tutorial import BERTClassifier, get_pretrained_bert  # noqa: E402
-from bert_tutorial.commands.finetune import build_classifier  # noqa: E402
-from bert_tutorial.data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
-from bert_tutorial.pretrained import builtin_checkpoint_dir, describe_bert  # noqa: E402
-from bert_tutorial.training import clipped_update, make_trainer  # noqa: E402
+from bert_tutorial import BERTClassifier, build_classifier, get_pretrained_bert  # noqa: E402
+from bert_tutorial.hub import builtin_checkpoint_dir  # noqa: E402
+from bert_tutorial.loop import clipped_update, make_trainer  # noqa: E402
+from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'benchmarks' / 'results' / 'finetune.json'
@@ -71,7 +70,7 @@ def matmul_peak_gflops(n: int = 2048, repeat: int = 5) -> float:
 def train_flops(config: dict, batch) -> float:
     """Forward + backward FLOPs of one step: 3x the forward's dense and attention matrix products."""
     b, t = batch[0].shape
-    u, f, layers = config['hidden_size'], config['intermediate_size'], config['num_hidden_layers']
+    u, f, layers = config['units'], config['hidden_size'], config['num_layers']
     dense = 2 * b * t * layers * (4 * u * u + 2 * u * f)
     attention = 2 * b * layers * 2 * t * t * u
     return 3.0 * (dense + attention)
@@ -157,7 +156,7 @@ def pytorch_available() -> str | None:
 def mxnet_variants(examples, ctx) -> list[MXNetVariant]:
     out = []
     for name in ('tutorial', 'default'):
-        bert, vocab = get_pretrained_bert(ctx=ctx)
+        bert, vocab = get_pretrained_bert(ctx=ctx, use_pooler=False)  # both pool by the mean
         tokenizer = nlp.data.BERTTokenizer(vocab, lower=True)
         if name == 'tutorial':
             net = BERTClassifier(bert, 2, dropout=0.1, pooling='mean')
@@ -173,6 +172,22 @@ def mxnet_variants(examples, ctx) -> list[MXNetVariant]:
             trainer = make_trainer(net, LR, no_decay_norm_bias=True)
         out.append(MXNetVariant(name, net, trainer, batches, tutorial_step=name == 'tutorial'))
     return out
+
+
+def value_check_ms(net, batches, repeat: int = 3) -> float:
+    """Milliseconds a batch that ``BERTClassifier``'s value checks (ids, segments, lengths: a copy to the host each)
+    cost where they run: outside ``autograd.record()``. A training step checks shapes only."""
+    from bert_tutorial.checks import check_segments, check_token_ids, check_valid_len
+
+    best = float('inf')
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for ids, valid_len, segments, _ in batches:
+            check_token_ids(ids, net.vocab_size, 'inputs')
+            check_segments(segments, ids.shape, 'segment_types')
+            check_valid_len(valid_len, ids.shape[0], ids.shape[1], 'seq_len')
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best / len(batches)
 
 
 def full_run_accuracies() -> dict:
@@ -225,7 +240,7 @@ def main() -> None:
             totals[v.name][1] += seconds
             print(f'round {r}: {v.name:8s} {samples / seconds:6.1f} samples/s')
     sps = {name: s / t for name, (s, t) in totals.items()}
-    config = describe_bert(default.net.bert)
+    config = default.net.bert.config
     gflops = rounds * sum(train_flops(config, b) for b in default.batches) / totals['default'][1] / 1e9
     result = {
         'samples_per_second': sps['default'], 'tutorial_samples_per_second': sps['tutorial'],
@@ -240,12 +255,17 @@ def main() -> None:
             v.name: 1 - sum(float(b[1].sum().asscalar()) for b in v.batches) / sum(b[0].size for b in v.batches)
             for v in variants[:2]},
         'full_runs': full_run_accuracies(),
+        'value_check_ms_per_batch': value_check_ms(default.net, default.batches),
     }
     print(f"default pipeline: {sps['default']:.1f} samples/s, {result['speedup_vs_tutorial']:.2f}x the tutorial's "
           f"({sps['tutorial']:.1f})")
     if result['speedup_vs_pytorch'] is not None:
         print(f"default pipeline: {result['speedup_vs_pytorch']:.2f}x Hugging Face + PyTorch "
               f"({sps['pytorch']:.1f} samples/s, {threads()} threads)")
+    step_ms = 1000 * totals['default'][1] / (rounds * len(default.batches))
+    print(f"input value checks: {result['value_check_ms_per_batch']:.2f} ms a batch where they run (prediction, "
+          f"evaluation; {result['value_check_ms_per_batch'] / step_ms:.1%} of a default training step of "
+          f"{step_ms:.0f} ms, which checks shapes only)")
     print(f'default pipeline: {gflops:.0f} GFLOP/s achieved vs {peak:.0f} GFLOP/s float32 matmul peak '
           f'({gflops / peak:.0%})')
     runs = result['full_runs']

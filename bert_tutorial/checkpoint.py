@@ -1,11 +1,11 @@
-"""Seeding and atomic training checkpoints (parameters, optimizer state, progress, RNG state).
+"""Atomic training checkpoints (parameters, optimizer state, progress, RNG state).
 
 A checkpoint is a folder ``<run_dir>/checkpoints/step-XXXXXXXX/`` holding ``model.params``,
 ``trainer.states`` and ``state.json``. It is written under a temporary name and renamed into place, and
 ``<run_dir>/checkpoints/latest`` names the newest complete one, so a kill mid-write leaves the last good one.
 
-MXNet cannot read back its generator's state, so loops reseed every RNG from ``(seed, epoch)`` at the start
-of each epoch (``seed_everything(epoch_seed(seed, epoch))``): resuming at an epoch boundary replays exactly.
+MXNet cannot read back its generator's state, so the loops reseed their generators at every epoch and step
+(``loop``): resuming from any checkpoint replays what an uninterrupted run does.
 """
 from __future__ import annotations
 
@@ -21,24 +21,14 @@ from typing import Any
 import mxnet as mx
 import numpy as np
 
+from .files import write_atomic
+
 KEEP = 2
 
 log = logging.getLogger(__name__)
 
-# How the optimizer states of a checkpoint are ordered (training.make_trainer: by structural parameter names).
+# How the optimizer states of a checkpoint are ordered (loop.make_trainer: by structural parameter names).
 TRAINER_ORDER = 'structural-names'
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and MXNet's generators (MXNet's on every context)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    mx.random.seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch: data order, dropout and masking of epoch ``epoch`` depend on it alone."""
-    return (seed * 1_000_003 + epoch) % 2**31
 
 
 def all_finite(net: mx.gluon.Block) -> bool:
@@ -86,9 +76,7 @@ def save_checkpoint(run_dir: str | os.PathLike, net: mx.gluon.Block, trainer: mx
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    pointer = root / 'latest.part'
-    pointer.write_text(name)
-    os.replace(pointer, root / 'latest')
+    write_atomic(root / 'latest', name)
     for old in sorted(p for p in root.glob('step-*') if p.is_dir())[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -2,11 +2,15 @@
 
 MXNet reads out-of-range indices silently (``Embedding`` clips them, ``gather_nd`` wraps or
 returns garbage) or fails deep in C++; these checks run on concrete ``NDArray`` inputs before that.
+
+Shapes are always checked. Values need a copy to the host, which would stall every training step: they are
+checked outside ``autograd.record()`` (the tutorial's cells, prediction, evaluation), while a training step's
+inputs come from the data transforms, which make valid ids by construction.
 """
 from __future__ import annotations
 
 import numpy as np
-from mxnet import nd
+from mxnet import autograd, nd
 
 
 def is_concrete(x) -> bool:
@@ -14,12 +18,22 @@ def is_concrete(x) -> bool:
     return isinstance(x, nd.NDArray)
 
 
-def _values(name: str, x) -> np.ndarray:
-    if isinstance(x, nd.NDArray):
-        return x.asnumpy()
-    if isinstance(x, np.ndarray):
-        return x
-    raise ValueError(f'{name} must be an mxnet NDArray, got {type(x).__name__}')
+def setting(name: str) -> str:
+    """A config field as errors name it: also as the command line's flag (``max_len (--max-len)``)."""
+    return f'{name} (--{name.replace("_", "-")})'
+
+
+def _shape(name: str, x) -> tuple:
+    if not isinstance(x, (nd.NDArray, np.ndarray)):
+        raise ValueError(f'{name} must be an mxnet NDArray, got {type(x).__name__}')
+    return tuple(x.shape)
+
+
+def _values(x) -> np.ndarray | None:
+    """``x`` on the host, or ``None`` inside ``autograd.record()`` (see the module docstring)."""
+    if autograd.is_recording():
+        return None
+    return x.asnumpy() if isinstance(x, nd.NDArray) else x
 
 
 def _integral(name: str, values: np.ndarray) -> np.ndarray:
@@ -32,11 +46,14 @@ def _integral(name: str, values: np.ndarray) -> np.ndarray:
 
 def check_token_ids(words, vocab_size: int, name: str = 'words') -> None:
     """``words``: ``(batch_size, seq_len)`` ids in ``[0, vocab_size)``."""
-    values = _values(name, words)
-    if values.ndim != 2:
-        raise ValueError(f'{name} must have shape (batch_size, seq_len), got shape {values.shape}')
-    if 0 in values.shape:
-        raise ValueError(f'{name} must hold at least one token per example, got shape {values.shape}')
+    shape = _shape(name, words)
+    if len(shape) != 2:
+        raise ValueError(f'{name} must have shape (batch_size, seq_len), got shape {shape}')
+    if 0 in shape:
+        raise ValueError(f'{name} must hold at least one token per example, got shape {shape}')
+    values = _values(words)
+    if values is None:
+        return
     ids = _integral(name, values)
     bad = ids[(ids < 0) | (ids >= vocab_size)]
     if bad.size:
@@ -45,9 +62,12 @@ def check_token_ids(words, vocab_size: int, name: str = 'words') -> None:
 
 def check_segments(segments, words_shape: tuple, name: str = 'segments') -> None:
     """``segments``: same shape as the words, values in {0, 1}."""
-    values = _values(name, segments)
-    if tuple(values.shape) != tuple(words_shape):
-        raise ValueError(f'{name} must have the same shape as words {tuple(words_shape)}, got {values.shape}')
+    shape = _shape(name, segments)
+    if shape != tuple(words_shape):
+        raise ValueError(f'{name} must have the same shape as words {tuple(words_shape)}, got {shape}')
+    values = _values(segments)
+    if values is None:
+        return
     ids = _integral(name, values)
     bad = ids[(ids != 0) & (ids != 1)]
     if bad.size:
@@ -56,9 +76,12 @@ def check_segments(segments, words_shape: tuple, name: str = 'segments') -> None
 
 def check_valid_len(valid_len, batch_size: int, seq_len: int, name: str = 'valid_len') -> None:
     """``valid_len``: ``(batch_size,)`` lengths in ``[1, seq_len]``."""
-    values = _values(name, valid_len)
-    if values.shape != (batch_size,):
-        raise ValueError(f'{name} must have shape (batch_size,) = ({batch_size},), got {values.shape}')
+    shape = _shape(name, valid_len)
+    if shape != (batch_size,):
+        raise ValueError(f'{name} must have shape (batch_size,) = ({batch_size},), got {shape}')
+    values = _values(valid_len)
+    if values is None:
+        return
     lengths = _integral(name, values)
     bad = lengths[(lengths < 1) | (lengths > seq_len)]
     if bad.size:
@@ -67,10 +90,13 @@ def check_valid_len(valid_len, batch_size: int, seq_len: int, name: str = 'valid
 
 def check_attention_mask(mask, shape: tuple, name: str = 'mask') -> None:
     """``mask``: ``(batch_size, num_queries, num_keys)`` of 0s and 1s (1: the query may attend to the key)."""
-    values = _values(name, mask)
-    if tuple(values.shape) != tuple(shape):
+    got = _shape(name, mask)
+    if got != tuple(shape):
         raise ValueError(f'{name} must be valid lengths (batch_size,) = ({shape[0]},) or a (batch_size, num_queries, '
-                         f'num_keys) = {tuple(shape)} matrix, got shape {values.shape}')
+                         f'num_keys) = {tuple(shape)} matrix, got shape {got}')
+    values = _values(mask)
+    if values is None:
+        return
     bad = values[(values != 0) & (values != 1)]
     if bad.size:
         raise ValueError(f'{name} must hold 0 (masked) or 1 (attended), found {bad[0]}')
@@ -78,29 +104,34 @@ def check_attention_mask(mask, shape: tuple, name: str = 'mask') -> None:
 
 def check_gather_positions(positions, batch_size: int, seq_len: int, name: str = 'masked_positions') -> None:
     """``positions`` in ``gather_nd`` layout: ``(2, num_masked)``, row 0 batch indices, row 1 token positions."""
-    values = _values(name, positions)
-    if values.ndim != 2 or values.shape[0] != 2:
+    shape = _shape(name, positions)
+    if len(shape) != 2 or shape[0] != 2:
         raise ValueError(f'{name} must have shape (2, num_masked): a row of batch indices and a row of '
-                         f'token positions (the gather_nd layout), got shape {values.shape}')
+                         f'token positions (the gather_nd layout), got shape {shape}')
+    values = _values(positions)
+    if values is None:
+        return
     idx = _integral(name, values)
     bad = idx[0][(idx[0] < 0) | (idx[0] >= batch_size)]
     if bad.size:
         raise ValueError(f'{name}: batch index {bad[0]} is out of range for a batch of {batch_size} '
                          f'(expected 0 <= index < {batch_size})')
-    bad = idx[1][(idx[1] < 0) | (idx[1] >= seq_len)]
-    if bad.size:
-        raise ValueError(f'{name}: position {bad[0]} is out of range for a sequence of length {seq_len} '
-                         f'(expected 0 <= position < {seq_len})')
+    _check_positions(name, idx[1], seq_len)
 
 
 def check_batch_positions(positions, batch_size: int, seq_len: int, name: str = 'masked_positions') -> None:
     """``positions``: ``(batch_size, num_pred)`` token positions per example, each in ``[0, seq_len)``."""
-    values = _values(name, positions)
-    if values.ndim != 2 or values.shape[0] != batch_size:
+    shape = _shape(name, positions)
+    if len(shape) != 2 or shape[0] != batch_size:
         raise ValueError(f'{name} must have shape (batch_size, num_pred) with batch_size={batch_size}, '
-                         f'got shape {values.shape}')
-    idx = _integral(name, values)
-    bad = idx[(idx < 0) | (idx >= seq_len)]
+                         f'got shape {shape}')
+    values = _values(positions)
+    if values is not None:
+        _check_positions(name, _integral(name, values), seq_len)
+
+
+def _check_positions(name: str, positions: np.ndarray, seq_len: int) -> None:
+    bad = positions[(positions < 0) | (positions >= seq_len)]
     if bad.size:
         raise ValueError(f'{name}: position {bad[0]} is out of range for a sequence of length {seq_len} '
                          f'(expected 0 <= position < {seq_len})')

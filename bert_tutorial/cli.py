@@ -6,12 +6,13 @@ taking the parsed arguments and returning an exit code.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import warnings
 
-COMMANDS: list[str] = ['download', 'finetune', 'predict', 'pretrain', 'export']
+from .commands import download, export, finetune, predict, pretrain
+
+COMMANDS = (download, finetune, predict, pretrain, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('-v', '--verbose', action='store_true', help='log debug messages')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
     subparsers.required = True
-    for name in COMMANDS:
-        importlib.import_module(f'bert_tutorial.commands.{name}').register(subparsers)
+    for command in COMMANDS:
+        command.register(subparsers)
     return parser
 
 

@@ -1,8 +1,7 @@
 """The tutorial's BERT classes: the encoder with segment embeddings and its three heads."""
 from __future__ import annotations
 
-import warnings
-
+import gluonnlp as nlp
 from mxnet import gluon
 
 from .checks import check_gather_positions, check_segments, check_token_ids, check_valid_len, is_concrete
@@ -33,7 +32,7 @@ class BERTEncoder(MaskedBlock):
         for _ in range(num_layers):
             self.blks.add(EncoderBlock(units, hidden_size, num_heads, dropout))
 
-    def forward(self, words, segments, mask=None, *args):
+    def forward(self, words, segments, mask=None):
         if is_concrete(words):
             check_token_ids(words, self.vocab_size, 'words')
             check_segments(segments, words.shape, 'segments')
@@ -63,7 +62,7 @@ class NSClassifier(gluon.HybridBlock):
         # binary classification layer
         self.classifier.add(gluon.nn.Dense(units=1, flatten=False))
 
-    def hybrid_forward(self, F, X, *args):
+    def hybrid_forward(self, F, X):
         X = F.slice_axis(X, axis=1, begin=0, end=1).reshape((0, -1))  # encoding of [CLS]
         return self.classifier(X)
 
@@ -88,7 +87,7 @@ class MLMDecoder(gluon.HybridBlock):
         # ParameterDict) its weight is the embedding matrix, as in BERT
         self.decoder.add(gluon.nn.Dense(vocab_size, flatten=False, in_units=units, params=embed_params))
 
-    def forward(self, X, masked_positions, *args):
+    def forward(self, X, masked_positions):
         if is_concrete(X):
             if X.ndim != 3:
                 raise ValueError(f'X must have shape (batch_size, seq_len, units), got {X.shape}')
@@ -100,42 +99,46 @@ class MLMDecoder(gluon.HybridBlock):
         return self.decoder(X)
 
 
-def _vocab_size(bert) -> int | None:
-    """Rows of ``bert``'s word embedding (GluonNLP's ``BERTModel`` or ``BERTEncoder``), if it has one."""
-    embed = getattr(bert, 'word_embed', None)
-    if isinstance(embed, (gluon.nn.Sequential, gluon.nn.HybridSequential)):
-        embed = embed[0]
-    weight = getattr(embed, 'weight', None)
-    return weight.shape[0] if weight is not None else None
+def _encoder_sizes(bert) -> tuple[int | None, int]:
+    """``(vocab_size, units)`` of ``bert``: an encoder of ``bert_tutorial.encoders`` (its ``config``), the tutorial's
+    ``BERTEncoder``, or any GluonNLP ``BERTModel`` (the tutorial's ``get_model`` result)."""
+    config = getattr(bert, 'config', None)
+    if isinstance(config, dict) and 'units' in config:
+        return config['vocab_size'], config['units']
+    if isinstance(bert, BERTEncoder):
+        return bert.vocab_size, bert.units
+    if isinstance(bert, nlp.model.BERTModel):
+        return bert.word_embed[0].weight.shape[0], bert.encoder._units
+    return None, 0
 
 
 class BERTClassifier(gluon.HybridBlock):
     """A dense layer on BERT's pooled ``[CLS]`` encoding.
 
     ``bert`` returns ``(seq_encoding, cls_encoding)`` (GluonNLP's ``BERTModel`` with the pooler) or only the
-    sequence encoding (``BERTEncoder``; the first token's encoding is then used).
-    Inputs: ``(batch_size, seq_len)`` ids and segments, ``(batch_size,)`` valid lengths.
+    sequence encoding (``BERTEncoder``, or an encoder built without a pooler; the first token's encoding is then
+    used). Inputs: ``(batch_size, seq_len)`` ids and segments, ``(batch_size,)`` valid lengths.
     Output: ``(batch_size, num_classes)`` scores.
     ``pooling='mean'`` averages the sequence encoding over the valid positions instead: the tutorial uses
-    ``'cls'``, but checkpoints trained as sentence encoders (all-MiniLM-L6-v2) were trained with mean pooling.
+    ``'cls'``, but checkpoints trained as sentence encoders (all-MiniLM-L6-v2) were trained with mean pooling (build
+    their encoder with ``use_pooler=False``: no unused pooler). ``dropout`` before the output layer: the tutorial
+    has none (0), GluonNLP's fine-tuning script 0.1.
     """
 
     def __init__(self, bert, num_classes: int, dropout: float = 0.0, pooling: str = 'cls', **kwargs):
         super().__init__(**kwargs)
-        if num_classes < 1:
-            raise ValueError(f'num_classes must be >= 1, got {num_classes}')
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f'num_classes must be an integer >= 1, got {num_classes!r}')
         if pooling not in ('cls', 'mean'):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         self.pooling = pooling
         self.bert = bert
         if pooling == 'mean' and getattr(bert, 'pooler', None) is not None:
-            # The pooler's output is unused: no gradient reaches it, so the trainer must not expect one.
+            # An unused pooler gets no gradient: the trainer must not wait for one.
             bert.pooler.collect_params().setattr('grad_req', 'null')
-        self.vocab_size = _vocab_size(bert)
-        # The tutorial has no dropout here; GluonNLP's fine-tuning script uses 0.1.
+        self.vocab_size, units = _encoder_sizes(bert)
         self.dropout = gluon.nn.Dropout(dropout) if dropout else None
-        # extra layer used for classification; known input size means no deferred initialization
-        units = getattr(bert, '_units', None) or getattr(bert, 'units', None) or 0
+        # extra layer used for classification; a known input size means no deferred initialization
         self.classifier = gluon.nn.Dense(num_classes, in_units=units)
 
     def forward(self, inputs, segment_types, seq_len):
@@ -144,10 +147,7 @@ class BERTClassifier(gluon.HybridBlock):
                 check_token_ids(inputs, self.vocab_size, 'inputs')
             check_segments(segment_types, inputs.shape, 'segment_types')
             check_valid_len(seq_len, inputs.shape[0], inputs.shape[1], 'seq_len')
-        with warnings.catch_warnings():
-            if self.pooling == 'mean':  # the pooler is unused by design: no warning for it, still for others
-                warnings.filterwarnings('ignore', message=r'Parameter (\S+_pooler_\w+(, )?)+ is not used')
-            return super().forward(inputs, segment_types, seq_len)
+        return super().forward(inputs, segment_types, seq_len)
 
     def hybrid_forward(self, F, inputs, segment_types, seq_len):
         # the tutorial's BERTEncoder takes an attention mask; BERT models called like GluonNLP's take lengths

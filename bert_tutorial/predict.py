@@ -1,19 +1,11 @@
-"""Sentiment prediction with a fine-tuned ``BERTClassifier``, and saving/loading it as a directory."""
+"""Sentiment prediction with a fine-tuned ``BERTClassifier`` (load one with ``hub.load_model``)."""
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
-import gluonnlp as nlp
-import mxnet as mx
 from mxnet import nd
 
-from .data import LABELS, SentimentTransform, batchify_fn
-from .model import BERTClassifier
-
-MODEL_FILES = ('config.json', 'vocab.json', 'model.params')
+from .sentiment_data import LABELS, SentimentTransform, batchify_fn
 
 
 def _check_sentence(sentence, name: str = 'sentence') -> str:
@@ -67,47 +59,3 @@ def sentence_batches(sentences: Sequence[str], tokenizer, vocabulary, max_len: i
 def predict_sentiment(net, ctx, vocabulary, tokenizer, sentence: str, max_len: int = 128) -> str:
     """``'positive'`` or ``'negative'``, as the tutorial's ``predict_sentiment``."""
     return predict_sentiments(net, ctx, vocabulary, tokenizer, [_check_sentence(sentence)], max_len)[0][0]
-
-
-def save_classifier(net: BERTClassifier, vocabulary, model_dir: str | os.PathLike, config: dict) -> Path:
-    """Write ``model.params``, ``vocab.json`` and ``config.json`` (``config`` must say how to rebuild ``net.bert``:
-    key ``bert`` from ``pretrained.describe_bert``, plus ``max_len``) into ``model_dir``."""
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    if 'bert' not in config or 'max_len' not in config:
-        raise ValueError("config must hold 'bert' (the base model's sizes) and 'max_len'")
-    config = dict(config, num_classes=net.classifier._units, labels=list(LABELS), pooling=net.pooling,
-                  dropout=net.dropout._rate if net.dropout is not None else 0.0)
-    for name, text in (('config.json', json.dumps(config, indent=2)), ('vocab.json', vocabulary.to_json())):
-        tmp = model_dir / f'{name}.part'
-        tmp.write_text(text)
-        os.replace(tmp, model_dir / name)
-    net.save_parameters(str(model_dir / 'model.params.part'))
-    os.replace(model_dir / 'model.params.part', model_dir / 'model.params')
-    return model_dir
-
-
-def load_classifier(model_dir: str | os.PathLike, ctx=None) -> tuple[BERTClassifier, nlp.vocab.BERTVocab, dict]:
-    """``(net, vocabulary, config)`` from a directory written by ``save_classifier`` (no download needed)."""
-    from .pretrained import build_bert
-
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f'model_dir {model_dir} does not exist; fine-tune first: '
-                                f'python -m bert_tutorial finetune --out {model_dir}')
-    missing = [f for f in MODEL_FILES if not (model_dir / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f'model_dir {model_dir} is incomplete: {", ".join(missing)} missing '
-                                f'(expected {", ".join(MODEL_FILES)})')
-    ctx = ctx or mx.cpu()
-    config = json.loads((model_dir / 'config.json').read_text())
-    vocabulary = nlp.vocab.BERTVocab.from_json((model_dir / 'vocab.json').read_text())
-    if config['bert'].get('model_type') == 'tutorial':
-        from .pretraining import build_pretrained_encoder
-        bert = build_pretrained_encoder(config['bert'], ctx=ctx)
-    else:
-        bert = build_bert(config['bert'], dropout=0.0, ctx=ctx)
-    net = BERTClassifier(bert, config['num_classes'], dropout=config.get('dropout', 0.0),
-                         pooling=config.get('pooling', 'cls'))
-    net.load_parameters(str(model_dir / 'model.params'), ctx=ctx)
-    return net, vocabulary, config

@@ -1,33 +1,45 @@
-"""BERT pre-training with the tutorial's blocks: ``BERTEncoder`` + ``MLMDecoder`` + ``NSClassifier``.
+"""BERT pre-training with the tutorial's classes: ``BERTEncoder`` + ``MLMDecoder`` + ``NSClassifier``.
 
 ``BERTPretrainModel`` joins them; ``pretrain_loop`` trains masked-LM and next-sentence prediction together;
-``PretrainedEncoder`` hands the encoder to fine-tuning in the shape the tutorial's ``BERTClassifier`` expects.
+``pretrain(PretrainConfig)`` is what ``python -m bert_tutorial pretrain`` runs: a corpus, a vocabulary, the model,
+the loop, and an encoder folder (``TutorialBERT``, ``save_model``) that ``finetune`` takes as its model.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
+from tqdm.auto import tqdm
 
-from .checkpoint import epoch_seed, save_checkpoint, seed_everything
 from .checkpoint import resume as resume_from
-from .checks import check_batch_positions, is_concrete
+from .checkpoint import save_checkpoint
+from .checks import check_batch_positions, is_concrete, setting
+from .encoders import SIZES, TutorialBERT
+from .hub import save_model
+from .loop import clipped_update, epoch_batches, lr_schedule, make_trainer, seed_everything, seed_step, show_progress
 from .model import BERTEncoder, MLMDecoder, NSClassifier
-from .training import clipped_update, lr_schedule, make_trainer
+from .pretraining_data import (
+    PretrainingDataset,
+    load_wikitext2,
+    movie_review_documents,
+    pretraining_loader,
+    read_text_corpus,
+    split_documents,
+    tokenize_documents,
+)
 from .transformer import valid_length_mask
+from .vocab import build_vocab, load_vocabulary
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = 'pretrain_config.json'
-# 2: the tutorial's encoder (learned positions). Folders without it were written by an encoder with sinusoidal
-# positions and scaled word embeddings, whose parameters do not fit the tutorial's encoder.
-FORMAT_VERSION = 2
 
 
 class BERTPretrainModel(gluon.HybridBlock):
@@ -43,8 +55,7 @@ class BERTPretrainModel(gluon.HybridBlock):
                  num_layers: int = 2, dropout: float = 0.1, max_len: int = 512, tie_weights: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.config = dict(vocab_size=vocab_size, units=units, hidden_size=hidden_size, num_heads=num_heads,
-                           num_layers=num_layers, dropout=dropout, max_len=max_len, tie_weights=tie_weights,
-                           format_version=FORMAT_VERSION)
+                           num_layers=num_layers, dropout=dropout, max_len=max_len, tie_weights=tie_weights)
         self.encoder = BERTEncoder(vocab_size, units, hidden_size, num_heads, num_layers, dropout, max_len=max_len)
         self.mlm = MLMDecoder(vocab_size, units,
                               embed_params=self.encoder.word_embed.params if tie_weights else None)
@@ -55,6 +66,11 @@ class BERTPretrainModel(gluon.HybridBlock):
             check_batch_positions(masked_positions, words.shape[0], words.shape[1], 'masked_positions')
         return super().forward(words, segments, valid_len, masked_positions)
 
+    def to_encoder(self) -> TutorialBERT:
+        """The encoder, with the next-sentence head's tanh layer as its pooler, for fine-tuning (shared weights)."""
+        config = {'model_type': 'tutorial_bert', **{k: self.config[k] for k in SIZES}}
+        return TutorialBERT(config, encoder=self.encoder, pooler=self.nsp.classifier[0])
+
     def hybrid_forward(self, F, words, segments, valid_len, masked_positions):
         X = self.encoder(words, segments, valid_length_mask(F, valid_len, words))
         # (batch_size, num_pred) positions -> gather_nd indices (2, batch_size * num_pred)
@@ -64,73 +80,6 @@ class BERTPretrainModel(gluon.HybridBlock):
         mlm_scores = self.mlm(X, idx)
         mlm_scores = F.reshape_like(mlm_scores, masked_positions, lhs_begin=0, lhs_end=1, rhs_begin=0, rhs_end=2)
         return X, mlm_scores, self.nsp(X)
-
-
-class PretrainedEncoder(gluon.HybridBlock):
-    """A pre-trained ``BERTEncoder`` plus a pooler (the NSP head's tanh layer on ``[CLS]``), called like GluonNLP's
-    ``BERTModel``: ``(inputs, segments, valid_len)`` -> ``(seq_encoding, pooled)``, so that
-    ``BERTClassifier(PretrainedEncoder(...), 2)`` fine-tunes it."""
-
-    def __init__(self, config: dict, **kwargs):
-        super().__init__(**kwargs)
-        self.config = dict(config)
-        c = self.config
-        self.encoder = BERTEncoder(c['vocab_size'], c['units'], c['hidden_size'], c['num_heads'], c['num_layers'],
-                                   c['dropout'], max_len=c['max_len'])
-        self.pooler = gluon.nn.Dense(c['units'], flatten=False, activation='tanh', in_units=c['units'])
-        self.units = c['units']
-
-    @property
-    def word_embed(self):
-        return self.encoder.word_embed
-
-    def describe(self) -> dict:
-        return dict(self.config, model_type='tutorial')
-
-    def hybrid_forward(self, F, inputs, segments, valid_len):
-        X = self.encoder(inputs, segments, valid_length_mask(F, valid_len, inputs))
-        return X, self.pooler(F.slice_axis(X, axis=1, begin=0, end=1).reshape((0, -1)))
-
-
-def build_pretrained_encoder(config: dict, ctx=None) -> PretrainedEncoder:
-    """An initialized ``PretrainedEncoder`` of ``config``'s sizes (weights to be loaded)."""
-    if config.get('format_version') != FORMAT_VERSION:
-        raise ValueError('this pre-trained encoder was written by an older bert_tutorial whose encoder used '
-                         'sinusoidal positions and scaled word embeddings; its weights do not fit the tutorial\'s '
-                         'BERTEncoder (learned positions). Pre-train it again: python -m bert_tutorial pretrain')
-    block = PretrainedEncoder({k: v for k, v in config.items() if k != 'model_type'})
-    block.initialize(ctx=ctx or mx.cpu())
-    return block
-
-
-def save_pretrained(model: BERTPretrainModel, vocab, out_dir: str | os.PathLike) -> Path:
-    """``encoder.params`` (encoder + pooler), ``vocab.json`` and ``pretrain_config.json`` for fine-tuning."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # The file save_parameters would write for a PretrainedEncoder: the encoder, and the NSP tanh layer as pooler.
-    arrays = {f'encoder.{name}': p.data(p.list_ctx()[0]).copyto(mx.cpu())
-              for name, p in model.encoder._collect_params_with_prefix().items()}
-    dense = model.nsp.classifier[0]
-    arrays.update({'pooler.weight': dense.weight.data(dense.weight.list_ctx()[0]).copyto(mx.cpu()),
-                   'pooler.bias': dense.bias.data(dense.bias.list_ctx()[0]).copyto(mx.cpu())})
-    mx.nd.save(str(out / 'encoder.params'), arrays)
-    (out / 'vocab.json').write_text(vocab.to_json())
-    (out / CONFIG_FILE).write_text(json.dumps(model.config, indent=2))
-    return out
-
-
-def load_pretrained_encoder(out_dir: str | os.PathLike, ctx=None):
-    """``(PretrainedEncoder, BERTVocab)`` from a ``pretrain`` output folder."""
-    import gluonnlp as nlp
-
-    out = Path(out_dir)
-    missing = [f for f in (CONFIG_FILE, 'encoder.params', 'vocab.json') if not (out / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f'{out} is not a complete pretrain output: {", ".join(missing)} missing '
-                                '(run python -m bert_tutorial pretrain --out DIR)')
-    block = build_pretrained_encoder(json.loads((out / CONFIG_FILE).read_text()), ctx=ctx)
-    block.load_parameters(str(out / 'encoder.params'), ctx=ctx or mx.cpu())
-    return block, nlp.vocab.BERTVocab.from_json((out / 'vocab.json').read_text())
 
 
 def _losses(model, batch, mlm_loss_fn, nsp_loss_fn):
@@ -172,16 +121,16 @@ def evaluate_pretraining(model, data, ctx, baseline_token: int | None = None) ->
 def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: int, lr: float, ctx, *,
                   warmup_ratio: float = 0.1, clip: float = 1.0, weight_decay: float = 0.01,
                   eval_every: int | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
-                  seed: int = 0, baseline_token: int | None = None, progress: bool = True,
-                  skip_nonfinite: bool = False) -> list[dict]:
+                  seed: int = 0, baseline_token: int | None = None, progress: bool | None = None,
+                  skip_nonfinite: bool = False, before_epoch: Callable[[int], object] | None = None) -> list[dict]:
     """Train masked LM + next-sentence prediction for ``num_steps`` steps; returns the evaluation history.
 
-    ``train_data``: a ``DataLoader`` over a ``PretrainingDataset`` (its masks are re-drawn every epoch from
-    ``(seed, epoch)``). Every epoch (or ``eval_every`` steps) it logs MLM loss/accuracy and NSP accuracy on
-    ``eval_data`` and writes a checkpoint to ``checkpoint_dir``; ``resume=True`` continues from the newest.
+    ``train_data``: batches of a ``PretrainingDataset``; ``before_epoch(seed)`` is called at the start of every
+    epoch with the epoch's seed (pass the dataset's ``resample`` to draw new pairs and masks each epoch). Every
+    ``eval_every`` steps (default: every epoch) it logs MLM loss/accuracy and NSP accuracy on ``eval_data`` and writes
+    a checkpoint to ``checkpoint_dir``; ``resume=True`` continues from the newest. BERTAdam with weight decay except
+    on LayerNorm and biases, the tutorial's schedule with ``warmup_ratio`` of the steps as warm-up.
     """
-    from tqdm.auto import tqdm
-
     if num_steps < 1 or lr <= 0:
         raise ValueError(f'num_steps must be >= 1 and lr > 0, got {num_steps} and {lr}')
     steps_per_epoch = len(train_data)
@@ -191,7 +140,7 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
     warmup = max(1, int(warmup_ratio * num_steps))
     trainer = make_trainer(model, lr, 'bertadam', weight_decay, no_decay_norm_bias=True,
                            lr_scheduler=lr_schedule(lr, num_steps, warmup))
-    params = {k: p for k, p in model.collect_params().items() if p.grad_req != 'null'}
+    params = [p for p in model.collect_params().values() if p.grad_req != 'null']
     mlm_loss_fn, nsp_loss_fn = gluon.loss.SoftmaxCELoss(), gluon.loss.SigmoidBCELoss()
     history: list[dict] = []
     step = 0
@@ -199,27 +148,19 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
     if state is not None:
         step, history = state['step'], state['history']
 
-    bar = tqdm(total=num_steps, initial=step, desc='pretrain', disable=not progress)
+    bar = tqdm(total=num_steps, initial=step, desc='pretrain', disable=not show_progress(progress))
     running = {'mlm': 0.0, 'nsp': 0.0, 'n': 0}
     start = time.time()
     while step < num_steps:
         epoch = step // steps_per_epoch
-        seed_everything(epoch_seed(seed, epoch))
-        if hasattr(train_data._dataset, 'resample'):
-            train_data._dataset.resample(epoch_seed(seed, epoch))
-        batches = iter(train_data)
-        for _ in range(step - epoch * steps_per_epoch):  # resuming inside an epoch
-            next(batches)
-        for batch in batches:
-            mx.random.seed(epoch_seed(seed, 10_000_019 + step))
+        for batch in epoch_batches(train_data, seed, epoch, step - epoch * steps_per_epoch, before_epoch):
+            seed_step(seed, step)
             batch = [x.as_in_context(ctx) for x in batch]
             with autograd.record():
                 mlm_loss, nsp_loss, _, _ = _losses(model, batch, mlm_loss_fn, nsp_loss_fn)
                 loss = mlm_loss + nsp_loss
             loss.backward()
-            value = loss.asscalar()
-            trainer.allreduce_grads()
-            if clipped_update(trainer, list(params.values()), clip, value, f'step {step}', skip_nonfinite):
+            if clipped_update(trainer, params, clip, loss.asscalar(), f'step {step}', skip_nonfinite):
                 running['mlm'] += mlm_loss.asscalar()
                 running['nsp'] += nsp_loss.asscalar()
                 running['n'] += 1
@@ -232,9 +173,9 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
                           **evaluate_pretraining(model, eval_data, ctx, baseline_token)}
                 history.append(record)
                 running = {'mlm': 0.0, 'nsp': 0.0, 'n': 0}
-                bar.write(f"step {step}: train MLM loss {record['train_mlm_loss']:.3f}, held-out MLM loss "
-                          f"{record['mlm_loss']:.3f}, MLM accuracy {record['mlm_accuracy']:.3f}, "
-                          f"NSP accuracy {record['nsp_accuracy']:.3f}")
+                log.info('step %d: train MLM loss %.3f, held-out MLM loss %.3f, MLM accuracy %.3f, NSP accuracy %.3f',
+                         step, record['train_mlm_loss'], record['mlm_loss'], record['mlm_accuracy'],
+                         record['nsp_accuracy'])
                 if checkpoint_dir is not None:
                     save_checkpoint(checkpoint_dir, model, trainer, {'step': step, 'epoch': epoch,
                                                                      'history': history, 'seed': seed})
@@ -248,3 +189,98 @@ def most_frequent_token(docs) -> int:
     """The commonest token id of tokenized documents: the MLM baseline always predicts it."""
     counts = np.bincount(np.concatenate([np.asarray(s, dtype=np.int64) for d in docs for s in d]))
     return int(counts.argmax())
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a pre-training run depends on; ``python -m bert_tutorial pretrain`` has a flag for each field."""
+
+    corpus: str = 'movie-reviews'  # 'movie-reviews' (built in), 'wikitext-2', or a text file / folder of .txt files
+    vocab: str | None = None       # a WordPiece vocab.txt (default: the words of the corpus)
+    vocab_size: int = 20000
+    min_freq: int = 2
+    layers: int = 2
+    units: int = 128
+    hidden: int = 256              # the FFN's inner width (the tutorial's hidden_size)
+    heads: int = 2
+    dropout: float = 0.1
+    max_len: int = 48
+    batch_size: int = 64
+    steps: int = 1400
+    lr: float = 1e-3
+    eval_every: int = 200          # evaluate and checkpoint every N steps
+    ctx: str = 'gpu' if mx.context.num_gpus() else 'cpu'
+    seed: int = 0
+    out: str = 'runs/pretrain'
+    resume: bool = False
+    progress: bool | None = None   # a progress bar: None draws one on terminals only
+
+    def check(self) -> None:
+        """``ValueError`` naming the first setting out of its range."""
+        for name, low in (('max_len', 5), ('steps', 1), ('batch_size', 1), ('heads', 1), ('layers', 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f'{setting(name)} must be >= {low}, got {getattr(self, name)}')
+        if self.units % self.heads:
+            raise ValueError(f'{setting("units")} ({self.units}) must be divisible by {setting("heads")} '
+                             f'({self.heads})')
+        if self.ctx not in ('cpu', 'gpu'):
+            raise ValueError(f"{setting('ctx')} must be 'cpu' or 'gpu', got {self.ctx!r}")
+
+
+@dataclass
+class PretrainResult:
+    model: BERTPretrainModel
+    vocabulary: nlp.vocab.BERTVocab
+    history: list[dict]
+    metrics: dict
+    out: Path
+
+
+def load_corpus(corpus: str) -> list[list[str]]:
+    """Documents (lists of sentences) of ``'movie-reviews'``, ``'wikitext-2'`` or a text file / folder."""
+    if corpus == 'movie-reviews':
+        return movie_review_documents()
+    if corpus == 'wikitext-2':
+        return load_wikitext2()
+    return read_text_corpus(corpus)
+
+
+def pretrain(config: PretrainConfig) -> PretrainResult:
+    """Pre-train a small BERT as ``config`` says; writes the encoder folder (``save_model``, model type
+    ``'encoder'``), ``metrics.json`` and checkpoints into ``config.out``."""
+    config.check()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = mx.gpu(0) if config.ctx == 'gpu' else mx.cpu()
+    seed_everything(config.seed)
+    started = time.time()
+    documents = load_corpus(config.corpus)
+    if config.vocab:
+        vocab = load_vocabulary(config.vocab)
+    else:
+        vocab = build_vocab(nlp.data.BERTBasicTokenizer(lower=True), documents, min_freq=config.min_freq,
+                            max_size=config.vocab_size)
+    tokenizer = nlp.data.BERTTokenizer(vocab, lower=True)
+    train_docs, eval_docs = split_documents(tokenize_documents(tokenizer, vocab, documents), 0.1, config.seed)
+    train_set = PretrainingDataset(train_docs, vocab, config.max_len, seed=config.seed)
+    eval_set = PretrainingDataset(eval_docs, vocab, config.max_len, seed=config.seed + 1)
+    log.info('%d documents, vocabulary of %d, %d training and %d held-out pairs', len(documents), len(vocab),
+             len(train_set), len(eval_set))
+    model = BERTPretrainModel(len(vocab), config.units, config.hidden, config.heads, config.layers, config.dropout,
+                              max_len=config.max_len)
+    model.initialize(mx.init.Normal(0.02), ctx=ctx)
+    model.hybridize(static_alloc=True, static_shape=True)
+    baseline = most_frequent_token(train_docs)
+    history = pretrain_loop(model, pretraining_loader(train_set, config.batch_size, shuffle=True, drop_last=True),
+                            pretraining_loader(eval_set, config.batch_size, shuffle=False), config.steps, config.lr,
+                            ctx, checkpoint_dir=out, resume=config.resume, seed=config.seed, baseline_token=baseline,
+                            eval_every=config.eval_every, progress=config.progress, before_epoch=train_set.resample)
+    encoder = model.to_encoder()
+    save_model(out, encoder, vocab, {'model_type': 'encoder', 'encoder': encoder.config})
+    final = history[-1]
+    metrics = {k: final[k] for k in ('mlm_loss', 'mlm_accuracy', 'nsp_accuracy', 'mlm_baseline_accuracy')}
+    metrics.update(baseline_token=vocab.idx_to_token[baseline], seconds=time.time() - started,
+                   vocab_size=len(vocab), num_train_pairs=len(train_set), num_eval_pairs=len(eval_set),
+                   model=model.config, config=dataclasses.asdict(config), history=history)
+    (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+    return PretrainResult(model, vocab, history, metrics, out)

@@ -22,13 +22,18 @@ def tiny_vocab():
     return nlp.vocab.BERTVocab(nlp.data.count_tokens(tokens), token_to_idx={t: i for i, t in enumerate(tokens)})
 
 
+def tiny_bert_config(vocab_size, **changes):
+    """The config of a 1-layer, 16-unit GluonNLP BERT (``encoders``' contract), with ``changes``."""
+    return dict({'model_type': 'gluonnlp_bert', 'vocab_size': vocab_size, 'units': 16, 'hidden_size': 32,
+                 'num_heads': 2, 'num_layers': 1, 'max_len': 64, 'dropout': 0.0, 'type_vocab_size': 2,
+                 'layer_norm_eps': 1e-12}, **changes)
+
+
 @pytest.fixture
 def tiny_bert(tiny_vocab):
-    """A random 1-layer GluonNLP BERT over ``tiny_vocab``, built the way pretrained.build_bert builds any BERT."""
-    from bert_tutorial.pretrained import build_bert
-    config = dict(num_hidden_layers=1, hidden_size=16, intermediate_size=32, max_position_embeddings=64,
-                  num_attention_heads=2, vocab_size=len(tiny_vocab), type_vocab_size=2)
-    return build_bert(config, dropout=0.0)
+    """A random 1-layer GluonNLP BERT over ``tiny_vocab``, built the way every pre-trained BERT is built."""
+    from bert_tutorial import build_encoder
+    return build_encoder(tiny_bert_config(len(tiny_vocab)))
 
 
 def toy_reviews(n, seed=0):

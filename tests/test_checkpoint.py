@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon, nd
 
-from bert_tutorial.checkpoint import all_finite, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything
+from bert_tutorial.checkpoint import all_finite, latest_checkpoint, load_checkpoint, save_checkpoint
+from bert_tutorial.loop import seed_everything
 
 
 def _net_and_trainer():

@@ -27,11 +27,11 @@ def finetuned(tmp_path_factory):
 def test_finetune_writes_metrics_and_model(finetuned):
     out, proc = finetuned
     metrics = json.loads((out / 'metrics.json').read_text())
-    for key in ('test_accuracy', 'train_samples_per_second', 'seconds', 'epochs', 'num_train', 'num_test',
-                'model', 'data'):
+    for key in ('test_accuracy', 'train_samples_per_second', 'seconds', 'num_train', 'num_test', 'config',
+                'history'):
         assert key in metrics
-    assert metrics['num_train'] == 64 and metrics['num_test'] == 32 and metrics['epochs'] == 1
-    assert metrics['model'] == 'all-MiniLM-L6-v2' and metrics['data'] == 'movie-reviews'
+    assert metrics['num_train'] == 64 and metrics['num_test'] == 32 and metrics['config']['epochs'] == 1
+    assert metrics['config']['model'] == 'all-MiniLM-L6-v2' and metrics['config']['data'] == 'movie-reviews'
     assert 0 <= metrics['test_accuracy'] <= 1 and metrics['train_samples_per_second'] > 0
     assert {'config.json', 'vocab.json', 'model.params'} <= set(os.listdir(out))
     assert 'Batch 0 Accuracy' in proc.stdout and 'Test Accuracy' in proc.stdout
@@ -50,12 +50,26 @@ def test_predict_arguments_and_stdin(finetuned):
 
 def test_clear_errors():
     proc = cli('predict', '--model-dir', '/nonexistent/dir', 'hello', check=False)
-    assert proc.returncode == 2 and 'does not exist; fine-tune first' in proc.stderr
+    assert proc.returncode == 2 and 'does not exist: expected a saved bert_tutorial model' in proc.stderr
     assert 'Traceback' not in proc.stderr
     proc = cli('finetune', '--max-len', '2', check=False)
-    assert proc.returncode == 2 and '--max-len must be >= 3' in proc.stderr
+    assert proc.returncode == 2 and 'max_len (--max-len) must be >= 3, got 2' in proc.stderr
     proc = cli('finetune', '--data', 'nope', check=False)
     assert proc.returncode == 2 and 'invalid choice' in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_command_runs_the_library_recipe(finetuned, tmp_path):
+    """``finetune`` called from Python with the command's settings is the same run as the command."""
+    from bert_tutorial import FinetuneConfig, finetune
+
+    out, _ = finetuned
+    command = json.loads((out / 'metrics.json').read_text())
+    result = finetune(FinetuneConfig(max_train=64, max_test=32, epochs=1, out=str(tmp_path / 'py'), progress=False,
+                                     log_interval=1))
+    assert result.metrics['config'] == dict(command['config'], out=str(tmp_path / 'py'))
+    assert result.metrics['test_accuracy'] == command['test_accuracy']
+    assert [h['train_loss'] for h in result.history] == [h['train_loss'] for h in command['history']]
 
 
 @pytest.mark.slow

@@ -5,18 +5,17 @@ import mxnet as mx
 import pytest
 from conftest import toy_reviews
 
-from bert_tutorial import BERTClassifier, save_classifier
-from bert_tutorial.data import SentimentTransform, batchify_fn
-from bert_tutorial.export import (
+from bert_tutorial import BERTClassifier, load_model, save_model
+from bert_tutorial.hub import classifier_config
+from bert_tutorial.predict import predict_sentiments
+from bert_tutorial.sentiment_data import SentimentTransform, batchify_fn
+from bert_tutorial.speed.export import (
     export_classifier,
     fuse_classifier,
     int8_layers,
-    load_exported,
     quantize_classifier,
     softmax_without_length,
 )
-from bert_tutorial.predict import predict_sentiments
-from bert_tutorial.pretrained import describe_bert
 
 SENTENCES = ['the movie was good', 'bad bad plot', 'a', 'good ' * 300]
 
@@ -24,12 +23,12 @@ SENTENCES = ['the movie was good', 'bad bad plot', 'a', 'good ' * 300]
 def test_exported_model_predicts_like_the_original(tiny_bert, tiny_vocab, tmp_path):
     net = BERTClassifier(tiny_bert, 2, pooling='mean')
     net.classifier.initialize(mx.init.Normal(0.5))
-    save_classifier(net, tiny_vocab, tmp_path / 'm', {'bert': describe_bert(tiny_bert), 'max_len': 32})
+    save_model(tmp_path / 'm', net, tiny_vocab, classifier_config(net, 32, ['negative', 'positive']))
     tok = nlp.data.BERTTokenizer(tiny_vocab, lower=True)
     before = predict_sentiments(net, mx.cpu(), tiny_vocab, tok, SENTENCES, max_len=32)
     out = export_classifier(tmp_path / 'm')
-    assert (out / 'classifier-symbol.json').is_file() and (out / 'classifier-0000.params').is_file()
-    block, vocab, config = load_exported(out)
+    assert (out / 'model-symbol.json').is_file() and (out / 'model-0000.params').is_file()
+    block, vocab, config = load_model(out)
     assert isinstance(block, mx.gluon.SymbolBlock) and config['max_len'] == 32
     after = predict_sentiments(block, mx.cpu(), vocab, nlp.data.BERTTokenizer(vocab, lower=True), SENTENCES,
                                max_len=config['max_len'])
@@ -38,8 +37,10 @@ def test_exported_model_predicts_like_the_original(tiny_bert, tiny_vocab, tmp_pa
 
 
 def test_incomplete_export_dir(tmp_path):
-    with pytest.raises(FileNotFoundError, match='is not an export'):
-        load_exported(tmp_path)
+    (tmp_path / 'config.json').write_text(json.dumps({'format_version': 1, 'model_type': 'exported_classifier',
+                                                     'inputs': ['data0', 'data1', 'data2']}))
+    with pytest.raises(FileNotFoundError, match='is not a complete saved exported_classifier: model-symbol.json'):
+        load_model(tmp_path)
 
 
 def _toy_batches(vocab, tok, texts, batch_size=8):
@@ -54,9 +55,9 @@ def _toy_batches(vocab, tok, texts, batch_size=8):
 def test_fused_and_int8_graphs(tiny_bert, tiny_vocab, tmp_path):
     net = BERTClassifier(tiny_bert, 2, pooling='mean')
     net.classifier.initialize(mx.init.Normal(0.5))
-    save_classifier(net, tiny_vocab, tmp_path / 'm', {'bert': describe_bert(tiny_bert), 'max_len': 32})
+    save_model(tmp_path / 'm', net, tiny_vocab, classifier_config(net, 32, ['negative', 'positive']))
     tok = nlp.data.BERTTokenizer(tiny_vocab, lower=True)
-    block, vocab, _ = load_exported(export_classifier(tmp_path / 'm'))
+    block, vocab, _ = load_model(export_classifier(tmp_path / 'm'))
     texts = [t for t, _ in toy_reviews(64, seed=1)]
     before = predict_sentiments(block, mx.cpu(), vocab, tok, texts, max_len=32)
 
@@ -89,12 +90,12 @@ def test_quantize_needs_calibration_data(tiny_bert, tiny_vocab):
 def test_int8_export_loads_like_any_export(tiny_bert, tiny_vocab, tmp_path):
     net = BERTClassifier(tiny_bert, 2, pooling='mean')
     net.classifier.initialize(mx.init.Normal(0.5))
-    save_classifier(net, tiny_vocab, tmp_path / 'm', {'bert': describe_bert(tiny_bert), 'max_len': 32})
+    save_model(tmp_path / 'm', net, tiny_vocab, classifier_config(net, 32, ['negative', 'positive']))
     tok = nlp.data.BERTTokenizer(tiny_vocab, lower=True)
     texts = [t for t, _ in toy_reviews(64, seed=1)]
     before = predict_sentiments(net, mx.cpu(), tiny_vocab, tok, texts, max_len=32)
     out = export_classifier(tmp_path / 'm', tmp_path / 'int8', int8_calibration=[t for t, _ in toy_reviews(64, 2)])
-    block, vocab, config = load_exported(out)
+    block, vocab, config = load_model(out)
     assert config['int8'] == {'calib_mode': 'naive', 'calib_sentences': 64, 'int8_dense_layers': 5}
     assert len(int8_layers(block)['int8']) == 5
     after = predict_sentiments(block, mx.cpu(), vocab, tok, texts, max_len=32)

@@ -11,12 +11,12 @@ import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import toy_reviews
+from conftest import tiny_bert_config, toy_reviews
 from mxnet import autograd, gluon, nd
 
 from bert_tutorial import BERTClassifier, BERTEncoder, MLMDecoder, NSClassifier, train_loop
-from bert_tutorial.data import sentiment_loader
-from bert_tutorial.training import lr_schedule
+from bert_tutorial.loop import lr_schedule
+from bert_tutorial.sentiment_data import sentiment_loader
 from bert_tutorial.utils import EncoderBlock, MultiHeadAttention
 
 VOCAB, UNITS, HIDDEN, HEADS, LAYERS, MAX_LEN = 40, 12, 20, 3, 2, 30
@@ -290,16 +290,15 @@ def test_train_loop_with_seven_arguments_is_the_tutorials_recipe(tiny_vocab, tmp
     """Parameters after train_loop(net, train, test, 2, lr, ctx, loss) equal those of the tutorial's loop written
     out: Trainer(collect_params(), 'bertadam', wd 0.01), 50 warm-up steps, backward on the loss vector,
     clip_grad_global_norm(params, 1), trainer.update(1). 2 epochs of 30 batches: warm-up and decay both run."""
-    from bert_tutorial.pretrained import build_bert
-    config = dict(num_hidden_layers=1, hidden_size=16, intermediate_size=32, max_position_embeddings=64,
-                  num_attention_heads=2, vocab_size=len(tiny_vocab), type_vocab_size=2)
+    from bert_tutorial import build_encoder
+    config = tiny_bert_config(len(tiny_vocab))
     train, test = _toy_loaders(tiny_vocab, 120, 4)
     assert len(train) == 30
     lr, num_epoch = 5e-3, 2
     init = tmp_path / 'init.params'
     results = []
     for ours in (True, False):
-        net = BERTClassifier(build_bert(config, dropout=0.0), 2)
+        net = BERTClassifier(build_encoder(config), 2)
         net.classifier.initialize(mx.init.Normal(0.02))
         if ours:
             net.save_parameters(str(init))

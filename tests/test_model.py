@@ -195,14 +195,18 @@ def test_embedding_sum():
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_mean_pooling_hybridized_warns_of_no_unused_pooler(tiny_bert):
-    """The pooler is unused by design with mean pooling: hybridizing must not warn about it."""
+def test_mean_pooling_on_an_encoder_without_pooler_hybridizes_without_warnings(tiny_vocab):
+    """Mean pooling needs no pooler: built without one, nothing is unused and hybridizing does not warn."""
     import warnings
 
-    clf = BERTClassifier(tiny_bert, 2, pooling='mean')
+    from conftest import tiny_bert_config
+
+    from bert_tutorial import build_encoder
+    clf = BERTClassifier(build_encoder(tiny_bert_config(len(tiny_vocab)), use_pooler=False), 2, pooling='mean')
     clf.initialize()
     clf.hybridize()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        clf(nd.array([[2, 5, 3]]), nd.zeros((1, 3)), nd.array([3]))
+        out = clf(nd.array([[2, 5, 3]]), nd.zeros((1, 3)), nd.array([3]))
+    assert out.shape == (1, 2)
     assert not [w for w in caught if 'not used by any computation' in str(w.message)]

@@ -55,7 +55,7 @@ def test_finetuning_outputs_match_the_code():
     import gluonnlp as nlp
 
     from bert_tutorial import get_pretrained_bert
-    from bert_tutorial.data import load_movie_reviews
+    from bert_tutorial.sentiment_data import load_movie_reviews
     text = stored_text(nbformat.read(NOTEBOOKS / 'bert_finetuning.ipynb', as_version=4))
     bert, vocab = get_pretrained_bert()
     assert str(vocab) in text and 'index for [CLS] =  101' in text and 'index for [SEP] =  102' in text
@@ -77,3 +77,24 @@ def test_notebook_runs_end_to_end(name, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = nbformat.read(tmp_path / name, as_version=4)
     assert not [o for c in out.cells for o in c.get('outputs', []) if o.output_type == 'error']
+
+
+SHOWN = {'bert_pretraining.ipynb': ['BERTEncoder', 'NSClassifier', 'MLMDecoder'],
+         'bert_finetuning.ipynb': ['BERTClassifier']}
+
+
+@pytest.mark.parametrize('name', sorted(SHOWN))
+def test_shown_class_sources_are_the_packages(name):
+    """Where the tutorial defines a class, the notebook shows the package's source of it: the stored output of each
+    ``show_source(X)`` cell is the current ``inspect.getsource(X)``."""
+    import inspect
+
+    import bert_tutorial
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == 'code' and c.source.startswith('show_source(')]
+    assert [c.source[len('show_source('):-1] for c in cells] == SHOWN[name]
+    for cell, cls in zip(cells, SHOWN[name]):
+        (out,) = [o for o in cell.outputs if o.output_type == 'execute_result']
+        source = inspect.getsource(getattr(bert_tutorial, cls))
+        assert out.data['text/markdown'] == f'```python\n{source}```', (
+            f'{name}: the stored source of {cls} is not the package\'s; re-execute the notebook')

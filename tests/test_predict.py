@@ -2,8 +2,8 @@ import gluonnlp as nlp
 import mxnet as mx
 import pytest
 
-from bert_tutorial import BERTClassifier, load_classifier, predict_sentiment, predict_sentiments, save_classifier
-from bert_tutorial.pretrained import describe_bert
+from bert_tutorial import BERTClassifier, load_model, predict_sentiment, predict_sentiments, save_model
+from bert_tutorial.hub import classifier_config
 
 
 @pytest.fixture
@@ -51,9 +51,8 @@ def test_bad_sentences(classifier, bad, match):
 def test_save_load_round_trip(classifier, tmp_path):
     net, vocab, tok = classifier
     before = predict_sentiments(net, mx.cpu(), vocab, tok, SENTENCES)
-    save_classifier(net, vocab, tmp_path / 'm', {'base_model': 'tiny', 'bert': describe_bert(net.bert),
-                                                  'max_len': 128})
-    net2, vocab2, config = load_classifier(tmp_path / 'm')
+    save_model(tmp_path / 'm', net, vocab, classifier_config(net, 128, ['negative', 'positive'], base_model='tiny'))
+    net2, vocab2, config = load_model(tmp_path / 'm')
     assert config['base_model'] == 'tiny' and config['labels'] == ['negative', 'positive']
     assert vocab2.idx_to_token == vocab.idx_to_token and vocab2.padding_token == '[PAD]'
     after = predict_sentiments(net2, mx.cpu(), vocab2, nlp.data.BERTTokenizer(vocab2, lower=True), SENTENCES)
@@ -62,10 +61,28 @@ def test_save_load_round_trip(classifier, tmp_path):
 
 
 def test_missing_or_incomplete_model_dir(classifier, tmp_path):
-    with pytest.raises(FileNotFoundError, match='does not exist; fine-tune first'):
-        load_classifier(tmp_path / 'nothing')
+    with pytest.raises(FileNotFoundError, match='does not exist: expected a saved bert_tutorial model'):
+        load_model(tmp_path / 'nothing')
     net, vocab, _ = classifier
-    save_classifier(net, vocab, tmp_path / 'm', {'bert': describe_bert(net.bert), 'max_len': 16})
+    save_model(tmp_path / 'm', net, vocab, classifier_config(net, 16, ['negative', 'positive']))
     (tmp_path / 'm' / 'vocab.json').unlink()
-    with pytest.raises(FileNotFoundError, match='incomplete: vocab.json missing'):
-        load_classifier(tmp_path / 'm')
+    with pytest.raises(FileNotFoundError, match='is not a complete saved classifier: vocab.json missing'):
+        load_model(tmp_path / 'm')
+    with pytest.raises(ValueError, match='holds a classifier, not the encoder asked for'):
+        load_model(tmp_path / 'm', model_type='encoder')
+
+
+def test_folders_of_bert_tutorial_0_1_still_load():
+    """tests/fixtures/legacy_classifier was written by save_classifier before the save format changed."""
+    from pathlib import Path
+
+    import numpy as np
+    from mxnet import nd
+
+    fixtures = Path(__file__).parent / 'fixtures'
+    net, vocab, config = load_model(fixtures / 'legacy_classifier')
+    assert config['model_type'] == 'classifier' and config['pooling'] == 'mean' and config['max_len'] == 16
+    assert len(vocab) == 17 and getattr(net.bert, 'pooler', None) is None  # its unused pooler is not loaded
+    expected = np.load(fixtures / 'legacy_classifier_expected.npz')
+    scores = net(nd.array(expected['ids']), nd.array(expected['segments']), nd.array(expected['valid']))
+    np.testing.assert_allclose(scores.asnumpy(), expected['scores'], rtol=1e-5, atol=1e-5)

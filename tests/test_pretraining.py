@@ -10,23 +10,17 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon, nd
 
-from bert_tutorial import BERTClassifier
+from bert_tutorial import BERTClassifier, get_pretrained_bert, save_model
 from bert_tutorial.checkpoint import latest_checkpoint
-from bert_tutorial.pretrain_data import (
+from bert_tutorial.pretraining import BERTPretrainModel, evaluate_pretraining, pretrain_loop
+from bert_tutorial.pretraining_data import (
     PretrainingDataset,
-    build_vocab,
     pretraining_loader,
     read_text_corpus,
     split_sentences,
     tokenize_documents,
 )
-from bert_tutorial.pretraining import (
-    BERTPretrainModel,
-    evaluate_pretraining,
-    load_pretrained_encoder,
-    pretrain_loop,
-    save_pretrained,
-)
+from bert_tutorial.vocab import build_vocab
 
 TEXT = """The cat sat on the mat. It was warm! Did the dog mind? No.
 
@@ -163,7 +157,7 @@ def test_loop_learns_checkpoints_and_resumes(corpus, tmp_path, monkeypatch):
         model.initialize(mx.init.Normal(0.02))
         hist = pretrain_loop(model, pretraining_loader(train, 16, True, drop_last=True),
                              pretraining_loader(held, 16, False), steps, 2e-3, mx.cpu(), progress=False, seed=5,
-                             eval_every=10, **kw)
+                             eval_every=10, before_epoch=train.resample, **kw)
         return model, hist
 
     model, hist = run(40)
@@ -198,9 +192,10 @@ def test_nan_stops_and_handoff_to_finetuning(corpus, tmp_path):
     model = BERTPretrainModel(len(vocab), 16, 32, 2, 1, 0.0, max_len=24)
     model.initialize()
     evaluate_pretraining(model, pretraining_loader(train, 8, False), mx.cpu())
-    save_pretrained(model, vocab, tmp_path / 'p')
-    bert, vocab2 = load_pretrained_encoder(tmp_path / 'p')
-    assert vocab2.idx_to_token == vocab.idx_to_token
+    encoder = model.to_encoder()
+    save_model(tmp_path / 'p', encoder, vocab, {'model_type': 'encoder', 'encoder': encoder.config})
+    bert, vocab2 = get_pretrained_bert(tmp_path / 'p', dropout=0.0)
+    assert vocab2.idx_to_token == vocab.idx_to_token and bert.config == encoder.config
     words, segments, valid = nd.array([[2, 8, 9, 3]]), nd.zeros((1, 4)), nd.array([4])
     np.testing.assert_allclose(bert(words, segments, valid)[0].asnumpy(),
                                model.encoder(words, segments, valid).asnumpy(), atol=1e-6)
@@ -217,18 +212,13 @@ def test_nan_stops_and_handoff_to_finetuning(corpus, tmp_path):
 
 def test_folders_of_the_old_sinusoidal_encoder_are_refused(corpus, tmp_path):
     _, vocab, _ = corpus
-    model = BERTPretrainModel(len(vocab), 16, 32, 2, 1, 0.0, max_len=24)
-    model.initialize()
-    model(nd.array([[2, 8, 9, 3]]), nd.zeros((1, 4)), nd.array([4]), nd.array([[1]]))  # deferred shapes
-    save_pretrained(model, vocab, tmp_path / 'p')
-    config_file = tmp_path / 'p' / 'pretrain_config.json'
-    config = json.loads(config_file.read_text())
-    assert config['format_version'] == 2
-    # What the encoder with sinusoidal positions and scaled word embeddings wrote.
-    del config['format_version']
-    config_file.write_text(json.dumps(dict(config, scale_embed=True)))
-    with pytest.raises(ValueError, match='older bert_tutorial whose encoder used sinusoidal positions'):
-        load_pretrained_encoder(tmp_path / 'p')
+    # What bert_tutorial 0.1's pretrain wrote: encoder.params, vocab.json and pretrain_config.json.
+    (tmp_path / 'p').mkdir()
+    (tmp_path / 'p' / 'vocab.json').write_text(vocab.to_json())
+    (tmp_path / 'p' / 'pretrain_config.json').write_text(json.dumps({'vocab_size': len(vocab), 'units': 16,
+                                                                      'scale_embed': True}))
+    with pytest.raises(ValueError, match='older bert_tutorial .pretrain_config.json, an encoder with sinusoidal'):
+        get_pretrained_bert(tmp_path / 'p')
 
 
 @pytest.mark.slow
@@ -244,11 +234,11 @@ def test_pretrain_command_then_finetune(tmp_path):
     ft = tmp_path / 'ft'
     subprocess.run(cmd + ['finetune', '--model', str(out), '--max-train', '64', '--max-test', '32', '--epochs', '1',
                           '--out', str(ft), '--no-progress'], check=True, capture_output=True)
-    assert json.loads((ft / 'metrics.json').read_text())['model'] == str(out)
+    assert json.loads((ft / 'metrics.json').read_text())['config']['model'] == str(out)
 
 
 def test_wikitext_fails_fast_offline(tmp_path, monkeypatch):
-    from bert_tutorial.pretrain_data import load_wikitext2
+    from bert_tutorial.pretraining_data import load_wikitext2
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))
     from d2l import mxnet as d2l
     monkeypatch.setattr(d2l, 'DATA_URL', 'http://127.0.0.1:9/')

@@ -3,13 +3,14 @@ import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import tiny_bert_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bert_tutorial import BERTClassifier
-from bert_tutorial.data import SentimentTransform
 from bert_tutorial.predict import predict_sentiments
-from bert_tutorial.pretrain_data import PretrainingDataset
+from bert_tutorial.pretraining_data import PretrainingDataset
+from bert_tutorial.sentiment_data import SentimentTransform
 
 EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 any_text = st.text(alphabet=st.characters(blacklist_categories=('Cs',)), max_size=300)
@@ -17,11 +18,10 @@ any_text = st.text(alphabet=st.characters(blacklist_categories=('Cs',)), max_siz
 
 @pytest.fixture(scope='module')
 def tiny():
-    from bert_tutorial.pretrained import build_bert
+    from bert_tutorial import build_encoder
     tokens = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'good', 'bad', 'movie', '##s', 'the']
     vocab = nlp.vocab.BERTVocab(nlp.data.count_tokens(tokens), token_to_idx={t: i for i, t in enumerate(tokens)})
-    bert = build_bert(dict(num_hidden_layers=1, hidden_size=8, intermediate_size=16, max_position_embeddings=32,
-                           num_attention_heads=2, vocab_size=len(vocab), type_vocab_size=2), dropout=0.0)
+    bert = build_encoder(tiny_bert_config(len(vocab), units=8, hidden_size=16, max_len=32))
     net = BERTClassifier(bert, 2)
     net.classifier.initialize()
     return net, vocab, nlp.data.BERTTokenizer(vocab, lower=True)

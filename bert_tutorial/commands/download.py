@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..pretrained import BUILTIN, DEFAULT_MODEL, ZOO_MODELS, builtin_checkpoint_dir, load_zoo_bert
+from ..hub import BUILTIN, DEFAULT_MODEL, ZOO_MODELS, builtin_checkpoint_dir, load_zoo_bert, zoo_files
 
 
 def run(args: argparse.Namespace) -> int:
@@ -14,9 +14,8 @@ def run(args: argparse.Namespace) -> int:
             if path.is_file() and not path.name.startswith('.'):
                 print(f'  {path.name}  {path.stat().st_size:,} bytes')
     elif args.name in ZOO_MODELS:
-        from ..pretrained import _zoo_files
         load_zoo_bert(args.name)
-        print(f'{args.name}: ' + ', '.join(str(p) for p in _zoo_files(args.name, 'book_corpus_wiki_en_uncased')))
+        print(f'{args.name}: ' + ', '.join(str(p) for p in zoo_files(args.name)))
     else:
         raise ValueError(f'NAME must be one of {sorted(BUILTIN) + list(ZOO_MODELS)}, got {args.name!r}')
     return 0

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import load_movie_reviews, subset
-from ..export import export_classifier
+from ..sentiment_data import load_movie_reviews, subset
+from ..speed.export import export_classifier
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ import sys
 import gluonnlp as nlp
 import mxnet as mx
 
-from ..predict import load_classifier, predict_sentiments
+from ..hub import load_model
+from ..predict import predict_sentiments
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
         sentences = [line.rstrip('\n') for line in sys.stdin if line.strip()]
     if not sentences:
         raise ValueError('no sentence given: pass sentences as arguments, or - to read them from standard input')
-    net, vocabulary, config = load_classifier(args.model_dir, ctx=mx.cpu())
+    net, vocabulary, config = load_model(args.model_dir, ctx=mx.cpu(), model_type='classifier')
     tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
     results = predict_sentiments(net, mx.cpu(), vocabulary, tokenizer, sentences, max_len=config['max_len'])
     for sentence, (label, prob) in zip(sentences, results):

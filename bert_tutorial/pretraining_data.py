@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,11 +23,11 @@ import gluonnlp as nlp
 import numpy as np
 from mxnet import gluon
 
-from .assets import mxnet_home
+from .assets import mxnet_home, reachable
+from .vocab import SPECIAL_TOKENS
 
 log = logging.getLogger(__name__)
 
-SPECIALS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')
 _SENTENCE_END = re.compile(r'(?<=[.!?])\s+')
 
 
@@ -38,7 +38,7 @@ def split_sentences(text: str) -> list[str]:
 
 def movie_review_documents() -> list[list[str]]:
     """The built-in corpus: one document per movie, its snippets' sentences in corpus order."""
-    from .data import read_rotten_tomatoes
+    from .sentiment_data import read_rotten_tomatoes
 
     by_movie: dict[str, list[str]] = defaultdict(list)
     for row in read_rotten_tomatoes():
@@ -70,26 +70,15 @@ def load_wikitext2(root: str | os.PathLike | None = None) -> list[list[str]]:
     default: d2l's download, cached under ``$MXNET_HOME/datasets/wikitext-2``)."""
     from d2l import mxnet as d2l
 
-    from .pretrained import _reachable
-
     folder = Path(root) if root else mxnet_home() / 'datasets' / 'wikitext-2'
     if not (folder / 'wiki.train.tokens').is_file():
         url = d2l.DATA_HUB['wikitext-2'][0]
-        if root or not _reachable(d2l.DATA_URL):
+        if root or not reachable(d2l.DATA_URL):
             raise FileNotFoundError(f'WikiText-2 is not in {folder} and {url} is unreachable: download that zip '
                                     f'elsewhere and unpack it so that {folder}/wiki.train.tokens exists')
         folder = Path(d2l.download_extract('wikitext-2', str(folder.parent / 'wikitext-2-zip')))
-    paragraphs = d2l._read_wiki(str(folder))
+    paragraphs = d2l._read_wiki(str(folder))  # the reader of d2l's BERT chapter
     return [[s for s in p if s.strip()] for p in paragraphs]
-
-
-def build_vocab(tokenizer, documents: Sequence[Sequence[str]], min_freq: int = 2,
-                max_size: int | None = 20000) -> nlp.vocab.BERTVocab:
-    """A word-level ``BERTVocab`` over the corpus (for a tiny BERT trained from scratch)."""
-    counter = Counter(tok for doc in documents for sent in doc for tok in tokenizer(sent))
-    if not counter:
-        raise ValueError('documents hold no tokens')
-    return nlp.vocab.BERTVocab(counter, max_size=max_size, min_freq=min_freq)
 
 
 def tokenize_documents(tokenizer, vocab, documents: Sequence[Sequence[str]]) -> list[list[list[int]]]:
@@ -132,7 +121,7 @@ class PretrainingDataset(gluon.data.Dataset):
         self.docs, self.vocab, self.max_len, self.mask_prob = docs, vocab, max_len, mask_prob
         self.num_pred = max(1, round(max_len * mask_prob))
         self.cls, self.sep, self.mask, self.pad = (vocab[t] for t in ('[CLS]', '[SEP]', '[MASK]', '[PAD]'))
-        specials = {vocab[t] for t in SPECIALS}
+        specials = {vocab[t] for t in SPECIAL_TOKENS}
         self._random_ids = np.array([i for i in range(len(vocab)) if i not in specials])
         self.resample(seed)
 

@@ -19,7 +19,7 @@ import gluonnlp as nlp
 import numpy as np
 from mxnet import gluon
 
-from .assets import WheelAsset, fetch, mxnet_home
+from .assets import WheelAsset, fetch, gluonnlp_repo_url, mxnet_home, reachable
 
 IMDB_ENV = 'BERT_TUTORIAL_IMDB'
 IMDB_URL = 'https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz'
@@ -119,12 +119,8 @@ def load_imdb(split: str, root: str | os.PathLike | None = None) -> list[list]:
         if folder is None:
             raise FileNotFoundError(f'root: {root} holds neither aclImdb/ nor aclImdb_v1.tar.gz')
         return _read_aclimdb(folder, split)
-    from mxnet.gluon.utils import _get_repo_url
-
-    from .pretrained import _reachable  # the same quick probe as for the model zoo
-
     cache = mxnet_home() / 'datasets' / 'imdb'
-    if not (cache / f'{split}.json').is_file() and not _reachable(_get_repo_url()):
+    if not (cache / f'{split}.json').is_file() and not reachable(gluonnlp_repo_url()):
         raise FileNotFoundError(
             f'IMDB is not available offline: download {IMDB_URL} and pass its folder as root= (or --imdb-root, or '
             f'set ${IMDB_ENV}) to the archive or the extracted aclImdb/ folder; GluonNLP\'s copy would be '

@@ -1,10 +1,9 @@
-"""Export a fine-tuned classifier as a symbol graph + parameters, and load it back with no model code."""
+"""Export a fine-tuned classifier (symbol graph + parameters); oneDNN fusion and calibrated INT8 for CPU inference."""
 from __future__ import annotations
 
 import ctypes
 import json
 import os
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -13,53 +12,32 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
-EXPORT_PREFIX = 'classifier'
-INPUTS = ('data0', 'data1', 'data2')  # token ids, segment ids, valid lengths
+from ..hub import EXPORT_INPUTS, load_model, save_model
+from ..predict import sentence_batches
 
 
 def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                       int8_calibration: Sequence[str] | None = None, calib_mode: str = 'naive') -> Path:
-    """Write ``classifier-symbol.json``, ``classifier-0000.params``, ``vocab.json`` and ``config.json`` of the
-    classifier saved in ``model_dir`` (default ``out_dir``: ``<model_dir>/export``).
+    """Export the classifier saved in ``model_dir`` as a symbol graph and its parameters (``save_model``, model type
+    ``'exported_classifier'``; default ``out_dir``: ``<model_dir>/export``). ``gluon.SymbolBlock.imports`` loads it
+    without any package code (``hub.load_model`` does that).
 
     ``int8_calibration``: representative sentences (a few hundred training sentences); the graph written is then
-    the INT8 one of ``quantize_classifier``, calibrated on them (CPU only; ``load_exported`` reads it the same way).
+    the INT8 one of ``quantize_classifier``, calibrated on them (CPU only).
     """
-    from .predict import load_classifier, sentence_batches
-
-    net, vocabulary, config = load_classifier(model_dir, ctx=mx.cpu())
+    net, vocabulary, config = load_model(model_dir, ctx=mx.cpu(), model_type='classifier')
     out = Path(out_dir) if out_dir else Path(model_dir) / 'export'
-    out.mkdir(parents=True, exist_ok=True)
     net.hybridize(static_alloc=True)
     # One forward pass builds the graph that export writes.
     net(nd.array([[vocabulary['[CLS]'], vocabulary['[SEP]']]]), nd.zeros((1, 2)), nd.array([2]))
-    config = dict(config, inputs=list(INPUTS))
+    config = dict(config, model_type='exported_classifier', inputs=list(EXPORT_INPUTS))
     if int8_calibration is not None:
         tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
         batches = [batch for _, batch in sentence_batches(int8_calibration, tokenizer, vocabulary, config['max_len'])]
         net = quantize_classifier(net, batches, calib_mode=calib_mode)
         config['int8'] = {'calib_mode': calib_mode, 'calib_sentences': len(int8_calibration),
                           'int8_dense_layers': len(int8_layers(net)['int8'])}
-    net.export(str(out / EXPORT_PREFIX), epoch=0)
-    shutil.copy(Path(model_dir) / 'vocab.json', out / 'vocab.json')
-    (out / 'config.json').write_text(json.dumps(config, indent=2))
-    return out
-
-
-def load_exported(export_dir: str | os.PathLike, ctx=None) -> tuple[gluon.SymbolBlock, nlp.vocab.BERTVocab, dict]:
-    """``(block, vocabulary, config)``: ``block(token_ids, segment_ids, valid_length)`` gives class scores, like the
-    original classifier, through ``gluon.SymbolBlock.imports``."""
-    export_dir = Path(export_dir)
-    files = [f'{EXPORT_PREFIX}-symbol.json', f'{EXPORT_PREFIX}-0000.params', 'vocab.json', 'config.json']
-    missing = [f for f in files if not (export_dir / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f'{export_dir} is not an export: {", ".join(missing)} missing '
-                                '(make one with python -m bert_tutorial export --model-dir DIR)')
-    config = json.loads((export_dir / 'config.json').read_text())
-    block = gluon.SymbolBlock.imports(str(export_dir / files[0]), config['inputs'], str(export_dir / files[1]),
-                                      ctx=ctx or mx.cpu())
-    vocabulary = nlp.vocab.BERTVocab.from_json((export_dir / 'vocab.json').read_text())
-    return block, vocabulary, config
+    return save_model(out, net, vocabulary, config)
 
 
 def _graph(block: gluon.HybridBlock, inputs: Sequence[str]) -> tuple[mx.sym.Symbol, dict, dict]:
@@ -134,7 +112,7 @@ def softmax_without_length(sym: mx.sym.Symbol) -> mx.sym.Symbol:
     return mx.sym.load_json(json.dumps(graph))
 
 
-def fuse_classifier(block: gluon.HybridBlock, inputs: Sequence[str] = INPUTS) -> gluon.SymbolBlock:
+def fuse_classifier(block: gluon.HybridBlock, inputs: Sequence[str] = EXPORT_INPUTS) -> gluon.SymbolBlock:
     """The classifier's graph for CPU inference: ``softmax_without_length``, then oneDNN (MKLDNN) operator fusion
     (dense + GELU, attention matmuls); float32, scores equal up to float rounding."""
     sym, args, auxs = _graph(block, inputs)
@@ -172,7 +150,7 @@ class _RangeCollector:
 
 def quantize_classifier(block: gluon.HybridBlock, calib_batches: Iterable[Sequence[nd.NDArray]],
                         calib_mode: str = 'naive', percentile: float = 99.99, granularity: str = 'tensor-wise',
-                        exclude_layers: Sequence[str] = (), inputs: Sequence[str] = INPUTS) -> gluon.SymbolBlock:
+                        exclude_layers: Sequence[str] = (), inputs: Sequence[str] = EXPORT_INPUTS) -> gluon.SymbolBlock:
     """An INT8 version of a classifier for CPU inference (after ``softmax_without_length``): dense layers and
     attention matmuls run in oneDNN INT8,
     with activation ranges calibrated on ``calib_batches`` (``(token_ids, segment_ids, valid_length)`` tuples of
@@ -221,7 +199,7 @@ def quantize_classifier(block: gluon.HybridBlock, calib_batches: Iterable[Sequen
     return block
 
 
-def int8_layers(block: gluon.HybridBlock, inputs: Sequence[str] = INPUTS) -> dict[str, list[str]]:
+def int8_layers(block: gluon.HybridBlock, inputs: Sequence[str] = EXPORT_INPUTS) -> dict[str, list[str]]:
     """Names of the dense (fully connected) layers of a fused or quantized graph: ``{'int8': [...],
     'float32': [...]}``."""
     sym = block(*[mx.sym.var(name) for name in inputs])

@@ -1,0 +1,333 @@
+"""Fine-tuning: the tutorial's ``train_loop``, and the package's sentiment recipe ``finetune(FinetuneConfig)``.
+
+``train_loop(net, train_data, test_data, num_epoch, lr, ctx, loss_fn)`` runs the tutorial's recipe; keyword
+options add what the tutorial did not have. ``finetune`` is what ``python -m bert_tutorial finetune`` runs: it loads
+a pre-trained BERT and the data, trains with the package's recipe and saves the model folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gluonnlp as nlp
+import mxnet as mx
+from mxnet import autograd, gluon
+from tqdm.auto import tqdm
+
+from .checkpoint import resume as resume_from
+from .checkpoint import save_checkpoint
+from .checks import setting
+from .encoders import GluonBERT, TutorialBERT
+from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
+from .loop import (
+    clipped_update,
+    epoch_batches,
+    lr_schedule,
+    make_trainer,
+    seed_everything,
+    seed_step,
+    show_progress,
+)
+from .model import BERTClassifier
+from .sentiment_data import LABELS, load_imdb, load_movie_reviews, sentiment_loader, subset, transform_label
+from .speed.layer_norm import use_matmul_layer_norm
+
+log = logging.getLogger(__name__)
+
+TUTORIAL_WARMUP_STEPS = 50
+# Checkpoints trained as sentence encoders with mean pooling (their [CLS] pooler was not trained for it).
+SENTENCE_ENCODERS = {DEFAULT_MODEL}
+
+
+def as_context_list(ctx) -> list[mx.Context]:
+    contexts = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
+    if not contexts or not all(isinstance(c, mx.Context) for c in contexts):
+        raise ValueError(f'ctx must be an mxnet Context or a list of them, got {ctx!r}')
+    return contexts
+
+
+def contexts(kind: str) -> list[mx.Context]:
+    """``'cpu'``, or every visible GPU for ``'gpu'``."""
+    if kind not in ('cpu', 'gpu'):
+        raise ValueError(f"ctx must be 'cpu' or 'gpu', got {kind!r}")
+    if kind == 'gpu':
+        n = mx.context.num_gpus()
+        if n == 0:
+            raise ValueError('ctx gpu: no GPU is visible to MXNet')
+        return [mx.gpu(i) for i in range(n)]
+    return [mx.cpu()]
+
+
+def _split(batch, contexts: list[mx.Context]):
+    """One ``(ids, valid_len, segments, label)`` shard per context (the whole batch when there is one); batches
+    from loader worker processes (``cpu_shared``) are moved to the context."""
+    if len(contexts) == 1:
+        return [[x.as_in_context(contexts[0]) for x in batch]]
+    parts = [gluon.utils.split_and_load(x, contexts, even_split=False) for x in batch]
+    return list(zip(*parts))
+
+
+def evaluate_accuracy(net, data, ctx) -> float:
+    """Accuracy over all examples of ``data`` (counted per example, so a short last batch weighs less; the
+    tutorial averaged per-batch accuracies)."""
+    contexts = as_context_list(ctx)
+    correct = total = 0
+    for batch in data:
+        for ids, valid_len, segments, label in _split(batch, contexts):
+            pred = net(ids, segments, valid_len).argmax(axis=1)
+            correct += int((pred == label.astype(pred.dtype)).sum().asscalar())
+            total += label.shape[0]
+    if total == 0:
+        raise ValueError('test_data is empty')
+    return correct / total
+
+
+def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_fn, *,
+               optimizer: str = 'bertadam', weight_decay: float = 0.01, no_decay_norm_bias: bool = False,
+               warmup_steps: int = TUTORIAL_WARMUP_STEPS, warmup_ratio: float | None = None,
+               loss_reduction: str = 'sum', clip: float | None = 1.0, log_interval: int = 50,
+               checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None, resume: bool = False,
+               seed: int = 0, progress: bool | None = None, skip_nonfinite: bool = False, kvstore: str = 'device',
+               callback=None) -> list[dict]:
+    """Fine-tune ``net`` on ``train_data`` for ``num_epoch`` epochs; returns one dict per epoch
+    (``epoch``, ``train_loss``, ``train_accuracy``, ``test_accuracy``, ``samples_per_second``, ``seconds``).
+
+    Called with the tutorial's seven arguments it runs the tutorial's recipe: BERTAdam with weight decay 0.01 on
+    every parameter, ``warmup_steps=50`` of linear warm-up then linear decay to 0 (``loop.lr_schedule``), the
+    gradient of the batch's summed loss (``loss_reduction='sum'``) clipped to global norm 1, the tutorial's log
+    line every 50 batches. ``finetune`` asks for ``no_decay_norm_bias=True``, ``warmup_ratio=0.1`` (warm-up over
+    that share of all steps, instead of ``warmup_steps``) and ``loss_reduction='mean'``.
+
+    Batches are ``(token_ids, valid_length, segment_ids, label)``; ``ctx`` is a context or a list of contexts
+    (each batch is split across them). With ``checkpoint_dir``, a checkpoint is written after every epoch (and
+    every ``checkpoint_every`` steps); ``resume=True`` continues from the newest one, replaying what an
+    uninterrupted run does (``loop``). A non-finite loss or gradient raises ``FloatingPointError`` naming the step,
+    or skips the step when ``skip_nonfinite``. The tutorial's lines (``Batch``, ``Epoch``, ``Test Accuracy``) are
+    printed; a progress bar is drawn on terminals (``progress``); ``callback(record)`` is called at every log line
+    and epoch end with ``epoch`` (fractional), ``train_loss``, ``train_accuracy`` and, at epoch ends,
+    ``test_accuracy`` (for live plots such as d2l's ``Animator``).
+    """
+    if num_epoch < 1:
+        raise ValueError(f'num_epoch must be >= 1, got {num_epoch}')
+    if lr <= 0:
+        raise ValueError(f'lr must be > 0, got {lr}')
+    if loss_reduction not in ('sum', 'mean'):
+        raise ValueError(f"loss_reduction must be 'sum' (the tutorial) or 'mean', got {loss_reduction!r}")
+    if warmup_ratio is not None and not 0 <= warmup_ratio < 1:
+        raise ValueError(f'warmup_ratio must be in [0, 1) or None, got {warmup_ratio}')
+    contexts = as_context_list(ctx)
+    steps_per_epoch = len(train_data)
+    if steps_per_epoch == 0:
+        raise ValueError('train_data is empty')
+    total_steps = num_epoch * steps_per_epoch
+    if warmup_ratio is not None:
+        warmup_steps = max(1, int(warmup_ratio * total_steps))
+    trainer = make_trainer(net, lr, optimizer, weight_decay, kvstore, no_decay_norm_bias=no_decay_norm_bias,
+                           lr_scheduler=lr_schedule(lr, total_steps, warmup_steps))
+    params = [p for p in net.collect_params().values() if p.grad_req != 'null']
+
+    history: list[dict] = []
+    step = start_epoch = 0
+    state = resume_from(checkpoint_dir, net, trainer, ctx=contexts) if resume else None
+    if state is not None:
+        step, history, start_epoch = state['step'], state['history'], state['epoch']
+
+    def checkpoint(epoch_done: int):
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, net, trainer, {'step': step, 'epoch': epoch_done, 'history': history,
+                                                           'seed': seed})
+
+    for epoch in range(start_epoch, num_epoch):
+        skip = step - epoch * steps_per_epoch  # batches of this epoch done before a mid-epoch checkpoint
+        batches = epoch_batches(train_data, seed, epoch, skip)
+        metric, loss_sum, seen, start = mx.metric.Accuracy(), 0.0, 0, time.time()
+        bar = tqdm(batches, total=steps_per_epoch, initial=skip, desc=f'epoch {epoch}',
+                   disable=not show_progress(progress), leave=False)
+        for i, batch in enumerate(bar, start=skip):
+            seed_step(seed, step)
+            shards = _split(batch, contexts)
+            batch_size = batch[0].shape[0]
+            with autograd.record():
+                outs = [net(ids, segments, valid_len) for ids, valid_len, segments, _ in shards]
+                losses = [loss_fn(out, shard[3]) for out, shard in zip(outs, shards)]  # (shard_size,) each
+                if loss_reduction == 'mean':
+                    losses = [loss.sum() / batch_size for loss in losses]
+            for loss in losses:
+                loss.backward()  # of a vector: the gradient of its sum
+            loss_value = sum(loss.sum().asscalar() for loss in losses)
+            if loss_reduction == 'sum':
+                loss_value /= batch_size  # logged per example either way
+            if clipped_update(trainer, params, clip, loss_value, f'step {step} (epoch {epoch}, batch {i})',
+                              skip_nonfinite):
+                for out, shard in zip(outs, shards):
+                    metric.update([shard[3]], [out])
+                loss_sum += loss_value * batch_size
+                seen += batch_size
+            step += 1
+            if i % log_interval == 0:
+                bar.write(f'Batch {i} Accuracy {metric.get()[1]} Loss {loss_sum / max(seen, 1)}')
+                if callback is not None:
+                    callback({'epoch': epoch + (i + 1) / steps_per_epoch, 'train_loss': loss_sum / max(seen, 1),
+                              'train_accuracy': metric.get()[1]})
+            bar.set_postfix(loss=f'{loss_sum / max(seen, 1):.4f}', acc=f'{metric.get()[1]:.4f}')
+            if checkpoint_every and step % checkpoint_every == 0 and i + 1 < steps_per_epoch:
+                checkpoint(epoch)
+        bar.close()
+        seconds = time.time() - start
+        train_loss = loss_sum / max(seen, 1)
+        print(f'Epoch {epoch}, Accuracy {metric.get()}, Loss {train_loss}')
+        test_accuracy = evaluate_accuracy(net, test_data, contexts) if test_data is not None else None
+        if test_accuracy is not None:
+            print(f'Test Accuracy {test_accuracy}')
+        history.append({'epoch': epoch, 'train_loss': train_loss, 'train_accuracy': metric.get()[1],
+                        'test_accuracy': test_accuracy, 'samples_per_second': seen / seconds if seconds else None,
+                        'seconds': seconds})
+        if callback is not None:
+            callback({'epoch': epoch + 1.0, 'train_loss': train_loss, 'train_accuracy': metric.get()[1],
+                      'test_accuracy': test_accuracy})
+        checkpoint(epoch + 1)
+    return history
+
+
+# ---- the package's recipe -----------------------------------------------------------------------------------------
+
+@dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run depends on; ``python -m bert_tutorial finetune`` has a flag for each field."""
+
+    model: str = DEFAULT_MODEL        # built-in name, GluonNLP zoo name, Hugging Face folder or pretrain output
+    data: str = 'movie-reviews'       # 'movie-reviews' (built in) or 'imdb'
+    imdb_root: str | None = None      # folder with aclImdb/ or aclImdb_v1.tar.gz, for data='imdb'
+    epochs: int = 3
+    lr: float = 5e-5
+    warmup_ratio: float = 0.1         # warm-up over this share of all steps
+    tutorial_recipe: bool = False     # train_loop's defaults instead: decay everywhere, 50 warm-up steps, summed loss
+    batch_size: int = 32
+    max_len: int = 128                # word pieces with [CLS] and [SEP]; capped at the model's positions
+    max_train: int | None = None      # use at most this many training examples
+    max_test: int | None = None
+    dropout: float = 0.1              # before the output layer (the tutorial: 0)
+    pooling: str = 'auto'             # 'cls' (the tutorial), 'mean', or 'auto': mean for sentence encoders
+    bert_dropout: float = 0.1         # inside BERT
+    bucket: bool = True               # batches of similar length (FixedBucketSampler)
+    hybridize: bool = True
+    matmul_layer_norm: bool = True    # MatmulLayerNorm instead of MXNet's LayerNorm (slow backward on CPU)
+    freeze_word_embed: bool = True
+    ctx: str = 'gpu' if mx.context.num_gpus() else 'cpu'
+    kvstore: str = 'device'           # 'dist_sync': data-parallel over workers started by MXNet's launcher
+    num_workers: int = 0              # data loader worker processes (the tutorial's loaders used 4)
+    seed: int = 0
+    out: str = 'runs/finetune'
+    resume: bool = False
+    checkpoint_every: int | None = None
+    log_interval: int = 50
+    progress: bool | None = None      # a progress bar: None draws one on terminals only
+
+    def check(self) -> None:
+        """``ValueError`` naming the first setting out of its range."""
+        for name, low in (('epochs', 1), ('batch_size', 1), ('max_len', 3), ('num_workers', 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f'{setting(name)} must be >= {low}, got {getattr(self, name)}')
+        if not self.lr > 0:
+            raise ValueError(f'{setting("lr")} must be > 0, got {self.lr}')
+        if self.data not in ('movie-reviews', 'imdb'):
+            raise ValueError(f"{setting('data')} must be 'movie-reviews' or 'imdb', got {self.data!r}")
+        if self.pooling not in ('auto', 'cls', 'mean'):
+            raise ValueError(f"{setting('pooling')} must be 'auto', 'cls' or 'mean', got {self.pooling!r}")
+
+
+@dataclass
+class FinetuneResult:
+    model: BERTClassifier
+    vocabulary: nlp.vocab.BERTVocab
+    history: list[dict]
+    metrics: dict
+    out: Path
+
+
+def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_classes: int = 2,
+                     pooling: str = 'mean', dropout: float = 0.1, freeze_word_embed: bool = True,
+                     hybridize: bool = True, matmul_layer_norm: bool = True) -> BERTClassifier:
+    """The classifier as ``finetune`` trains it: a new output layer on ``bert``, with the speed settings."""
+    if freeze_word_embed:
+        # The word embedding is 30522 x units: its dense Adam update dominates short batches on CPU,
+        # and fine-tuning for sentiment barely moves it.
+        bert.word_embedding.collect_params().setattr('grad_req', 'null')
+    net = BERTClassifier(bert, num_classes, dropout=dropout, pooling=pooling)
+    net.classifier.initialize(mx.init.Normal(0.02), ctx=ctx)
+    if len(ctx) > 1:
+        net.collect_params().reset_ctx(ctx)
+    if matmul_layer_norm:
+        use_matmul_layer_norm(net)
+    if hybridize:
+        net.hybridize(static_alloc=True)
+    return net
+
+
+def load_examples(config: FinetuneConfig) -> tuple[list, list]:
+    """``(train, test)`` lists of ``(text, label)`` as the config asks."""
+    if config.data == 'movie-reviews':
+        train, test = load_movie_reviews('train', seed=config.seed), load_movie_reviews('test', seed=config.seed)
+    else:
+        train = [transform_label(x) for x in load_imdb('train', config.imdb_root)]
+        test = [transform_label(x) for x in load_imdb('test', config.imdb_root)]
+    return subset(train, config.max_train, config.seed), subset(test, config.max_test, config.seed)
+
+
+def finetune(config: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune a pre-trained BERT for sentiment as ``config`` says; writes the model folder (``save_model``),
+    ``metrics.json`` and checkpoints into ``config.out``."""
+    config.check()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = contexts(config.ctx)
+    started = time.time()
+    pooling = config.pooling
+    if pooling == 'auto':  # sentence encoders were trained with mean pooling; BERT's pooler is for [CLS]
+        pooling = 'mean' if config.model in SENTENCE_ENCODERS else 'cls'
+    log.info('loading %s and the pre-trained model %s', config.data, config.model)
+    bert, vocabulary = get_pretrained_bert(config.model, ctx=ctx[0], dropout=config.bert_dropout,
+                                           use_pooler=pooling == 'cls')
+    max_len = config.max_len
+    if max_len > bert.config['max_len']:
+        log.warning('max_len %d is more than %s has positions for: using %d', max_len, config.model,
+                    bert.config['max_len'])
+        max_len = bert.config['max_len']
+    train, test = load_examples(config)
+    kvstore = config.kvstore
+    if kvstore.startswith('dist'):
+        # Workers started by MXNet's launcher (or the DMLC_* variables) each train on their own shard.
+        kvstore = mx.kv.create(kvstore)
+        train = train[kvstore.rank::kvstore.num_workers]
+        log.info('worker %d of %d: %d training examples', kvstore.rank, kvstore.num_workers, len(train))
+    tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
+    train_data, test_data = (sentiment_loader(examples, tokenizer, vocabulary, max_len, config.batch_size,
+                                              shuffle=shuffle, bucket=config.bucket, num_workers=config.num_workers)
+                             for examples, shuffle in ((train, True), (test, False)))
+    log.info('%d training and %d test examples, %d batches an epoch', len(train), len(test), len(train_data))
+
+    seed_everything(config.seed)  # the new output layer's initial weights depend on the seed alone
+    net = build_classifier(bert, ctx, len(LABELS), pooling=pooling, dropout=config.dropout,
+                           freeze_word_embed=config.freeze_word_embed, hybridize=config.hybridize,
+                           matmul_layer_norm=config.matmul_layer_norm)
+    # The package's recipe (GluonNLP's fine-tuning script's choices); train_loop's defaults are the tutorial's.
+    recipe = {} if config.tutorial_recipe else dict(no_decay_norm_bias=True, warmup_ratio=config.warmup_ratio,
+                                                    loss_reduction='mean')
+    history = train_loop(net, train_data, test_data, config.epochs, config.lr, ctx, gluon.loss.SoftmaxCELoss(),
+                         **recipe, checkpoint_dir=out, resume=config.resume, seed=config.seed,
+                         progress=config.progress, log_interval=config.log_interval,
+                         checkpoint_every=config.checkpoint_every, kvstore=kvstore)
+    save_model(out, net, vocabulary, classifier_config(net, max_len, LABELS, base_model=config.model))
+    metrics = {
+        'test_accuracy': history[-1]['test_accuracy'],
+        'train_samples_per_second': sum(h['samples_per_second'] * h['seconds'] for h in history)
+        / sum(h['seconds'] for h in history),
+        'seconds': time.time() - started, 'num_train': len(train), 'num_test': len(test), 'max_len': max_len,
+        'config': dataclasses.asdict(config), 'history': history,
+    }
+    (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+    return FinetuneResult(net, vocabulary, history, metrics, out)

