@@ -44,6 +44,16 @@ def _integral(name: str, values: np.ndarray) -> np.ndarray:
     return values.astype(np.int64)
 
 
+def as_float_input(x, name: str):
+    """An id, segment or length array as the float32 the blocks compute with: integer arrays are cast; float16
+    (ids past 2048 are not exact in it) and other types are refused."""
+    if isinstance(x, nd.NDArray) and x.dtype != np.float32:
+        if np.issubdtype(x.dtype, np.integer) or x.dtype == np.float64:
+            return x.astype('float32')
+        raise ValueError(f'{name} must hold integers (an integer or float32 array), got dtype {np.dtype(x.dtype).name}')
+    return x
+
+
 def check_token_ids(words, vocab_size: int, name: str = 'words') -> None:
     """``words``: ``(batch_size, seq_len)`` ids in ``[0, vocab_size)``."""
     shape = _shape(name, words)

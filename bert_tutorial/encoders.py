@@ -19,7 +19,7 @@ import mxnet as mx
 from mxnet import gluon
 
 from .model import BERTEncoder
-from .transformer import valid_length_mask
+from .transformer import first_token, valid_length_mask
 
 MODEL_TYPES = ('gluonnlp_bert', 'tutorial_bert')
 SIZES = ('vocab_size', 'units', 'hidden_size', 'num_heads', 'num_layers', 'max_len', 'dropout')
@@ -90,7 +90,7 @@ class TutorialBERT(gluon.HybridBlock):
         X = self.encoder(inputs, segments, valid_length_mask(F, valid_len, inputs))
         if self.pooler is None:
             return X
-        return X, self.pooler(F.slice_axis(X, axis=1, begin=0, end=1).reshape((0, -1)))
+        return X, self.pooler(first_token(F, X))
 
 
 def build_encoder(config: dict, use_pooler: bool = True, ctx=None) -> GluonBERT | TutorialBERT:

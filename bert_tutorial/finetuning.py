@@ -248,6 +248,10 @@ class FinetuneResult:
     metrics: dict
     out: Path
 
+    def summary(self) -> str:
+        return (f"test accuracy {self.metrics['test_accuracy']:.4f} after {len(self.history)} epoch(s), "
+                f"{self.metrics['seconds']:.0f} s; model saved in {self.out}")
+
 
 def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_classes: int = 2,
                      pooling: str = 'mean', dropout: float = 0.1, freeze_word_embed: bool = True,

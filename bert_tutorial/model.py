@@ -4,8 +4,15 @@ from __future__ import annotations
 import gluonnlp as nlp
 from mxnet import gluon
 
-from .checks import check_gather_positions, check_segments, check_token_ids, check_valid_len, is_concrete
-from .transformer import EncoderBlock, MaskedBlock, PositionalEncoding, valid_length_mask
+from .checks import (
+    as_float_input,
+    check_gather_positions,
+    check_segments,
+    check_token_ids,
+    check_valid_len,
+    is_concrete,
+)
+from .transformer import EncoderBlock, MaskedBlock, PositionalEncoding, first_token, valid_length_mask
 
 
 class BERTEncoder(MaskedBlock):
@@ -33,6 +40,7 @@ class BERTEncoder(MaskedBlock):
             self.blks.add(EncoderBlock(units, hidden_size, num_heads, dropout))
 
     def forward(self, words, segments, mask=None):
+        words, segments = as_float_input(words, 'words'), as_float_input(segments, 'segments')
         if is_concrete(words):
             check_token_ids(words, self.vocab_size, 'words')
             check_segments(segments, words.shape, 'segments')
@@ -62,9 +70,13 @@ class NSClassifier(gluon.HybridBlock):
         # binary classification layer
         self.classifier.add(gluon.nn.Dense(units=1, flatten=False))
 
+    def forward(self, X):
+        if is_concrete(X) and X.ndim != 3:
+            raise ValueError(f'X must have shape (batch_size, seq_len, units), got {X.shape}')
+        return super().forward(X)
+
     def hybrid_forward(self, F, X):
-        X = F.slice_axis(X, axis=1, begin=0, end=1).reshape((0, -1))  # encoding of [CLS]
-        return self.classifier(X)
+        return self.classifier(first_token(F, X))
 
 
 class MLMDecoder(gluon.HybridBlock):
@@ -99,17 +111,17 @@ class MLMDecoder(gluon.HybridBlock):
         return self.decoder(X)
 
 
-def _encoder_sizes(bert) -> tuple[int | None, int]:
-    """``(vocab_size, units)`` of ``bert``: an encoder of ``bert_tutorial.encoders`` (its ``config``), the tutorial's
-    ``BERTEncoder``, or any GluonNLP ``BERTModel`` (the tutorial's ``get_model`` result)."""
+def _encoder_sizes(bert) -> tuple[int | None, int, int | None]:
+    """``(vocab_size, units, max_len)`` of ``bert``: an encoder of ``bert_tutorial.encoders`` (its ``config``), the
+    tutorial's ``BERTEncoder``, or any GluonNLP ``BERTModel`` (the tutorial's ``get_model`` result)."""
     config = getattr(bert, 'config', None)
     if isinstance(config, dict) and 'units' in config:
-        return config['vocab_size'], config['units']
+        return config['vocab_size'], config['units'], config['max_len']
     if isinstance(bert, BERTEncoder):
-        return bert.vocab_size, bert.units
+        return bert.vocab_size, bert.units, bert.max_len
     if isinstance(bert, nlp.model.BERTModel):
-        return bert.word_embed[0].weight.shape[0], bert.encoder._units
-    return None, 0
+        return bert.word_embed[0].weight.shape[0], bert.encoder._units, bert.encoder._max_length
+    return None, 0, None
 
 
 class BERTClassifier(gluon.HybridBlock):
@@ -131,22 +143,30 @@ class BERTClassifier(gluon.HybridBlock):
             raise ValueError(f'num_classes must be an integer >= 1, got {num_classes!r}')
         if pooling not in ('cls', 'mean'):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f'dropout must be in [0, 1), got {dropout}')
         self.pooling = pooling
         self.bert = bert
         if pooling == 'mean' and getattr(bert, 'pooler', None) is not None:
             # An unused pooler gets no gradient: the trainer must not wait for one.
             bert.pooler.collect_params().setattr('grad_req', 'null')
-        self.vocab_size, units = _encoder_sizes(bert)
+        self.vocab_size, units, self.max_len = _encoder_sizes(bert)
         self.dropout = gluon.nn.Dropout(dropout) if dropout else None
         # extra layer used for classification; a known input size means no deferred initialization
         self.classifier = gluon.nn.Dense(num_classes, in_units=units)
 
     def forward(self, inputs, segment_types, seq_len):
+        inputs, segment_types, seq_len = (as_float_input(x, name) for x, name in (
+            (inputs, 'inputs'), (segment_types, 'segment_types'), (seq_len, 'seq_len')))
         if is_concrete(inputs):
             if self.vocab_size is not None:
                 check_token_ids(inputs, self.vocab_size, 'inputs')
             check_segments(segment_types, inputs.shape, 'segment_types')
             check_valid_len(seq_len, inputs.shape[0], inputs.shape[1], 'seq_len')
+            if self.max_len is not None and inputs.shape[1] > self.max_len:
+                # GluonNLP's position embedding would read its last row for every position past the end
+                raise ValueError(f'inputs has {inputs.shape[1]} positions, more than the {self.max_len} that bert has '
+                                 'position embeddings for: cut the text (max_len of the transform)')
         return super().forward(inputs, segment_types, seq_len)
 
     def hybrid_forward(self, F, inputs, segment_types, seq_len):
@@ -160,7 +180,7 @@ class BERTClassifier(gluon.HybridBlock):
         elif isinstance(out, (list, tuple)):
             cls_encoding = out[1]
         else:
-            cls_encoding = F.slice_axis(seq_encoding, axis=1, begin=0, end=1).reshape((0, -1))
+            cls_encoding = first_token(F, seq_encoding)
         if self.dropout is not None:
             cls_encoding = self.dropout(cls_encoding)
         return self.classifier(cls_encoding)

@@ -28,8 +28,14 @@ def predict_sentiments(net, ctx, vocabulary, tokenizer, sentences: Sequence[str]
     if isinstance(sentences, str):
         raise ValueError('sentences must be a list of strings; use predict_sentiment for one sentence')
     sentences = [_check_sentence(s, f'sentences[{i}]') for i, s in enumerate(sentences)]
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f'batch_size must be an integer >= 1, got {batch_size!r}')
+    positions = getattr(net, 'max_len', None)  # a BERTClassifier knows its encoder's; an exported graph does not
+    if positions is not None and max_len > positions:
+        raise ValueError(f'max_len must be at most {positions}, the positions the model has embeddings for, '
+                         f'got {max_len}')
     ctx = ctx[0] if isinstance(ctx, (list, tuple)) else ctx
-    results: list[tuple[str, float]] = [('', 0.0)] * len(sentences)
+    results: list[tuple[str, float] | None] = [None] * len(sentences)
     for rows, (ids, segments, valid_len) in sentence_batches(sentences, tokenizer, vocabulary, max_len, batch_size,
                                                              sort_by_length):
         probs = nd.softmax(net(ids.as_in_context(ctx), segments.as_in_context(ctx), valid_len.as_in_context(ctx)))

@@ -235,6 +235,12 @@ class PretrainResult:
     metrics: dict
     out: Path
 
+    def summary(self) -> str:
+        m = self.metrics
+        return (f"held-out MLM accuracy {m['mlm_accuracy']:.3f} (always '{m['baseline_token']}': "
+                f"{m['mlm_baseline_accuracy']:.3f}), NSP accuracy {m['nsp_accuracy']:.3f}, {m['seconds']:.0f} s; "
+                f"encoder saved in {self.out} (fine-tune it: finetune --model {self.out})")
+
 
 def load_corpus(corpus: str) -> list[list[str]]:
     """Documents (lists of sentences) of ``'movie-reviews'``, ``'wikitext-2'`` or a text file / folder."""

@@ -34,6 +34,12 @@ def valid_length_mask(F, valid_len, like):
     return F.broadcast_like(keys, steps.reshape((1, -1, 1)), lhs_axes=(1,), rhs_axes=(1,))
 
 
+def first_token(F, X):
+    """The encoding of each sequence's first token (``[CLS]``): ``(batch_size, seq_len, units)`` ->
+    ``(batch_size, units)``."""
+    return F.slice_axis(X, axis=1, begin=0, end=1).reshape((0, -1))
+
+
 def masked_softmax(F, scores, mask=None):
     """Softmax over the last axis ignoring masked keys, as GluonNLP's attention cells compute it: masked scores are
     replaced by a very negative number and the weights multiplied by the mask (a fully masked row gives zeros)."""

@@ -25,7 +25,7 @@ def tiny_vocab():
 def tiny_bert_config(vocab_size, **changes):
     """The config of a 1-layer, 16-unit GluonNLP BERT (``encoders``' contract), with ``changes``."""
     return dict({'model_type': 'gluonnlp_bert', 'vocab_size': vocab_size, 'units': 16, 'hidden_size': 32,
-                 'num_heads': 2, 'num_layers': 1, 'max_len': 64, 'dropout': 0.0, 'type_vocab_size': 2,
+                 'num_heads': 2, 'num_layers': 1, 'max_len': 128, 'dropout': 0.0, 'type_vocab_size': 2,
                  'layer_norm_eps': 1e-12}, **changes)
 
 

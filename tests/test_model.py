@@ -210,3 +210,34 @@ def test_mean_pooling_on_an_encoder_without_pooler_hybridizes_without_warnings(t
         out = clf(nd.array([[2, 5, 3]]), nd.zeros((1, 3)), nd.array([3]))
     assert out.shape == (1, 2)
     assert not [w for w in caught if 'not used by any computation' in str(w.message)]
+
+
+@pytest.mark.parametrize('hybridize', [False, True])
+def test_classifier_takes_any_integer_ids_and_refuses_what_would_be_wrong(tiny_vocab, hybridize):
+    from conftest import tiny_bert_config
+
+    from bert_tutorial import build_encoder
+    clf = BERTClassifier(build_encoder(tiny_bert_config(len(tiny_vocab), max_len=8)), 2)
+    clf.initialize()
+    if hybridize:
+        clf.hybridize()
+    ids, segments, valid = [[2, 5, 7, 3]], [[0, 0, 1, 1]], [4]
+    expected = clf(nd.array(ids), nd.array(segments), nd.array(valid)).asnumpy()
+    for dtype in ('int32', 'int64', 'uint8', 'float64'):
+        got = clf(nd.array(ids, dtype=dtype), nd.array(segments, dtype=dtype), nd.array(valid, dtype=dtype))
+        np.testing.assert_allclose(got.asnumpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match='inputs must hold integers .an integer or float32 array., got dtype float16'):
+        clf(nd.array(ids, dtype='float16'), nd.array(segments), nd.array(valid))
+    # GluonNLP's position embedding would read its last row for positions 8 and 9 without a word.
+    with pytest.raises(ValueError, match='inputs has 10 positions, more than the 8 that bert has position embed'):
+        clf(nd.ones((1, 10)), nd.zeros((1, 10)), nd.array([10]))
+
+
+@pytest.mark.parametrize('make, match', [
+    (lambda enc: BERTClassifier(enc, 2.5), 'num_classes must be an integer >= 1, got 2.5'),
+    (lambda enc: BERTClassifier(enc, 2, dropout=2), r'dropout must be in \[0, 1\), got 2'),
+    (lambda enc: NSClassifier(16)(nd.ones((2, 16))), r'X must have shape \(batch_size, seq_len, units\)'),
+])
+def test_bad_constructor_arguments_and_inputs(encoder, make, match):
+    with pytest.raises(ValueError, match=match):
+        make(encoder)

@@ -66,9 +66,8 @@ def test_finetuning_outputs_match_the_code():
     assert "'positive'" in text and "'negative'" in text and 'Test Accuracy' in text and 'Batch 0 Accuracy' in text
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('name', sorted(SMALL))
-def test_notebook_runs_end_to_end(name, tmp_path):
+def run_notebook(name: str, tmp_path) -> nbformat.NotebookNode:
+    """The notebook executed with papermill at its small size (``SMALL``)."""
     args = [sys.executable, '-m', 'papermill', str(NOTEBOOKS / name), str(tmp_path / name), '--cwd',
             str(tmp_path), '-k', 'python3', '--no-progress-bar']
     for key, value in SMALL[name].items():
@@ -77,6 +76,29 @@ def test_notebook_runs_end_to_end(name, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = nbformat.read(tmp_path / name, as_version=4)
     assert not [o for c in out.cells for o in c.get('outputs', []) if o.output_type == 'error']
+    return out
+
+
+@pytest.mark.slow
+def test_pretraining_notebook_runs_end_to_end(tmp_path):
+    run_notebook('bert_pretraining.ipynb', tmp_path)
+
+
+@pytest.mark.slow
+def test_finetuning_notebook_is_the_command(tmp_path):
+    """At a small size the fine-tuning notebook and ``python -m bert_tutorial finetune`` are the same run: the
+    same lines (``Batch``, ``Epoch``, ``Test Accuracy``, full precision) from both."""
+    out = run_notebook('bert_finetuning.ipynb', tmp_path)
+    small = SMALL['bert_finetuning.ipynb']
+    command = subprocess.run([sys.executable, '-m', 'bert_tutorial', 'finetune', '--epochs', str(small['num_epoch']),
+                              '--max-train', str(small['max_train']), '--max-test', str(small['max_test']),
+                              '--out', str(tmp_path / 'command'), '--no-progress'],
+                             capture_output=True, text=True, check=True, timeout=900)
+
+    def lines(text):
+        return [line for line in text.splitlines() if line.startswith(('Batch ', 'Epoch ', 'Test Accuracy '))]
+
+    assert lines(command.stdout) and lines(stored_text(out)) == lines(command.stdout)
 
 
 SHOWN = {'bert_pretraining.ipynb': ['BERTEncoder', 'NSClassifier', 'MLMDecoder'],

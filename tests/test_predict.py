@@ -86,3 +86,13 @@ def test_folders_of_bert_tutorial_0_1_still_load():
     expected = np.load(fixtures / 'legacy_classifier_expected.npz')
     scores = net(nd.array(expected['ids']), nd.array(expected['segments']), nd.array(expected['valid']))
     np.testing.assert_allclose(scores.asnumpy(), expected['scores'], rtol=1e-5, atol=1e-5)
+
+
+def test_settings_that_would_give_wrong_answers_are_refused(classifier):
+    net, vocab, tok = classifier
+    with pytest.raises(ValueError, match='max_len must be at most 128, the positions the model has embeddings for, '
+                                         'got 129'):
+        predict_sentiments(net, mx.cpu(), vocab, tok, ['fine'], max_len=129)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=f'batch_size must be an integer >= 1, got {bad}'):
+            predict_sentiments(net, mx.cpu(), vocab, tok, ['fine'], batch_size=bad)

@@ -1,1 +1,19 @@
-"""The command-line commands; see ``bert_tutorial.cli``."""
+"""The commands of ``python -m bert_tutorial``: one module each, with ``register(subparsers)``."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def recipe_parser(subparsers, name: str, help: str, config_class: type, recipe) -> argparse.ArgumentParser:
+    """The parser of a command that runs ``recipe(config_class(...))``, one flag for each field of the config (the
+    caller adds them, named as the fields); the command prints the result's ``summary()``."""
+
+    def run(args: argparse.Namespace) -> int:
+        config = config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)})
+        print(recipe(config).summary())
+        return 0
+
+    parser = subparsers.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.set_defaults(func=run)
+    return parser

@@ -1,25 +1,15 @@
 """``python -m bert_tutorial finetune``: the package's sentiment fine-tuning recipe, offline by default."""
 from __future__ import annotations
 
-import argparse
-import dataclasses
-
 from ..finetuning import FinetuneConfig, finetune
+from . import recipe_parser
 
 D = FinetuneConfig()
 
 
-def run(args: argparse.Namespace) -> int:
-    config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)})
-    result = finetune(config)
-    print(f"test accuracy {result.metrics['test_accuracy']:.4f} after {config.epochs} epoch(s), "
-          f"{result.metrics['seconds']:.0f} s; model saved in {result.out}")
-    return 0
-
-
 def register(subparsers) -> None:
-    p = subparsers.add_parser('finetune', help='fine-tune a pre-trained BERT for sentiment analysis',
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = recipe_parser(subparsers, 'finetune', 'fine-tune a pre-trained BERT for sentiment analysis', FinetuneConfig,
+                      finetune)
     p.add_argument('--model', default=D.model,
                    help='built-in model, GluonNLP zoo name, Hugging Face BERT directory, or a pretrain output dir')
     p.add_argument('--data', choices=('movie-reviews', 'imdb'), default=D.data)
@@ -56,4 +46,3 @@ def register(subparsers) -> None:
     p.add_argument('--log-interval', type=int, default=D.log_interval)
     p.add_argument('--no-progress', dest='progress', action='store_const', const=False, default=D.progress,
                    help='no progress bar (by default one is drawn on terminals only)')
-    p.set_defaults(func=run)

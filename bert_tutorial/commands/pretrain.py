@@ -1,26 +1,15 @@
 """``python -m bert_tutorial pretrain``: a tiny BERT learns masked LM + next sentence prediction from text."""
 from __future__ import annotations
 
-import argparse
-import dataclasses
-
 from ..pretraining import PretrainConfig, pretrain
+from . import recipe_parser
 
 D = PretrainConfig()
 
 
-def run(args: argparse.Namespace) -> int:
-    config = PretrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)})
-    m = pretrain(config).metrics
-    print(f"held-out MLM accuracy {m['mlm_accuracy']:.3f} (always '{m['baseline_token']}': "
-          f"{m['mlm_baseline_accuracy']:.3f}), NSP accuracy {m['nsp_accuracy']:.3f}, {m['seconds']:.0f} s; "
-          f"encoder saved in {config.out} (fine-tune it: finetune --model {config.out})")
-    return 0
-
-
 def register(subparsers) -> None:
-    p = subparsers.add_parser('pretrain', help='pre-train a tiny BERT (masked LM + next sentence) on a corpus',
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = recipe_parser(subparsers, 'pretrain', 'pre-train a tiny BERT (masked LM + next sentence) on a corpus',
+                      PretrainConfig, pretrain)
     p.add_argument('--corpus', default=D.corpus,
                    help="'movie-reviews' (built-in), 'wikitext-2', or a text file / folder of .txt files")
     p.add_argument('--vocab', default=D.vocab, help='a WordPiece vocab.txt (default: words of the corpus)')
@@ -42,4 +31,3 @@ def register(subparsers) -> None:
     p.add_argument('--resume', action='store_true')
     p.add_argument('--no-progress', dest='progress', action='store_const', const=False, default=D.progress,
                    help='no progress bar (by default one is drawn on terminals only)')
-    p.set_defaults(func=run)
