@@ -9,6 +9,10 @@ inputs come from the data transforms, which make valid ids by construction.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from mxnet import autograd, nd
 
@@ -21,6 +25,38 @@ def is_concrete(x) -> bool:
 def setting(name: str) -> str:
     """A config field as errors name it: also as the command line's flag (``max_len (--max-len)``)."""
     return f'{name} (--{name.replace("_", "-")})'
+
+
+Rule = tuple[Callable[[Any], bool], str]  # a test of a value, and what it allows (for the error)
+
+
+def integer(low: int, optional: bool = False) -> Rule:
+    """An integer >= ``low`` (or ``None`` when ``optional``)."""
+    def ok(v):
+        return (optional and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= low)
+    return ok, f'an integer >= {low}' + (' or None' if optional else '')
+
+
+def positive() -> Rule:
+    """A finite number > 0 (NaN and infinity are not)."""
+    return (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0), 'a finite number > 0'
+
+
+def fraction() -> Rule:
+    """A number in [0, 1) (a dropout rate, a share of the steps)."""
+    return (lambda v: isinstance(v, (int, float)) and 0 <= v < 1), 'in [0, 1)'
+
+
+def one_of(*choices) -> Rule:
+    return (lambda v: v in choices), 'one of ' + ', '.join(repr(c) for c in choices)
+
+
+def check_settings(values: dict[str, Any], rules: dict[str, Rule], flags: bool = False) -> None:
+    """``ValueError`` naming the first of ``values`` that breaks its rule, what it allows and what it got
+    (``flags``: name it as a config field and its command-line flag)."""
+    for name, (ok, allowed) in rules.items():
+        if not ok(values[name]):
+            raise ValueError(f'{setting(name) if flags else name} must be {allowed}, got {values[name]!r}')
 
 
 def _shape(name: str, x) -> tuple:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import resume as resume_from
 from .checkpoint import save_checkpoint
-from .checks import setting
+from .checks import check_settings, fraction, integer, one_of, positive
 from .encoders import GluonBERT, TutorialBERT
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
 from .loop import (
@@ -111,14 +111,12 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
     and epoch end with ``epoch`` (fractional), ``train_loss``, ``train_accuracy`` and, at epoch ends,
     ``test_accuracy`` (for live plots such as d2l's ``Animator``).
     """
-    if num_epoch < 1:
-        raise ValueError(f'num_epoch must be >= 1, got {num_epoch}')
-    if lr <= 0:
-        raise ValueError(f'lr must be > 0, got {lr}')
-    if loss_reduction not in ('sum', 'mean'):
-        raise ValueError(f"loss_reduction must be 'sum' (the tutorial) or 'mean', got {loss_reduction!r}")
-    if warmup_ratio is not None and not 0 <= warmup_ratio < 1:
-        raise ValueError(f'warmup_ratio must be in [0, 1) or None, got {warmup_ratio}')
+    check_settings(dict(num_epoch=num_epoch, lr=lr, loss_reduction=loss_reduction, warmup_steps=warmup_steps,
+                        warmup_ratio=0 if warmup_ratio is None else warmup_ratio, log_interval=log_interval,
+                        checkpoint_every=checkpoint_every, clip=1 if clip is None else clip), {
+        'num_epoch': integer(1), 'lr': positive(), 'loss_reduction': one_of('sum', 'mean'),
+        'warmup_steps': integer(0), 'warmup_ratio': fraction(), 'log_interval': integer(1),
+        'checkpoint_every': integer(1, optional=True), 'clip': positive()})
     contexts = as_context_list(ctx)
     steps_per_epoch = len(train_data)
     if steps_per_epoch == 0:
@@ -228,16 +226,14 @@ class FinetuneConfig:
     progress: bool | None = None      # a progress bar: None draws one on terminals only
 
     def check(self) -> None:
-        """``ValueError`` naming the first setting out of its range."""
-        for name, low in (('epochs', 1), ('batch_size', 1), ('max_len', 3), ('num_workers', 0)):
-            if getattr(self, name) < low:
-                raise ValueError(f'{setting(name)} must be >= {low}, got {getattr(self, name)}')
-        if not self.lr > 0:
-            raise ValueError(f'{setting("lr")} must be > 0, got {self.lr}')
-        if self.data not in ('movie-reviews', 'imdb'):
-            raise ValueError(f"{setting('data')} must be 'movie-reviews' or 'imdb', got {self.data!r}")
-        if self.pooling not in ('auto', 'cls', 'mean'):
-            raise ValueError(f"{setting('pooling')} must be 'auto', 'cls' or 'mean', got {self.pooling!r}")
+        """``ValueError`` naming the first setting out of its range, and what the range is."""
+        check_settings(dataclasses.asdict(self), {
+            'epochs': integer(1), 'batch_size': integer(1), 'max_len': integer(3), 'num_workers': integer(0),
+            'max_train': integer(1, optional=True), 'max_test': integer(1, optional=True), 'seed': integer(0),
+            'log_interval': integer(1), 'checkpoint_every': integer(1, optional=True), 'lr': positive(),
+            'warmup_ratio': fraction(), 'dropout': fraction(), 'bert_dropout': fraction(),
+            'data': one_of('movie-reviews', 'imdb'), 'pooling': one_of('auto', 'cls', 'mean'),
+            'ctx': one_of('cpu', 'gpu'), 'kvstore': one_of('device', 'dist_sync', 'dist_device_sync')}, flags=True)
 
 
 @dataclass

@@ -51,6 +51,10 @@ def sentence_batches(sentences: Sequence[str], tokenizer, vocabulary, max_len: i
     transform = SentimentTransform(tokenizer, max_len)
     batchify = batchify_fn(vocabulary[vocabulary.padding_token])
     samples = [transform(s) for s in sentences]
+    empty = [i for i, sample in enumerate(samples) if int(sample[1]) <= 2]  # [CLS] and [SEP] alone
+    if empty:
+        raise ValueError(f'sentences[{empty[0]}] has no word the tokenizer keeps ({sentences[empty[0]]!r}): '
+                         'there is nothing to classify')
     order = list(range(len(samples)))
     if sort_by_length:
         order.sort(key=lambda i: int(samples[i][1]))

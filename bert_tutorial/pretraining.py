@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import resume as resume_from
 from .checkpoint import save_checkpoint
-from .checks import check_batch_positions, is_concrete, setting
+from .checks import check_batch_positions, check_settings, fraction, integer, is_concrete, one_of, positive, setting
 from .encoders import SIZES, TutorialBERT
 from .hub import save_model
 from .loop import clipped_update, epoch_batches, lr_schedule, make_trainer, seed_everything, seed_step, show_progress
@@ -196,6 +196,7 @@ class PretrainConfig:
     """Everything a pre-training run depends on; ``python -m bert_tutorial pretrain`` has a flag for each field."""
 
     corpus: str = 'movie-reviews'  # 'movie-reviews' (built in), 'wikitext-2', or a text file / folder of .txt files
+    encoding: str = 'utf-8'        # of a corpus file or folder
     vocab: str | None = None       # a WordPiece vocab.txt (default: the words of the corpus)
     vocab_size: int = 20000
     min_freq: int = 2
@@ -216,15 +217,15 @@ class PretrainConfig:
     progress: bool | None = None   # a progress bar: None draws one on terminals only
 
     def check(self) -> None:
-        """``ValueError`` naming the first setting out of its range."""
-        for name, low in (('max_len', 5), ('steps', 1), ('batch_size', 1), ('heads', 1), ('layers', 1)):
-            if getattr(self, name) < low:
-                raise ValueError(f'{setting(name)} must be >= {low}, got {getattr(self, name)}')
+        """``ValueError`` naming the first setting out of its range, and what the range is."""
+        check_settings(dataclasses.asdict(self), {
+            'max_len': integer(5), 'steps': integer(1), 'batch_size': integer(1), 'heads': integer(1),
+            'layers': integer(1), 'units': integer(1), 'hidden': integer(1), 'vocab_size': integer(6),
+            'min_freq': integer(1), 'eval_every': integer(1), 'seed': integer(0), 'lr': positive(),
+            'dropout': fraction(), 'ctx': one_of('cpu', 'gpu')}, flags=True)
         if self.units % self.heads:
             raise ValueError(f'{setting("units")} ({self.units}) must be divisible by {setting("heads")} '
                              f'({self.heads})')
-        if self.ctx not in ('cpu', 'gpu'):
-            raise ValueError(f"{setting('ctx')} must be 'cpu' or 'gpu', got {self.ctx!r}")
 
 
 @dataclass
@@ -242,13 +243,13 @@ class PretrainResult:
                 f"encoder saved in {self.out} (fine-tune it: finetune --model {self.out})")
 
 
-def load_corpus(corpus: str) -> list[list[str]]:
+def load_corpus(corpus: str, encoding: str = 'utf-8') -> list[list[str]]:
     """Documents (lists of sentences) of ``'movie-reviews'``, ``'wikitext-2'`` or a text file / folder."""
     if corpus == 'movie-reviews':
         return movie_review_documents()
     if corpus == 'wikitext-2':
         return load_wikitext2()
-    return read_text_corpus(corpus)
+    return read_text_corpus(corpus, encoding)
 
 
 def pretrain(config: PretrainConfig) -> PretrainResult:
@@ -260,7 +261,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     ctx = mx.gpu(0) if config.ctx == 'gpu' else mx.cpu()
     seed_everything(config.seed)
     started = time.time()
-    documents = load_corpus(config.corpus)
+    documents = load_corpus(config.corpus, config.encoding)
     if config.vocab:
         vocab = load_vocabulary(config.vocab)
     else:

@@ -46,16 +46,27 @@ def movie_review_documents() -> list[list[str]]:
     return [by_movie[m] for m in sorted(by_movie) if by_movie[m]]
 
 
-def read_text_corpus(path: str | os.PathLike) -> list[list[str]]:
-    """Documents from a text file (one per paragraph) or a folder (one per ``*.txt`` file)."""
+def _read(path: Path, encoding: str) -> str:
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as err:
+        raise ValueError(f'corpus file {path} is not {encoding}: {err.reason} at byte offset {err.start}; give its '
+                         'encoding (encoding=..., --encoding)') from None
+    except LookupError as err:
+        raise ValueError(f'encoding: {err}') from None
+
+
+def read_text_corpus(path: str | os.PathLike, encoding: str = 'utf-8') -> list[list[str]]:
+    """Documents from a text file (one per paragraph) or a folder (one per ``*.txt`` file), decoded with
+    ``encoding`` (text that is not valid in it is refused, naming the file and the byte offset)."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.rglob('*.txt'))
         if not files:
             raise FileNotFoundError(f'corpus folder {path} holds no *.txt files')
-        docs = [split_sentences(' '.join(f.read_text(encoding='utf-8', errors='replace').split())) for f in files]
+        docs = [split_sentences(' '.join(_read(f, encoding).split())) for f in files]
     elif path.is_file():
-        text = path.read_text(encoding='utf-8', errors='replace')
+        text = _read(path, encoding)
         docs = [split_sentences(' '.join(p.split())) for p in re.split(r'\n\s*\n', text)]
     else:
         raise FileNotFoundError(f'corpus {path} does not exist (expected a text file or a folder of *.txt files)')

@@ -106,3 +106,35 @@ def test_killed_finetune_resumes_to_the_uninterrupted_result(tmp_path):
     first = json.loads((tmp_path / 'whole' / 'metrics.json').read_text())['history']
     second = json.loads((killed / 'metrics.json').read_text())['history']
     assert [h['train_loss'] for h in second] == [h['train_loss'] for h in first]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['finetune', '--lr', 'nan'], 'lr (--lr) must be a finite number > 0, got nan'),
+    (['finetune', '--lr', '-1'], 'lr (--lr) must be a finite number > 0, got -1.0'),
+    (['finetune', '--warmup-ratio', 'nan'], 'warmup_ratio (--warmup-ratio) must be in [0, 1), got nan'),
+    (['finetune', '--log-interval', '0'], 'log_interval (--log-interval) must be an integer >= 1, got 0'),
+    (['finetune', '--checkpoint-every', '-1'], 'checkpoint_every (--checkpoint-every) must be an integer >= 1 or None'),
+    (['finetune', '--dropout', '2'], 'dropout (--dropout) must be in [0, 1), got 2.0'),
+    (['finetune', '--bert-dropout', '-0.1'], 'bert_dropout (--bert-dropout) must be in [0, 1), got -0.1'),
+    (['finetune', '--max-train', '0'], 'max_train (--max-train) must be an integer >= 1 or None, got 0'),
+    (['pretrain', '--heads', '0'], 'heads (--heads) must be an integer >= 1, got 0'),
+    (['pretrain', '--layers', '0'], 'layers (--layers) must be an integer >= 1, got 0'),
+    (['pretrain', '--units', '30', '--heads', '4'], 'units (--units) (30) must be divisible by heads (--heads) (4)'),
+    (['pretrain', '--lr', 'inf'], 'lr (--lr) must be a finite number > 0, got inf'),
+])
+def test_bad_settings_are_refused_before_any_work(args, message):
+    """Each gets one ``error:`` line naming the flag and what it allows, exit code 2, no traceback, at once."""
+    proc = cli(*args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert proc.stderr.startswith('error: ') and 'Traceback' not in proc.stderr and proc.stdout == ''
+
+
+def test_a_corpus_that_is_not_utf8_is_refused_or_read_with_its_encoding(tmp_path):
+    from bert_tutorial.pretraining_data import read_text_corpus
+
+    corpus = tmp_path / 'latin1.txt'
+    corpus.write_bytes('Un café au lait. Une phrase.\n\nDeux. Trois.\n'.encode('latin-1'))
+    proc = cli('pretrain', '--corpus', str(corpus), '--steps', '1', '--out', str(tmp_path / 'o'), check=False)
+    assert proc.returncode == 2
+    assert f'error: corpus file {corpus} is not utf-8: invalid continuation byte at byte offset 6' in proc.stderr
+    assert read_text_corpus(corpus, encoding='latin-1') == [['Un café au lait.', 'Une phrase.'], ['Deux.', 'Trois.']]

@@ -201,3 +201,17 @@ def test_fused_bert_adam_equals_gluonnlp_bert_adam():
         assert np.abs(ref - w0).max() > 1e-3  # the weights moved
         np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
     assert 'fusedbertadam' in mx.optimizer.Optimizer.opt_registry
+
+
+@pytest.mark.parametrize('option, match', [
+    (dict(log_interval=0), 'log_interval must be an integer >= 1, got 0'),
+    (dict(checkpoint_every=-1), 'checkpoint_every must be an integer >= 1 or None, got -1'),
+    (dict(warmup_ratio=float('nan')), r'warmup_ratio must be in \[0, 1\), got nan'),
+    (dict(clip=0.0), 'clip must be a finite number > 0, got 0.0'),
+])
+def test_options_that_would_fail_mid_run_are_refused_at_once(tiny_bert, tiny_vocab, option, match):
+    net, train, test = _setup(tiny_bert, tiny_vocab, n_train=32)
+    with pytest.raises(ValueError, match=match):
+        train_loop(net, train, test, 1, 1e-3, mx.cpu(), gluon.loss.SoftmaxCELoss(), **option)
+    with pytest.raises(ValueError, match='lr must be a finite number > 0, got nan'):
+        train_loop(net, train, test, 1, float('nan'), mx.cpu(), gluon.loss.SoftmaxCELoss())

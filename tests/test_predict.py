@@ -96,3 +96,9 @@ def test_settings_that_would_give_wrong_answers_are_refused(classifier):
     for bad in (0, -1, 2.5):
         with pytest.raises(ValueError, match=f'batch_size must be an integer >= 1, got {bad}'):
             predict_sentiments(net, mx.cpu(), vocab, tok, ['fine'], batch_size=bad)
+
+
+def test_text_with_no_word_the_tokenizer_keeps_gets_no_label(classifier):
+    net, vocab, tok = classifier
+    with pytest.raises(ValueError, match=r"sentences\[1\] has no word the tokenizer keeps \('\\x00\\u200b'\)"):
+        predict_sentiments(net, mx.cpu(), vocab, tok, ['fine', '\x00\u200b'])

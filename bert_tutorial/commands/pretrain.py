@@ -12,6 +12,7 @@ def register(subparsers) -> None:
                       PretrainConfig, pretrain)
     p.add_argument('--corpus', default=D.corpus,
                    help="'movie-reviews' (built-in), 'wikitext-2', or a text file / folder of .txt files")
+    p.add_argument('--encoding', default=D.encoding, help='the encoding of a corpus file or folder')
     p.add_argument('--vocab', default=D.vocab, help='a WordPiece vocab.txt (default: words of the corpus)')
     p.add_argument('--vocab-size', type=int, default=D.vocab_size)
     p.add_argument('--min-freq', type=int, default=D.min_freq)
