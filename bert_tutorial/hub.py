@@ -19,8 +19,9 @@ from pathlib import Path
 import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
+from mxnet.base import MXNetError
 
-from .assets import WheelAsset, fetch, gluonnlp_repo_url, mxnet_home, reachable
+from .assets import WheelAsset, fetch, gluonnlp_repo_url, mxnet_home, reachable, sha256_file
 from .encoders import GluonBERT, TutorialBERT, build_encoder, gluon_bert_config
 from .files import require_files, write_atomic
 from .model import BERTClassifier
@@ -215,7 +216,7 @@ def get_pretrained_bert(name: str = DEFAULT_MODEL, ctx=None, dropout: float = 0.
         if (folder / 'pretrain_config.json').is_file():
             raise ValueError(f'{folder} was written by an older bert_tutorial (pretrain_config.json, an encoder with '
                              'sinusoidal positions); pre-train again: python -m bert_tutorial pretrain')
-        if (folder / 'config.json').is_file() and 'format_version' in json.loads((folder / 'config.json').read_text()):
+        if (folder / 'config.json').is_file() and 'format_version' in _read_json(folder / 'config.json'):
             encoder, vocab, _ = load_model(folder, ctx=ctx, model_type='encoder', use_pooler=use_pooler,
                                            dropout=dropout)
             return encoder, vocab
@@ -233,7 +234,8 @@ def save_model(folder: str | os.PathLike, block: mx.gluon.HybridBlock, vocabular
     ``'classifier'`` (a ``BERTClassifier``; ``config`` holds ``encoder``, ``num_classes``, ``labels``,
     ``pooling``, ``dropout``, ``max_len``), ``'encoder'`` (an encoder of ``encoders``) or
     ``'exported_classifier'`` (a hybridized classifier graph that has run once: ``block.export``).
-    ``config.json`` is written last: a folder with it is complete.
+    ``config.json`` is written last, with the sha256 of every other file: a folder with it is complete, and
+    ``load_model`` can prove that nothing in it changed since.
     """
     model_type = config.get('model_type')
     if model_type not in PARAMS:
@@ -248,7 +250,9 @@ def save_model(folder: str | os.PathLike, block: mx.gluon.HybridBlock, vocabular
             os.replace(f'{prefix}{suffix}', folder / f'model{suffix}')
     else:
         write_atomic(folder / 'model.params', lambda tmp: block.save_parameters(str(tmp)))
-    write_atomic(folder / 'config.json', json.dumps(dict(config, format_version=FORMAT_VERSION), indent=2))
+    digests = {name: sha256_file(folder / name) for name in (*PARAMS[model_type], 'vocab.json')}
+    write_atomic(folder / 'config.json', json.dumps(dict(config, format_version=FORMAT_VERSION, sha256=digests),
+                                                    indent=2))
     return folder
 
 
@@ -272,20 +276,57 @@ def load_model(folder: str | os.PathLike, ctx=None, model_type: str | None = Non
     folder = require_files(folder, ('config.json',), 'a saved bert_tutorial model',
                            'save one with bert_tutorial.save_model, or python -m bert_tutorial finetune --out DIR')
     ctx = ctx or mx.cpu()
-    config = json.loads((folder / 'config.json').read_text())
+    config = _read_json(folder / 'config.json')
     files = None
+    if not isinstance(config, dict):
+        raise ValueError(f'{folder / "config.json"} holds no model config (a JSON object): {config!r:.80}')
     if 'format_version' not in config:
         config, files = _legacy_config(config, folder)
+    elif config['format_version'] != FORMAT_VERSION or config.get('model_type') not in PARAMS:
+        raise ValueError(f'{folder / "config.json"}: format_version {config["format_version"]!r}, model_type '
+                         f'{config.get("model_type")!r}; this bert_tutorial reads format {FORMAT_VERSION}, model types '
+                         f'{sorted(PARAMS)}')
     if model_type is not None and config['model_type'] != model_type:
         raise ValueError(f'{folder} holds a {config["model_type"]}, not the {model_type} asked for')
     files = files or PARAMS[config['model_type']]
     require_files(folder, (*files, 'vocab.json'), f'a complete saved {config["model_type"]}',
                   'it was not written to the end: save it again')
-    vocabulary = nlp.vocab.BERTVocab.from_json((folder / 'vocab.json').read_text())
+    _verify(folder, config.get('sha256'), (*files, 'vocab.json'))
+    try:
+        vocabulary = nlp.vocab.BERTVocab.from_json((folder / 'vocab.json').read_text(encoding='utf-8'))
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
+        raise ValueError(f'{folder / "vocab.json"} is not a BERT vocabulary: {err!r:.200}') from None
+    try:
+        return _build(folder, config, files, ctx, use_pooler, dropout), vocabulary, config
+    except MXNetError as err:
+        raise ValueError(f'{folder}: MXNet cannot read {", ".join(files)} as the model of config.json: '
+                         f'{str(err).splitlines()[0]}') from None
+    except (KeyError, TypeError, AssertionError) as err:
+        raise ValueError(f'{folder / "config.json"} does not describe a model this package builds: {err!r}') from None
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding='utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f'{path} is not valid JSON: {err}') from None
+
+
+def _verify(folder: Path, digests: dict | None, names: tuple[str, ...]) -> None:
+    """Each file of ``names`` against the sha256 that config.json records for it."""
+    if digests is None:
+        log.warning('%s was saved without checksums (before bert_tutorial 0.2): its files cannot be verified', folder)
+        return
+    for name in names:
+        if digests.get(name) != sha256_file(folder / name):
+            raise ValueError(f'{folder / name} does not match the sha256 that config.json records for it: the file '
+                             'was damaged or changed after it was saved')
+
+
+def _build(folder: Path, config: dict, files: tuple[str, ...], ctx, use_pooler: bool | None,
+           dropout: float | None) -> mx.gluon.HybridBlock:
     if config['model_type'] == 'exported_classifier':
-        block = mx.gluon.SymbolBlock.imports(str(folder / files[0]), config['inputs'], str(folder / files[1]),
-                                             ctx=ctx)
-        return block, vocabulary, config
+        return mx.gluon.SymbolBlock.imports(str(folder / files[0]), config['inputs'], str(folder / files[1]), ctx=ctx)
     arrays = mx.nd.load(str(folder / files[0]))
     encoder_config = dict(config['encoder'], **({} if dropout is None else {'dropout': dropout}))
     if config['model_type'] == 'encoder':
@@ -301,7 +342,7 @@ def load_model(folder: str | os.PathLike, ctx=None, model_type: str | None = Non
     if not pooler:  # a pooler saved beside the encoder (bert_tutorial 0.1 kept an unused one) is not loaded
         arrays = {k: v for k, v in arrays.items() if not k.startswith(f'{prefix}pooler.')}
     _set_parameters(block, arrays, folder / files[0], ctx)
-    return block, vocabulary, config
+    return block
 
 
 def _set_parameters(block: mx.gluon.Block, arrays: dict, source: Path, ctx) -> None:

@@ -1,3 +1,6 @@
+import json
+import os
+
 import gluonnlp as nlp
 import mxnet as mx
 import pytest
@@ -102,3 +105,50 @@ def test_text_with_no_word_the_tokenizer_keeps_gets_no_label(classifier):
     net, vocab, tok = classifier
     with pytest.raises(ValueError, match=r"sentences\[1\] has no word the tokenizer keeps \('\\x00\\u200b'\)"):
         predict_sentiments(net, mx.cpu(), vocab, tok, ['fine', '\x00\u200b'])
+
+
+@pytest.fixture
+def saved(classifier, tmp_path):
+    net, vocab, _ = classifier
+    return save_model(tmp_path / 'm', net, vocab, classifier_config(net, 32, ['negative', 'positive']))
+
+
+def _overwrite_one_tensor(path):
+    """Overwrite 64 bytes in place near the end of the file (one tensor's values): same size, still loadable."""
+    data = bytearray(path.read_bytes())
+    data[-200:-136] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('damage, match', [
+    (lambda m: _overwrite_one_tensor(m / 'model.params'), 'model.params does not match the sha256'),
+    (lambda m: os.truncate(m / 'model.params', 1000), 'model.params does not match the sha256'),
+    (lambda m: (m / 'vocab.json').write_text('{"garbage": 1}'), 'vocab.json does not match the sha256'),
+    (lambda m: (m / 'config.json').write_text('{not json'), r'config.json is not valid JSON'),
+    (lambda m: (m / 'config.json').write_text('[1, 2]'), r'config.json holds no model config'),
+    (lambda m: _edit_config(m, num_layers=2), r'model.params does not fit the model of config.json: missing'),
+    (lambda m: _edit_config(m, units=12, num_heads=4), r'model.params: .* has shape .*config.json asks for'),
+    (lambda m: _edit_config(m, num_heads=3), r'config.json does not describe a model this package builds'),
+])
+def test_a_damaged_saved_model_is_refused_naming_the_file(saved, damage, match):
+    damage(saved)
+    with pytest.raises(ValueError, match=match):
+        load_model(saved)
+
+
+def _edit_config(folder, **encoder):
+    config = json.loads((folder / 'config.json').read_text())
+    config['encoder'].update(encoder)
+    (folder / 'config.json').write_text(json.dumps(config))
+
+
+def test_folders_saved_without_checksums_load_with_a_warning(saved, caplog):
+    config = json.loads((saved / 'config.json').read_text())
+    del config['sha256']
+    (saved / 'config.json').write_text(json.dumps(config))
+    with caplog.at_level('WARNING'):
+        load_model(saved)
+    assert 'saved without checksums (before bert_tutorial 0.2): its files cannot be verified' in caplog.text
+    (saved / 'vocab.json').write_text('{"garbage": 1}')
+    with pytest.raises(ValueError, match='vocab.json is not a BERT vocabulary'):
+        load_model(saved)
