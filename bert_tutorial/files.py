@@ -1,8 +1,11 @@
 """Writing files so that a reader never sees half of one, and refusing incomplete folders with one clear error."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
-from collections.abc import Callable, Iterable
+import socket
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 
@@ -25,6 +28,32 @@ def write_atomic(path: str | os.PathLike, content: str | bytes | Callable[[Path]
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def locked_output(folder: str | os.PathLike) -> Iterator[Path]:
+    """``folder`` created and locked for this process while the block runs; a ``ValueError`` at once, before any
+    work, when it cannot be written or another process holds it (naming that process). The lock is an advisory
+    ``flock`` on ``folder/.lock``, released when the process ends, however it ends."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / '.lock', 'a+')
+    except OSError as err:
+        raise ValueError(f'out: {folder} cannot be written: {err.strerror or err}') from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or 'another process'
+            raise ValueError(f'out: {folder} is in use by {holder}; wait for that run to end or choose another '
+                             'out folder') from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f'process {os.getpid()} on {socket.gethostname()}')
+        handle.flush()
+        yield folder
 
 
 def require_files(folder: str | os.PathLike, names: Iterable[str], what: str, how: str) -> Path:

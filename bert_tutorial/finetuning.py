@@ -22,6 +22,7 @@ from .checkpoint import resume as resume_from
 from .checkpoint import save_checkpoint
 from .checks import check_settings, fraction, integer, one_of, positive
 from .encoders import GluonBERT, TutorialBERT
+from .files import locked_output
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
 from .loop import (
     clipped_update,
@@ -282,9 +283,12 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Fine-tune a pre-trained BERT for sentiment as ``config`` says; writes the model folder (``save_model``),
     ``metrics.json`` and checkpoints into ``config.out``."""
     config.check()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     ctx = contexts(config.ctx)
+    with locked_output(config.out) as out:
+        return _finetune(config, ctx, out)
+
+
+def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path) -> FinetuneResult:
     started = time.time()
     pooling = config.pooling
     if pooling == 'auto':  # sentence encoders were trained with mean pooling; BERT's pooler is for [CLS]

@@ -24,6 +24,7 @@ from .checkpoint import resume as resume_from
 from .checkpoint import save_checkpoint
 from .checks import check_batch_positions, check_settings, fraction, integer, is_concrete, one_of, positive, setting
 from .encoders import SIZES, TutorialBERT
+from .files import locked_output
 from .hub import save_model
 from .loop import clipped_update, epoch_batches, lr_schedule, make_trainer, seed_everything, seed_step, show_progress
 from .model import BERTEncoder, MLMDecoder, NSClassifier
@@ -256,8 +257,11 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     """Pre-train a small BERT as ``config`` says; writes the encoder folder (``save_model``, model type
     ``'encoder'``), ``metrics.json`` and checkpoints into ``config.out``."""
     config.check()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with locked_output(config.out) as out:
+        return _pretrain(config, out)
+
+
+def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
     ctx = mx.gpu(0) if config.ctx == 'gpu' else mx.cpu()
     seed_everything(config.seed)
     started = time.time()

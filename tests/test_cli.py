@@ -138,3 +138,27 @@ def test_a_corpus_that_is_not_utf8_is_refused_or_read_with_its_encoding(tmp_path
     assert proc.returncode == 2
     assert f'error: corpus file {corpus} is not utf-8: invalid continuation byte at byte offset 6' in proc.stderr
     assert read_text_corpus(corpus, encoding='latin-1') == [['Un café au lait.', 'Une phrase.'], ['Deux.', 'Trois.']]
+
+
+def test_an_unwritable_or_busy_out_fails_before_any_work(tmp_path, monkeypatch):
+    """Found before the model loads (here, loading it would fail the test), and the holder is named."""
+    from bert_tutorial import FinetuneConfig, PretrainConfig, finetune, finetuning, pretrain, pretraining
+    from bert_tutorial.files import locked_output
+
+    def no_work(*args, **kwargs):
+        raise AssertionError('work started before the out folder was checked')
+
+    monkeypatch.setattr(finetuning, 'get_pretrained_bert', no_work)
+    monkeypatch.setattr(pretraining, 'load_corpus', no_work)
+    (tmp_path / 'file').write_text('')
+    with pytest.raises(ValueError, match='out: .*/file/run cannot be written: Not a directory'):
+        finetune(FinetuneConfig(out=str(tmp_path / 'file' / 'run')))
+    with locked_output(tmp_path / 'busy'):
+        for run in (lambda: finetune(FinetuneConfig(out=str(tmp_path / 'busy'))),
+                    lambda: pretrain(PretrainConfig(out=str(tmp_path / 'busy')))):
+            with pytest.raises(ValueError, match=f'out: .*busy is in use by process {os.getpid()} on '):
+                run()
+        proc = cli('finetune', '--out', str(tmp_path / 'busy'), check=False)
+        assert proc.returncode == 2 and f'is in use by process {os.getpid()}' in proc.stderr
+    with locked_output(tmp_path / 'busy') as folder:  # released when the holder is done
+        assert folder == tmp_path / 'busy'
