@@ -2,7 +2,7 @@
 
 A checkpoint is a folder ``<run_dir>/checkpoints/step-XXXXXXXX/`` holding ``model.params``,
 ``trainer.states`` and ``state.json``. It is written under a temporary name and renamed into place, and
-``<run_dir>/checkpoints/latest`` names the newest complete one, so a kill mid-write leaves the last good one.
+the newest folder with a ``state.json`` is the newest complete one, so a kill mid-write leaves the last good one.
 
 MXNet cannot read back its generator's state, so the loops reseed their generators at every epoch and step
 (``loop``): resuming from any checkpoint replays what an uninterrupted run does.
@@ -20,8 +20,9 @@ from typing import Any
 
 import mxnet as mx
 import numpy as np
+from mxnet.base import MXNetError
 
-from .files import write_atomic
+from .assets import sha256_file
 
 KEEP = 2
 
@@ -46,18 +47,22 @@ def _checkpoints_dir(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / 'checkpoints'
 
 
+def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """``run_dir``'s complete checkpoint folders, newest first."""
+    root = _checkpoints_dir(run_dir)
+    return sorted((p for p in root.glob('step-*') if (p / 'state.json').is_file()), reverse=True)
+
+
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The newest complete checkpoint folder of ``run_dir``, or ``None``."""
-    pointer = _checkpoints_dir(run_dir) / 'latest'
-    if not pointer.is_file():
-        return None
-    path = _checkpoints_dir(run_dir) / pointer.read_text().strip()
-    return path if (path / 'state.json').is_file() else None
+    found = checkpoints(run_dir)
+    return found[0] if found else None
 
 
 def save_checkpoint(run_dir: str | os.PathLike, net: mx.gluon.Block, trainer: mx.gluon.Trainer | None,
                     state: dict[str, Any]) -> Path:
-    """Write ``net``'s parameters, ``trainer``'s states and ``state`` (JSON: step, epoch, history...) atomically.
+    """Write ``net``'s parameters, ``trainer``'s states and ``state`` (JSON: step, epoch, history, the run's
+    ``settings``...) atomically, with the sha256 of each file; temporary folders of killed runs are removed.
 
     Refuses (``FloatingPointError``) to write non-finite parameters over a good checkpoint.
     """
@@ -65,21 +70,40 @@ def save_checkpoint(run_dir: str | os.PathLike, net: mx.gluon.Block, trainer: mx
         raise FloatingPointError('refusing to checkpoint: the model has NaN or inf parameters')
     root = _checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob('.step-*'):  # a run killed while writing; the out folder's lock keeps others away
+        shutil.rmtree(stale, ignore_errors=True)
     name = f"step-{int(state['step']):08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f'.{name}.', dir=root))
     net.save_parameters(str(tmp / 'model.params'))
     if trainer is not None:
         trainer.save_states(str(tmp / 'trainer.states'))
-    full_state = dict(state, python_rng=_py_state(), numpy_rng=_np_state(), trainer_order=TRAINER_ORDER)
+    digests = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+    full_state = dict(state, python_rng=_py_state(), numpy_rng=_np_state(), trainer_order=TRAINER_ORDER,
+                      sha256=digests)
     (tmp / 'state.json').write_text(json.dumps(full_state))
     final = root / name
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    write_atomic(root / 'latest', name)
-    for old in sorted(p for p in root.glob('step-*') if p.is_dir())[:-KEEP]:
+    for old in checkpoints(run_dir)[KEEP:]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's ``state.json``, its files checked against the sha256 it records (``ValueError`` when a file
+    is damaged; checkpoints of bert_tutorial 0.1 record none)."""
+    path = Path(path)
+    try:
+        state = json.loads((path / 'state.json').read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f'{path}/state.json cannot be read: {err}') from None
+    if not isinstance(state, dict) or 'step' not in state:
+        raise ValueError(f'{path}/state.json is not a checkpoint state')
+    for name, digest in state.get('sha256', {}).items():
+        if not (path / name).is_file() or sha256_file(path / name) != digest:
+            raise ValueError(f'{path / name} is missing or does not match the sha256 in state.json')
+    return state
 
 
 def load_checkpoint(path: str | os.PathLike, net: mx.gluon.Block, trainer: mx.gluon.Trainer | None,
@@ -88,8 +112,11 @@ def load_checkpoint(path: str | os.PathLike, net: mx.gluon.Block, trainer: mx.gl
     path = Path(path)
     if not (path / 'state.json').is_file():
         raise FileNotFoundError(f'{path} is not a checkpoint folder (no state.json)')
-    net.load_parameters(str(path / 'model.params'), ctx=ctx)
-    state = json.loads((path / 'state.json').read_text())
+    state = read_state(path)
+    try:
+        net.load_parameters(str(path / 'model.params'), ctx=ctx)
+    except MXNetError as err:
+        raise ValueError(f'{path}/model.params cannot be loaded: {str(err).splitlines()[0]}') from None
     order = state.pop('trainer_order', None)
     if trainer is not None and (path / 'trainer.states').is_file():
         if order == TRAINER_ORDER:
@@ -103,18 +130,55 @@ def load_checkpoint(path: str | os.PathLike, net: mx.gluon.Block, trainer: mx.gl
     return state
 
 
+def check_settings(run_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
+    """Refuse (``ValueError``, one line) to resume ``run_dir`` with ``settings`` that differ from those its newest
+    intact checkpoint was written with: the saved state would mean something else, or the schedule would change."""
+    for path in checkpoints(run_dir):
+        try:
+            state = read_state(path)
+        except ValueError:
+            continue  # damaged: resume() falls back past it
+        _compare(path, state.get('settings'), settings)
+        return
+
+
+def _compare(path: Path, saved: dict | None, settings: dict[str, Any]) -> None:
+    if saved is None:
+        log.warning('%s was written before checkpoints recorded their settings: whether this run continues it '
+                    'with the same ones cannot be checked', path)
+        return
+    now = json.loads(json.dumps(settings))  # as saved: tuples become lists
+    for key in sorted(set(now) & set(saved)):
+        if now[key] != saved[key]:
+            raise ValueError(f'resume: the checkpoint {path} was written with {key}={saved[key]!r}, this run has '
+                             f'{key}={now[key]!r}; resume with the same {key}, or start afresh in another out '
+                             f'folder (or delete {path.parent})')
+
+
 def resume(run_dir: str | os.PathLike | None, net: mx.gluon.Block, trainer: mx.gluon.Trainer | None,
-           ctx=None) -> dict[str, Any] | None:
-    """The state of ``run_dir``'s newest checkpoint, loaded into ``net`` and ``trainer``; ``None`` if there is none."""
+           ctx=None, settings: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The state of ``run_dir``'s newest intact checkpoint, loaded into ``net`` and ``trainer``; ``None`` if there
+    is none. A damaged newest checkpoint is passed over, with a warning, for the one before it. With ``settings``,
+    a checkpoint written with other ones is refused (``check_settings``)."""
     if run_dir is None:
         raise ValueError('resume=True needs checkpoint_dir')
-    found = latest_checkpoint(run_dir)
-    if found is None:
-        log.info('no checkpoint in %s: starting from scratch', run_dir)
-        return None
-    state = load_checkpoint(found, net, trainer, ctx=ctx)
-    log.info('resumed from %s (epoch %s, step %d)', found, state.get('epoch'), state['step'])
-    return state
+    for path in checkpoints(run_dir):
+        try:
+            read_state(path)
+        except ValueError as err:
+            log.warning('%s; trying the checkpoint before it', err)
+            continue
+        if settings is not None:
+            check_settings(run_dir, settings)
+        try:
+            state = load_checkpoint(path, net, trainer, ctx=ctx)
+        except ValueError as err:
+            log.warning('%s; trying the checkpoint before it', err)
+            continue
+        log.info('resumed from %s (epoch %s, step %d)', path, state.get('epoch'), state['step'])
+        return state
+    log.info('no intact checkpoint in %s: starting from scratch', run_dir)
+    return None
 
 
 def _py_state():

@@ -18,6 +18,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
+from .checkpoint import check_settings as check_resumable
 from .checkpoint import resume as resume_from
 from .checkpoint import save_checkpoint
 from .checks import check_settings, fraction, integer, one_of, positive
@@ -93,7 +94,7 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
                loss_reduction: str = 'sum', clip: float | None = 1.0, log_interval: int = 50,
                checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None, resume: bool = False,
                seed: int = 0, progress: bool | None = None, skip_nonfinite: bool = False, kvstore: str = 'device',
-               callback=None) -> list[dict]:
+               callback=None, run_settings: dict | None = None) -> list[dict]:
     """Fine-tune ``net`` on ``train_data`` for ``num_epoch`` epochs; returns one dict per epoch
     (``epoch``, ``train_loss``, ``train_accuracy``, ``test_accuracy``, ``samples_per_second``, ``seconds``).
 
@@ -106,11 +107,13 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
     Batches are ``(token_ids, valid_length, segment_ids, label)``; ``ctx`` is a context or a list of contexts
     (each batch is split across them). With ``checkpoint_dir``, a checkpoint is written after every epoch (and
     every ``checkpoint_every`` steps); ``resume=True`` continues from the newest one, replaying what an
-    uninterrupted run does (``loop``). A non-finite loss or gradient raises ``FloatingPointError`` naming the step,
-    or skips the step when ``skip_nonfinite``. The tutorial's lines (``Batch``, ``Epoch``, ``Test Accuracy``) are
-    printed; a progress bar is drawn on terminals (``progress``); ``callback(record)`` is called at every log line
-    and epoch end with ``epoch`` (fractional), ``train_loss``, ``train_accuracy`` and, at epoch ends,
-    ``test_accuracy`` (for live plots such as d2l's ``Animator``).
+    uninterrupted run does (``loop``), and refuses a checkpoint written with other settings (the recipe's, the
+    number of batches, and ``run_settings``: what the caller's data and model depend on). A non-finite loss or
+    gradient raises ``FloatingPointError`` naming the step, or skips the step when ``skip_nonfinite``. The
+    tutorial's lines (``Batch``, ``Epoch``, ``Test Accuracy``) are printed; a progress bar is drawn on terminals
+    (``progress``); ``callback(record)`` is called at every log line and epoch end with ``epoch`` (fractional),
+    ``train_loss``, ``train_accuracy`` and, at epoch ends, ``test_accuracy`` (for live plots such as d2l's
+    ``Animator``).
     """
     check_settings(dict(num_epoch=num_epoch, lr=lr, loss_reduction=loss_reduction, warmup_steps=warmup_steps,
                         warmup_ratio=0 if warmup_ratio is None else warmup_ratio, log_interval=log_interval,
@@ -129,21 +132,29 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
                            lr_scheduler=lr_schedule(lr, total_steps, warmup_steps))
     params = [p for p in net.collect_params().values() if p.grad_req != 'null']
 
+    settings = dict(run_settings or {}, num_epoch=num_epoch, lr=lr, optimizer=str(optimizer), weight_decay=weight_decay,
+                    no_decay_norm_bias=no_decay_norm_bias, warmup_steps=warmup_steps, loss_reduction=loss_reduction,
+                    clip=clip, seed=seed, steps_per_epoch=steps_per_epoch)
     history: list[dict] = []
     step = start_epoch = 0
-    state = resume_from(checkpoint_dir, net, trainer, ctx=contexts) if resume else None
+    state = resume_from(checkpoint_dir, net, trainer, ctx=contexts, settings=settings) if resume else None
+    running = {}
     if state is not None:
         step, history, start_epoch = state['step'], state['history'], state['epoch']
+        running = state.get('running', {})  # the sums of the epoch a mid-epoch checkpoint interrupted
 
-    def checkpoint(epoch_done: int):
+    def checkpoint(epoch_done: int, **running):
         if checkpoint_dir is not None:
             save_checkpoint(checkpoint_dir, net, trainer, {'step': step, 'epoch': epoch_done, 'history': history,
-                                                           'seed': seed})
+                                                           'seed': seed, 'settings': settings, 'running': running})
 
     for epoch in range(start_epoch, num_epoch):
         skip = step - epoch * steps_per_epoch  # batches of this epoch done before a mid-epoch checkpoint
         batches = epoch_batches(train_data, seed, epoch, skip)
-        metric, loss_sum, seen, start = mx.metric.Accuracy(), 0.0, 0, time.time()
+        metric, start = mx.metric.Accuracy(), time.time()
+        loss_sum, seen = (running.get('loss_sum', 0.0), running.get('seen', 0)) if skip else (0.0, 0)
+        if skip:
+            metric.sum_metric, metric.num_inst = running.get('correct', 0), running.get('seen', 0)
         bar = tqdm(batches, total=steps_per_epoch, initial=skip, desc=f'epoch {epoch}',
                    disable=not show_progress(progress), leave=False)
         for i, batch in enumerate(bar, start=skip):
@@ -174,7 +185,7 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
                               'train_accuracy': metric.get()[1]})
             bar.set_postfix(loss=f'{loss_sum / max(seen, 1):.4f}', acc=f'{metric.get()[1]:.4f}')
             if checkpoint_every and step % checkpoint_every == 0 and i + 1 < steps_per_epoch:
-                checkpoint(epoch)
+                checkpoint(epoch, loss_sum=loss_sum, seen=seen, correct=metric.sum_metric)
         bar.close()
         seconds = time.time() - start
         train_loss = loss_sum / max(seen, 1)
@@ -225,6 +236,13 @@ class FinetuneConfig:
     checkpoint_every: int | None = None
     log_interval: int = 50
     progress: bool | None = None      # a progress bar: None draws one on terminals only
+
+    def run_settings(self) -> dict:
+        """The settings a checkpoint of this run depends on: all but where it writes, how it reports, and speed
+        settings that give the same values."""
+        harmless = {'out', 'resume', 'log_interval', 'progress', 'ctx', 'checkpoint_every', 'num_workers',
+                    'hybridize', 'matmul_layer_norm'}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in harmless}
 
     def check(self) -> None:
         """``ValueError`` naming the first setting out of its range, and what the range is."""
@@ -289,6 +307,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
 
 def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path) -> FinetuneResult:
+    if config.resume:  # before anything loads
+        check_resumable(out, config.run_settings())
     started = time.time()
     pooling = config.pooling
     if pooling == 'auto':  # sentence encoders were trained with mean pooling; BERT's pooler is for [CLS]
@@ -324,7 +344,8 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path) -> Finet
     history = train_loop(net, train_data, test_data, config.epochs, config.lr, ctx, gluon.loss.SoftmaxCELoss(),
                          **recipe, checkpoint_dir=out, resume=config.resume, seed=config.seed,
                          progress=config.progress, log_interval=config.log_interval,
-                         checkpoint_every=config.checkpoint_every, kvstore=kvstore)
+                         checkpoint_every=config.checkpoint_every, kvstore=kvstore,
+                         run_settings=config.run_settings())
     save_model(out, net, vocabulary, classifier_config(net, max_len, LABELS, base_model=config.model))
     metrics = {
         'test_accuracy': history[-1]['test_accuracy'],

@@ -20,6 +20,7 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
+from .checkpoint import check_settings as check_resumable
 from .checkpoint import resume as resume_from
 from .checkpoint import save_checkpoint
 from .checks import check_batch_positions, check_settings, fraction, integer, is_concrete, one_of, positive, setting
@@ -123,14 +124,16 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
                   warmup_ratio: float = 0.1, clip: float = 1.0, weight_decay: float = 0.01,
                   eval_every: int | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
                   seed: int = 0, baseline_token: int | None = None, progress: bool | None = None,
-                  skip_nonfinite: bool = False, before_epoch: Callable[[int], object] | None = None) -> list[dict]:
+                  skip_nonfinite: bool = False, before_epoch: Callable[[int], object] | None = None,
+                  run_settings: dict | None = None) -> list[dict]:
     """Train masked LM + next-sentence prediction for ``num_steps`` steps; returns the evaluation history.
 
     ``train_data``: batches of a ``PretrainingDataset``; ``before_epoch(seed)`` is called at the start of every
     epoch with the epoch's seed (pass the dataset's ``resample`` to draw new pairs and masks each epoch). Every
     ``eval_every`` steps (default: every epoch) it logs MLM loss/accuracy and NSP accuracy on ``eval_data`` and writes
-    a checkpoint to ``checkpoint_dir``; ``resume=True`` continues from the newest. BERTAdam with weight decay except
-    on LayerNorm and biases, the tutorial's schedule with ``warmup_ratio`` of the steps as warm-up.
+    a checkpoint to ``checkpoint_dir``; ``resume=True`` continues from the newest (refusing one written with other
+    settings: the loop's, and ``run_settings``, what the caller's data and model depend on). BERTAdam with weight
+    decay except on LayerNorm and biases, the tutorial's schedule with ``warmup_ratio`` of the steps as warm-up.
     """
     if num_steps < 1 or lr <= 0:
         raise ValueError(f'num_steps must be >= 1 and lr > 0, got {num_steps} and {lr}')
@@ -143,9 +146,11 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
                            lr_scheduler=lr_schedule(lr, num_steps, warmup))
     params = [p for p in model.collect_params().values() if p.grad_req != 'null']
     mlm_loss_fn, nsp_loss_fn = gluon.loss.SoftmaxCELoss(), gluon.loss.SigmoidBCELoss()
+    settings = dict(run_settings or {}, num_steps=num_steps, lr=lr, warmup_ratio=warmup_ratio, clip=clip,
+                    weight_decay=weight_decay, eval_every=eval_every, seed=seed, steps_per_epoch=steps_per_epoch)
     history: list[dict] = []
     step = 0
-    state = resume_from(checkpoint_dir, model, trainer, ctx=ctx) if resume else None
+    state = resume_from(checkpoint_dir, model, trainer, ctx=ctx, settings=settings) if resume else None
     if state is not None:
         step, history = state['step'], state['history']
 
@@ -178,8 +183,8 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
                          step, record['train_mlm_loss'], record['mlm_loss'], record['mlm_accuracy'],
                          record['nsp_accuracy'])
                 if checkpoint_dir is not None:
-                    save_checkpoint(checkpoint_dir, model, trainer, {'step': step, 'epoch': epoch,
-                                                                     'history': history, 'seed': seed})
+                    save_checkpoint(checkpoint_dir, model, trainer, {'step': step, 'epoch': epoch, 'history': history,
+                                                                     'seed': seed, 'settings': settings})
             if step >= num_steps:
                 break
     bar.close()
@@ -216,6 +221,10 @@ class PretrainConfig:
     out: str = 'runs/pretrain'
     resume: bool = False
     progress: bool | None = None   # a progress bar: None draws one on terminals only
+
+    def run_settings(self) -> dict:
+        """The settings a checkpoint of this run depends on: all but where it writes and how it reports."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in {'out', 'resume', 'progress', 'ctx'}}
 
     def check(self) -> None:
         """``ValueError`` naming the first setting out of its range, and what the range is."""
@@ -262,6 +271,8 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
 
 
 def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
+    if config.resume:  # before anything loads
+        check_resumable(out, config.run_settings())
     ctx = mx.gpu(0) if config.ctx == 'gpu' else mx.cpu()
     seed_everything(config.seed)
     started = time.time()
@@ -285,7 +296,8 @@ def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
     history = pretrain_loop(model, pretraining_loader(train_set, config.batch_size, shuffle=True, drop_last=True),
                             pretraining_loader(eval_set, config.batch_size, shuffle=False), config.steps, config.lr,
                             ctx, checkpoint_dir=out, resume=config.resume, seed=config.seed, baseline_token=baseline,
-                            eval_every=config.eval_every, progress=config.progress, before_epoch=train_set.resample)
+                            eval_every=config.eval_every, progress=config.progress, before_epoch=train_set.resample,
+                            run_settings=config.run_settings())
     encoder = model.to_encoder()
     save_model(out, encoder, vocab, {'model_type': 'encoder', 'encoder': encoder.config})
     final = history[-1]

@@ -37,7 +37,7 @@ def test_round_trip_params_trainer_state_and_rng(tmp_path):
     assert trainer2._optimizer.num_update == trainer._optimizer.num_update
 
 
-def test_keeps_the_newest_two_and_latest_points_at_complete_one(tmp_path):
+def test_keeps_the_newest_two_and_latest_is_the_newest_complete_one(tmp_path):
     net, trainer = _net_and_trainer()
     for step in (1, 2, 3):
         save_checkpoint(tmp_path, net, trainer, {'step': step})
@@ -78,3 +78,50 @@ def test_older_checkpoint_resumes_weights_without_mispaired_optimizer_states(tmp
         load_checkpoint(path, net2, trainer2)
     np.testing.assert_array_equal(net.weight.data().asnumpy(), net2.weight.data().asnumpy())
     assert trainer2._optimizer.num_update == 0 and 'optimizer states (Adam moments) start afresh' in caplog.text
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
+    from bert_tutorial.checkpoint import resume
+
+    net, trainer = _net_and_trainer()
+    good = save_checkpoint(tmp_path, net, trainer, {'step': 1, 'epoch': 0, 'history': []})
+    expected = net.weight.data().asnumpy().copy()
+    net.weight.set_data(net.weight.data() + 1)
+    newest = save_checkpoint(tmp_path, net, trainer, {'step': 2, 'epoch': 0, 'history': []})
+    for damage in (lambda: (newest / 'model.params').write_bytes((newest / 'model.params').read_bytes()[:50]),
+                   lambda: (newest / 'state.json').write_text('{"step": 2, trunc')):
+        damage()
+        net2, trainer2 = _net_and_trainer()
+        with caplog.at_level('WARNING'):
+            state = resume(tmp_path, net2, trainer2)
+        assert state['step'] == 1 and 'trying the checkpoint before it' in caplog.text
+        np.testing.assert_array_equal(net2.weight.data().asnumpy(), expected)
+    assert good.exists()
+
+
+def test_temporary_folders_of_killed_runs_are_removed(tmp_path):
+    net, trainer = _net_and_trainer()
+    stale = tmp_path / 'checkpoints' / '.step-00000005.abc123'
+    stale.mkdir(parents=True)
+    (stale / 'model.params').write_bytes(b'x' * 1000)
+    save_checkpoint(tmp_path, net, trainer, {'step': 6})
+    assert not stale.exists()
+    assert [p.name for p in (tmp_path / 'checkpoints').iterdir()] == ['step-00000006']
+
+
+def test_resume_refuses_other_settings_and_warns_when_it_cannot_check(tmp_path, caplog):
+    from bert_tutorial.checkpoint import check_settings, resume
+
+    net, trainer = _net_and_trainer()
+    settings = {'batch_size': 4, 'lr': 5e-5, 'pooling': 'mean', 'seed': 0, 'epochs': 3}
+    path = save_checkpoint(tmp_path, net, trainer, {'step': 1, 'settings': settings})
+    check_settings(tmp_path, dict(settings))  # the same: accepted
+    for key, value in (('batch_size', 8), ('lr', 1e-4), ('pooling', 'cls'), ('seed', 1), ('epochs', 4)):
+        with pytest.raises(ValueError, match=f'written with {key}={settings[key]!r}, this run has {key}={value!r}'):
+            resume(tmp_path, *_net_and_trainer(), settings=dict(settings, **{key: value}))
+    state = json.loads((path / 'state.json').read_text())
+    del state['settings']  # as written before checkpoints recorded them
+    (path / 'state.json').write_text(json.dumps(state))
+    with caplog.at_level('WARNING'):
+        assert resume(tmp_path, *_net_and_trainer(), settings=settings)['step'] == 1
+    assert 'cannot be checked' in caplog.text

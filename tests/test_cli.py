@@ -88,13 +88,13 @@ def test_killed_finetune_resumes_to_the_uninterrupted_result(tmp_path):
     killed = tmp_path / 'killed'
     proc = subprocess.Popen([sys.executable, '-m', 'bert_tutorial', *args, '--out', str(killed)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pointer = killed / 'checkpoints' / 'latest'
     deadline = time.time() + 300
-    while not pointer.exists() and time.time() < deadline and proc.poll() is None:
+    while not list(killed.glob('checkpoints/step-*/state.json')) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    state = json.loads((killed / 'checkpoints' / pointer.read_text() / 'state.json').read_text())
+    (written,) = killed.glob('checkpoints/step-*/state.json')
+    state = json.loads(written.read_text())
     assert state['epoch'] == 1  # epoch 1 of 2 done, then killed
     assert not (killed / 'model.params').exists()
     cli(*args, '--out', str(killed), '--resume')
@@ -162,3 +162,14 @@ def test_an_unwritable_or_busy_out_fails_before_any_work(tmp_path, monkeypatch):
         assert proc.returncode == 2 and f'is in use by process {os.getpid()}' in proc.stderr
     with locked_output(tmp_path / 'busy') as folder:  # released when the holder is done
         assert folder == tmp_path / 'busy'
+
+
+@pytest.mark.slow
+def test_resume_with_another_batch_size_is_refused_harmless_changes_are_not(tmp_path):
+    args = ['finetune', '--max-train', '32', '--max-test', '16', '--epochs', '1', '--batch-size', '4', '--out',
+            str(tmp_path), '--no-progress']
+    cli(*args)
+    proc = cli(*args[:-4], '8', '--out', str(tmp_path), '--resume', check=False)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert 'was written with batch_size=4, this run has batch_size=8' in proc.stderr
+    assert cli(*args, '--resume', '--log-interval', '7').returncode == 0  # how it reports changes nothing
