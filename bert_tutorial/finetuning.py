@@ -7,6 +7,7 @@ a pre-trained BERT and the data, trains with the package's recipe and saves the 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import time
@@ -26,13 +27,16 @@ from .encoders import GluonBERT, TutorialBERT
 from .files import locked_output
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
 from .loop import (
+    agree_on_steps,
     clipped_update,
     epoch_batches,
+    is_distributed,
     lr_schedule,
     make_trainer,
     seed_everything,
     seed_step,
     show_progress,
+    watchdog,
 )
 from .model import BERTClassifier
 from .sentiment_data import LABELS, load_imdb, load_movie_reviews, sentiment_loader, subset, transform_label
@@ -125,6 +129,8 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
     steps_per_epoch = len(train_data)
     if steps_per_epoch == 0:
         raise ValueError('train_data is empty')
+    if is_distributed(kvstore):
+        steps_per_epoch = agree_on_steps(kvstore, steps_per_epoch)
     total_steps = num_epoch * steps_per_epoch
     if warmup_ratio is not None:
         warmup_steps = max(1, int(warmup_ratio * total_steps))
@@ -150,7 +156,7 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
 
     for epoch in range(start_epoch, num_epoch):
         skip = step - epoch * steps_per_epoch  # batches of this epoch done before a mid-epoch checkpoint
-        batches = epoch_batches(train_data, seed, epoch, skip)
+        batches = itertools.islice(epoch_batches(train_data, seed, epoch, skip), steps_per_epoch - skip)
         metric, start = mx.metric.Accuracy(), time.time()
         loss_sum, seen = (running.get('loss_sum', 0.0), running.get('seen', 0)) if skip else (0.0, 0)
         if skip:
@@ -302,11 +308,19 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     ``metrics.json`` and checkpoints into ``config.out``."""
     config.check()
     ctx = contexts(config.ctx)
-    with locked_output(config.out) as out:
-        return _finetune(config, ctx, out)
+    kvstore, out = config.kvstore, Path(config.out)
+    if kvstore.startswith('dist'):
+        # Workers started by MXNet's launcher (or the DMLC_* variables) each train on their own shard; worker 0
+        # writes into out, the others into out/worker-N.
+        with watchdog.waiting('the scheduler, the servers and the other workers to connect'):
+            kvstore = mx.kv.create(kvstore)
+        if kvstore.rank:
+            out = out / f'worker-{kvstore.rank}'
+    with locked_output(out) as out:
+        return _finetune(config, ctx, out, kvstore)
 
 
-def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path) -> FinetuneResult:
+def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore) -> FinetuneResult:
     if config.resume:  # before anything loads
         check_resumable(out, config.run_settings())
     started = time.time()
@@ -322,10 +336,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path) -> Finet
                     bert.config['max_len'])
         max_len = bert.config['max_len']
     train, test = load_examples(config)
-    kvstore = config.kvstore
-    if kvstore.startswith('dist'):
-        # Workers started by MXNet's launcher (or the DMLC_* variables) each train on their own shard.
-        kvstore = mx.kv.create(kvstore)
+    if not isinstance(kvstore, str):
         train = train[kvstore.rank::kvstore.num_workers]
         log.info('worker %d of %d: %d training examples', kvstore.rank, kvstore.num_workers, len(train))
     tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)

@@ -7,10 +7,14 @@ generators from ``(seed, epoch)`` (data order, masking) and every step reseeds M
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import random
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import gluonnlp as nlp
@@ -62,6 +66,67 @@ def show_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
+# A kvstore key of the package's own, far from the Trainer's (0 .. number of parameters - 1).
+STEPS_KEY = 999_983
+DIST_TIMEOUT = float(os.environ.get('BERT_TUTORIAL_DIST_TIMEOUT', 120))
+
+
+def is_distributed(kvstore) -> bool:
+    """Whether ``kvstore`` is a parameter-server store shared by more than one worker."""
+    return isinstance(kvstore, mx.kvstore.KVStore) and kvstore.type.startswith('dist') and kvstore.num_workers > 1
+
+
+def agree_on_steps(kvstore: mx.kvstore.KVStore, steps: int) -> int:
+    """The fewest batches an epoch that any worker has: every worker then runs that many steps an epoch and the
+    same schedule (dist_sync steps are collective: a worker with one step more would wait for ever). Each worker
+    pushes its count at its rank's position of a vector; the server sums them."""
+    counts = mx.nd.zeros((kvstore.num_workers,))
+    with watchdog.waiting('the other workers to start'):
+        kvstore.init(STEPS_KEY, counts)
+        counts[kvstore.rank] = steps
+        kvstore.push(STEPS_KEY, counts)
+        kvstore.pull(STEPS_KEY, out=counts)
+        counts = [int(c) for c in counts.asnumpy()]
+    agreed = min(counts)
+    if agreed < steps:
+        log.info('batches an epoch per worker: %s; every worker runs %d (this one drops its last %d)', counts, agreed,
+                 steps - agreed)
+    return agreed
+
+
+class Watchdog:
+    """Ends the process (exit code 3) with a message when a wait on the other workers of a parameter server lasts
+    longer than ``timeout`` seconds: a worker that died leaves the others blocked in calls that cannot be
+    interrupted. ``$BERT_TUTORIAL_DIST_TIMEOUT`` (default 120) sets it."""
+
+    def __init__(self, timeout: float = DIST_TIMEOUT):
+        self.timeout, self._since, self._what, self._thread = timeout, None, '', None
+
+    @contextlib.contextmanager
+    def waiting(self, what: str):
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name='bert_tutorial-watchdog', daemon=True)
+            self._thread.start()
+        self._since, self._what = time.monotonic(), what
+        try:
+            yield
+        finally:
+            self._since = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(1.0)
+            since = self._since
+            if since is not None and time.monotonic() - since > self.timeout:
+                sys.stderr.write(f'error: waited {self.timeout:.0f} s for {self._what} without an answer: another '
+                                 'worker, a server or the scheduler has stopped; ending this worker\n')
+                sys.stderr.flush()
+                os._exit(3)
+
+
+watchdog = Watchdog()
+
+
 def lr_schedule(lr: float, total_steps: int, warmup_steps: int) -> mx.lr_scheduler.PolyScheduler:
     """The tutorial's schedule, fed the optimizer's update count ``n`` (1 for the first update):
     ``lr * n / warmup_steps`` while ``n < warmup_steps``, then ``lr * (1 - (n - warmup_steps) / (total_steps -
@@ -104,20 +169,33 @@ def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: floa
         optimizer = FusedBERTAdam(**opt_args)
         opt_args = None
     # update_on_kvstore=False: gradients are clipped between allreduce and update.
-    return gluon.Trainer(params, optimizer, opt_args, kvstore=kvstore, update_on_kvstore=False)
+    trainer = gluon.Trainer(params, optimizer, opt_args, kvstore=kvstore, update_on_kvstore=False)
+    trainer.distributed = is_distributed(kvstore)
+    return trainer
 
 
 def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], clip: float | None, loss_value: float,
-           where: str, skip_nonfinite: bool) -> bool:
+                   where: str, skip_nonfinite: bool) -> bool:
     """One optimizer step after ``backward``: gradients all-reduced, clipped to global norm ``clip`` (``None``: not
     clipped), applied; True when applied.
 
     A non-finite loss or gradient norm raises ``FloatingPointError`` naming ``where`` or, with ``skip_nonfinite``,
     logs a warning and skips the update (the schedule then does not advance). The clipping factor rides on the
     optimizer's gradient rescaling (``trainer.update(1 / factor)``) instead of a pass that rewrites every gradient.
+    On a parameter server the decision rests on the all-reduced gradient norm alone, which every worker shares (a
+    worker's own loss is not), so that all of them skip or raise together.
     """
-    trainer.allreduce_grads()
-    norm = float(nlp.utils.grad_global_norm(params).asscalar())
+    if getattr(trainer, 'distributed', False):  # set by make_trainer
+        with watchdog.waiting('the gradients of the other workers'):
+            trainer.allreduce_grads()
+            norm = float(nlp.utils.grad_global_norm(params).asscalar())
+        if not math.isfinite(loss_value) and math.isfinite(norm):
+            log.warning('non-finite loss %s at %s on this worker only; the shared gradients are finite', loss_value,
+                        where)
+        loss_value = 0.0
+    else:
+        trainer.allreduce_grads()
+        norm = float(nlp.utils.grad_global_norm(params).asscalar())
     if not finite_step(loss_value, norm, where, skip_nonfinite):
         return False
     factor = 1.0 if clip is None or norm <= clip else clip / norm
