@@ -98,7 +98,7 @@ def read_state(path: str | os.PathLike) -> dict[str, Any]:
         state = json.loads((path / 'state.json').read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f'{path}/state.json cannot be read: {err}') from None
-    if not isinstance(state, dict) or 'step' not in state:
+    if not isinstance(state, dict) or 'step' not in state or not isinstance(state.get('sha256', {}), dict):
         raise ValueError(f'{path}/state.json is not a checkpoint state')
     for name, digest in state.get('sha256', {}).items():
         if not (path / name).is_file() or sha256_file(path / name) != digest:
@@ -107,39 +107,59 @@ def read_state(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | os.PathLike, net: mx.gluon.Block, trainer: mx.gluon.Trainer | None,
-                    ctx=None) -> dict[str, Any]:
-    """Load a checkpoint folder into ``net`` and ``trainer``; returns its ``state`` (RNG states restored)."""
+                    ctx=None, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a checkpoint folder into ``net`` and ``trainer``; returns its ``state`` (RNG states restored).
+
+    ``state``: the folder's state, already read (``read_state``). A checkpoint written before checkpoints recorded
+    their settings (bert_tutorial 0.1) gives its weights; its optimizer (another class, a constant learning rate)
+    is not loaded: the Adam moments start afresh and the schedule continues from the checkpoint's step.
+    """
     path = Path(path)
     if not (path / 'state.json').is_file():
         raise FileNotFoundError(f'{path} is not a checkpoint folder (no state.json)')
-    state = read_state(path)
+    state = dict(state) if state is not None else read_state(path)
     try:
         net.load_parameters(str(path / 'model.params'), ctx=ctx)
     except MXNetError as err:
         raise ValueError(f'{path}/model.params cannot be loaded: {str(err).splitlines()[0]}') from None
     order = state.pop('trainer_order', None)
     if trainer is not None and (path / 'trainer.states').is_file():
-        if order == TRAINER_ORDER:
+        if order == TRAINER_ORDER and 'sha256' in state:  # written by this version
             trainer.load_states(str(path / 'trainer.states'))
-        else:  # an older checkpoint: its optimizer states would be paired with the wrong parameters
-            log.warning('%s was written by an older bert_tutorial that ordered optimizer states differently: '
-                        'the weights are resumed, the optimizer states (Adam moments) start afresh', path)
+        else:
+            log.warning('%s was written by an older bert_tutorial: the weights are resumed, the optimizer states '
+                        '(Adam moments) start afresh', path)
+            trainer.optimizer.begin_num_update = trainer.optimizer.num_update = int(state['step'])
     random.setstate(_tuplify(state.pop('python_rng')))
     np_state = state.pop('numpy_rng')
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
     return state
 
 
+def check_fresh_start(run_dir: str | os.PathLike) -> None:
+    """Refuse to start a run afresh where another run left checkpoints: they would mix (the newest step wins)."""
+    found = [p.name for p in _checkpoints_dir(run_dir).glob('step-*')]
+    if found:
+        raise ValueError(f'{Path(run_dir)} holds checkpoints of an earlier run ({", ".join(sorted(found))}): pass '
+                         f'resume (--resume) to continue it, or choose another out folder (or delete '
+                         f'{_checkpoints_dir(run_dir)})')
+
+
 def check_settings(run_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
     """Refuse (``ValueError``, one line) to resume ``run_dir`` with ``settings`` that differ from those its newest
-    intact checkpoint was written with: the saved state would mean something else, or the schedule would change."""
-    for path in checkpoints(run_dir):
+    intact checkpoint was written with: the saved state would mean something else, or the schedule would change.
+    A folder whose checkpoints are all damaged is refused too."""
+    paths = checkpoints(run_dir)
+    for path in paths:
         try:
             state = read_state(path)
         except ValueError:
             continue  # damaged: resume() falls back past it
         _compare(path, state.get('settings'), settings)
         return
+    if paths:
+        raise ValueError(f'no checkpoint of {_checkpoints_dir(run_dir)} is intact: resume is not possible; start '
+                         'afresh in another out folder (or delete that one)')
 
 
 def _compare(path: Path, saved: dict | None, settings: dict[str, Any]) -> None:
@@ -158,26 +178,30 @@ def _compare(path: Path, saved: dict | None, settings: dict[str, Any]) -> None:
 def resume(run_dir: str | os.PathLike | None, net: mx.gluon.Block, trainer: mx.gluon.Trainer | None,
            ctx=None, settings: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The state of ``run_dir``'s newest intact checkpoint, loaded into ``net`` and ``trainer``; ``None`` if there
-    is none. A damaged newest checkpoint is passed over, with a warning, for the one before it. With ``settings``,
-    a checkpoint written with other ones is refused (``check_settings``)."""
+    is none. A damaged newest checkpoint is passed over, with a warning, for the one before it; a folder whose
+    checkpoints are all damaged is refused. With ``settings``, a checkpoint written with other ones is refused."""
     if run_dir is None:
         raise ValueError('resume=True needs checkpoint_dir')
-    for path in checkpoints(run_dir):
+    paths = checkpoints(run_dir)
+    for path in paths:
         try:
-            read_state(path)
+            state = read_state(path)
         except ValueError as err:
             log.warning('%s; trying the checkpoint before it', err)
             continue
         if settings is not None:
-            check_settings(run_dir, settings)
+            _compare(path, state.get('settings'), settings)
         try:
-            state = load_checkpoint(path, net, trainer, ctx=ctx)
+            state = load_checkpoint(path, net, trainer, ctx=ctx, state=state)
         except ValueError as err:
             log.warning('%s; trying the checkpoint before it', err)
             continue
         log.info('resumed from %s (epoch %s, step %d)', path, state.get('epoch'), state['step'])
         return state
-    log.info('no intact checkpoint in %s: starting from scratch', run_dir)
+    if paths:
+        raise ValueError(f'no checkpoint of {_checkpoints_dir(run_dir)} is intact: resume is not possible; start '
+                         'afresh in another out folder (or delete that one)')
+    log.info('no checkpoint in %s: starting from scratch', run_dir)
     return None
 
 

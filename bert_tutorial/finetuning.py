@@ -6,10 +6,12 @@ a pre-trained BERT and the data, trains with the package's recipe and saves the 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +21,19 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
+from .checkpoint import check_fresh_start, save_checkpoint
 from .checkpoint import check_settings as check_resumable
 from .checkpoint import resume as resume_from
-from .checkpoint import save_checkpoint
 from .checks import check_settings, fraction, integer, one_of, positive
 from .encoders import GluonBERT, TutorialBERT
 from .files import locked_output
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
 from .loop import (
+    RESUMED_KEY,
     agree_on_steps,
     clipped_update,
     epoch_batches,
+    gather,
     is_distributed,
     lr_schedule,
     make_trainer,
@@ -127,10 +131,10 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
         'checkpoint_every': integer(1, optional=True), 'clip': positive()})
     contexts = as_context_list(ctx)
     steps_per_epoch = len(train_data)
+    if is_distributed(kvstore):  # before anything can fail on one worker alone
+        steps_per_epoch = agree_on_steps(kvstore, steps_per_epoch)
     if steps_per_epoch == 0:
         raise ValueError('train_data is empty')
-    if is_distributed(kvstore):
-        steps_per_epoch = agree_on_steps(kvstore, steps_per_epoch)
     total_steps = num_epoch * steps_per_epoch
     if warmup_ratio is not None:
         warmup_steps = max(1, int(warmup_ratio * total_steps))
@@ -143,7 +147,15 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
                     clip=clip, seed=seed, steps_per_epoch=steps_per_epoch)
     history: list[dict] = []
     step = start_epoch = 0
-    state = resume_from(checkpoint_dir, net, trainer, ctx=contexts, settings=settings) if resume else None
+    if checkpoint_dir is not None and not resume:
+        check_fresh_start(checkpoint_dir)
+    with watchdog.waiting('the other workers to resume') if trainer.distributed else contextlib.nullcontext():
+        state = resume_from(checkpoint_dir, net, trainer, ctx=contexts, settings=settings) if resume else None
+    if trainer.distributed:
+        resumed = gather(kvstore, RESUMED_KEY, state['step'] if state else 0, 'the other workers to resume')
+        if len(set(resumed)) > 1:
+            raise ValueError(f'the workers resumed at different steps {resumed} (by rank): resume every worker from '
+                             'checkpoints of the same step, or start afresh')
     running = {}
     if state is not None:
         step, history, start_epoch = state['step'], state['history'], state['epoch']
@@ -177,8 +189,10 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
             loss_value = sum(loss.sum().asscalar() for loss in losses)
             if loss_reduction == 'sum':
                 loss_value /= batch_size  # logged per example either way
+            # the mean over every worker's batch, as one run on all of them would take it
+            grad_scale = 1 / trainer.workers if loss_reduction == 'mean' else 1.0
             if clipped_update(trainer, params, clip, loss_value, f'step {step} (epoch {epoch}, batch {i})',
-                              skip_nonfinite):
+                              skip_nonfinite, grad_scale):
                 for out, shard in zip(outs, shards):
                     metric.update([shard[3]], [out])
                 loss_sum += loss_value * batch_size
@@ -310,6 +324,11 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     ctx = contexts(config.ctx)
     kvstore, out = config.kvstore, Path(config.out)
     if kvstore.startswith('dist'):
+        missing = [v for v in ('DMLC_ROLE', 'DMLC_PS_ROOT_URI', 'DMLC_PS_ROOT_PORT', 'DMLC_NUM_WORKER',
+                               'DMLC_NUM_SERVER') if v not in os.environ]
+        if missing:
+            raise ValueError(f'kvstore {kvstore} needs a parameter-server cluster: start the workers with MXNet\'s '
+                             f'launcher (mxnet/tools/launch.py), or set {", ".join(missing)}')
         # Workers started by MXNet's launcher (or the DMLC_* variables) each train on their own shard; worker 0
         # writes into out, the others into out/worker-N.
         with watchdog.waiting('the scheduler, the servers and the other workers to connect'):
@@ -323,6 +342,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore) -> FinetuneResult:
     if config.resume:  # before anything loads
         check_resumable(out, config.run_settings())
+    else:
+        check_fresh_start(out)
     started = time.time()
     pooling = config.pooling
     if pooling == 'auto':  # sentence encoders were trained with mean pooling; BERT's pooler is for [CLS]

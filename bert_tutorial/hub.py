@@ -242,6 +242,7 @@ def save_model(folder: str | os.PathLike, block: mx.gluon.HybridBlock, vocabular
         raise ValueError(f"config['model_type'] must be one of {sorted(PARAMS)}, got {model_type!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / 'config.json').unlink(missing_ok=True)  # until the new one is written, the folder is incomplete
     write_atomic(folder / 'vocab.json', vocabulary.to_json())
     if model_type == 'exported_classifier':
         prefix = folder / f'.model.{os.getpid()}'
@@ -314,6 +315,8 @@ def _read_json(path: Path):
 
 def _verify(folder: Path, digests: dict | None, names: tuple[str, ...]) -> None:
     """Each file of ``names`` against the sha256 that config.json records for it."""
+    if digests is not None and not isinstance(digests, dict):
+        raise ValueError(f'{folder / "config.json"}: sha256 must map file names to digests, got {digests!r:.80}')
     if digests is None:
         log.warning('%s was saved without checksums (before bert_tutorial 0.2): its files cannot be verified', folder)
         return
@@ -328,6 +331,8 @@ def _build(folder: Path, config: dict, files: tuple[str, ...], ctx, use_pooler: 
     if config['model_type'] == 'exported_classifier':
         return mx.gluon.SymbolBlock.imports(str(folder / files[0]), config['inputs'], str(folder / files[1]), ctx=ctx)
     arrays = mx.nd.load(str(folder / files[0]))
+    if not isinstance(arrays, dict):
+        raise ValueError(f'{folder / files[0]} holds unnamed arrays, not the parameters of a model')
     encoder_config = dict(config['encoder'], **({} if dropout is None else {'dropout': dropout}))
     if config['model_type'] == 'encoder':
         pooler = True if use_pooler is None else use_pooler

@@ -66,9 +66,8 @@ def show_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
-# A kvstore key of the package's own, far from the Trainer's (0 .. number of parameters - 1).
-STEPS_KEY = 999_983
-DIST_TIMEOUT = float(os.environ.get('BERT_TUTORIAL_DIST_TIMEOUT', 120))
+# kvstore keys of the package's own, far from the Trainer's (0 .. number of parameters - 1).
+STEPS_KEY, RESUMED_KEY = 999_983, 999_979
 
 
 def is_distributed(kvstore) -> bool:
@@ -76,18 +75,26 @@ def is_distributed(kvstore) -> bool:
     return isinstance(kvstore, mx.kvstore.KVStore) and kvstore.type.startswith('dist') and kvstore.num_workers > 1
 
 
+def gather(kvstore: mx.kvstore.KVStore, key: int, value: int, what: str) -> list[int]:
+    """Every worker's ``value``, by rank: each pushes its own at its rank's position of a vector and the server
+    sums them (a collective call: every worker must make it, with the same ``key``)."""
+    values = mx.nd.zeros((kvstore.num_workers,))
+    with watchdog.waiting(what):
+        kvstore.init(key, values)
+        values[kvstore.rank] = value
+        kvstore.push(key, values)
+        kvstore.pull(key, out=values)
+        return [int(v) for v in values.asnumpy()]
+
+
 def agree_on_steps(kvstore: mx.kvstore.KVStore, steps: int) -> int:
     """The fewest batches an epoch that any worker has: every worker then runs that many steps an epoch and the
-    same schedule (dist_sync steps are collective: a worker with one step more would wait for ever). Each worker
-    pushes its count at its rank's position of a vector; the server sums them."""
-    counts = mx.nd.zeros((kvstore.num_workers,))
-    with watchdog.waiting('the other workers to start'):
-        kvstore.init(STEPS_KEY, counts)
-        counts[kvstore.rank] = steps
-        kvstore.push(STEPS_KEY, counts)
-        kvstore.pull(STEPS_KEY, out=counts)
-        counts = [int(c) for c in counts.asnumpy()]
+    same schedule (dist_sync steps are collective: a worker with one step more would wait for ever)."""
+    counts = gather(kvstore, STEPS_KEY, steps, 'the other workers to start')
     agreed = min(counts)
+    if agreed == 0:
+        raise ValueError(f'a worker has no training batch (batches per worker: {counts}): give the workers more '
+                         'training examples')
     if agreed < steps:
         log.info('batches an epoch per worker: %s; every worker runs %d (this one drops its last %d)', counts, agreed,
                  steps - agreed)
@@ -99,11 +106,22 @@ class Watchdog:
     longer than ``timeout`` seconds: a worker that died leaves the others blocked in calls that cannot be
     interrupted. ``$BERT_TUTORIAL_DIST_TIMEOUT`` (default 120) sets it."""
 
-    def __init__(self, timeout: float = DIST_TIMEOUT):
-        self.timeout, self._since, self._what, self._thread = timeout, None, '', None
+    def __init__(self, timeout: float | None = None):
+        self._timeout, self._since, self._what, self._thread = timeout, None, '', None
+
+    @property
+    def timeout(self) -> float:
+        if self._timeout is None:
+            value = os.environ.get('BERT_TUTORIAL_DIST_TIMEOUT', '120')
+            try:
+                self._timeout = float(value)
+            except ValueError:
+                raise ValueError(f'BERT_TUTORIAL_DIST_TIMEOUT must be a number of seconds, got {value!r}') from None
+        return self._timeout
 
     @contextlib.contextmanager
     def waiting(self, what: str):
+        self.timeout  # noqa: B018 -- a malformed setting fails here, in the caller, not in the thread
         if self._thread is None:
             self._thread = threading.Thread(target=self._watch, name='bert_tutorial-watchdog', daemon=True)
             self._thread.start()
@@ -171,11 +189,12 @@ def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: floa
     # update_on_kvstore=False: gradients are clipped between allreduce and update.
     trainer = gluon.Trainer(params, optimizer, opt_args, kvstore=kvstore, update_on_kvstore=False)
     trainer.distributed = is_distributed(kvstore)
+    trainer.workers = kvstore.num_workers if trainer.distributed else 1
     return trainer
 
 
 def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], clip: float | None, loss_value: float,
-                   where: str, skip_nonfinite: bool) -> bool:
+                   where: str, skip_nonfinite: bool, grad_scale: float = 1.0) -> bool:
     """One optimizer step after ``backward``: gradients all-reduced, clipped to global norm ``clip`` (``None``: not
     clipped), applied; True when applied.
 
@@ -183,7 +202,8 @@ def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], cl
     logs a warning and skips the update (the schedule then does not advance). The clipping factor rides on the
     optimizer's gradient rescaling (``trainer.update(1 / factor)``) instead of a pass that rewrites every gradient.
     On a parameter server the decision rests on the all-reduced gradient norm alone, which every worker shares (a
-    worker's own loss is not), so that all of them skip or raise together.
+    worker's own loss is not), so that all of them skip or raise together. ``grad_scale`` multiplies the (all-reduced)
+    gradients first, e.g. ``1 / workers`` for the mean over every worker's batch.
     """
     if getattr(trainer, 'distributed', False):  # set by make_trainer
         with watchdog.waiting('the gradients of the other workers'):
@@ -198,7 +218,8 @@ def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], cl
         norm = float(nlp.utils.grad_global_norm(params).asscalar())
     if not finite_step(loss_value, norm, where, skip_nonfinite):
         return False
-    factor = 1.0 if clip is None or norm <= clip else clip / norm
+    norm *= grad_scale
+    factor = grad_scale * (1.0 if clip is None or norm <= clip else clip / norm)
     trainer.update(1.0 / factor)
     return True
 

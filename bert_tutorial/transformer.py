@@ -65,6 +65,7 @@ class MaskedBlock(gluon.HybridBlock):
                     mask = nd.broadcast_axis(nd.slice_axis(mask, axis=1, begin=0, end=1), axis=1, size=num_queries)
             else:
                 check_attention_mask(mask, (batch_size, num_queries, num_keys), 'mask')
+                mask = mask.astype('float32', copy=False)  # 0/1 in any type; the graph computes in float32
         if is_concrete(queries) and self._graph_has_mask is not (mask is not None):
             if self._graph_has_mask is not None:
                 self._clear_cached_op()

@@ -77,7 +77,7 @@ def test_older_checkpoint_resumes_weights_without_mispaired_optimizer_states(tmp
     with caplog.at_level('WARNING'):
         load_checkpoint(path, net2, trainer2)
     np.testing.assert_array_equal(net.weight.data().asnumpy(), net2.weight.data().asnumpy())
-    assert trainer2._optimizer.num_update == 0 and 'optimizer states (Adam moments) start afresh' in caplog.text
+    assert trainer2.optimizer.num_update == 1 and 'optimizer states (Adam moments) start afresh' in caplog.text
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
@@ -125,3 +125,32 @@ def test_resume_refuses_other_settings_and_warns_when_it_cannot_check(tmp_path, 
     with caplog.at_level('WARNING'):
         assert resume(tmp_path, *_net_and_trainer(), settings=settings)['step'] == 1
     assert 'cannot be checked' in caplog.text
+
+
+def test_an_old_checkpoint_resumes_its_weights_and_the_schedule_with_fresh_optimizer_states(tmp_path, caplog):
+    from bert_tutorial.checkpoint import resume
+
+    net, trainer = _net_and_trainer()
+    path = save_checkpoint(tmp_path, net, trainer, {'step': 7, 'epoch': 1, 'history': []})
+    state = json.loads((path / 'state.json').read_text())
+    for key in ('settings', 'sha256'):  # bert_tutorial 0.1 wrote neither
+        state.pop(key, None)
+    (path / 'state.json').write_text(json.dumps(state))
+    net2, trainer2 = _net_and_trainer()
+    with caplog.at_level('WARNING'):
+        assert resume(tmp_path, net2, trainer2, settings={'lr': 0.1})['step'] == 7
+    assert 'cannot be checked' in caplog.text and 'start afresh' in caplog.text
+    np.testing.assert_array_equal(net2.weight.data().asnumpy(), net.weight.data().asnumpy())
+    assert trainer2.optimizer.num_update == 7  # the schedule goes on from the checkpoint's step
+
+
+def test_a_folder_of_damaged_checkpoints_or_another_runs_checkpoints_is_refused(tmp_path):
+    from bert_tutorial.checkpoint import check_fresh_start, resume
+
+    net, trainer = _net_and_trainer()
+    path = save_checkpoint(tmp_path, net, trainer, {'step': 3})
+    with pytest.raises(ValueError, match='holds checkpoints of an earlier run .step-00000003.: pass resume'):
+        check_fresh_start(tmp_path)
+    (path / 'model.params').write_bytes(b'')
+    with pytest.raises(ValueError, match='no checkpoint of .* is intact: resume is not possible'):
+        resume(tmp_path, *_net_and_trainer())

@@ -80,3 +80,11 @@ def test_a_worker_that_dies_ends_the_others_with_a_message(tmp_path):
         assert 'waited 15 s for the gradients of the other workers without an answer' in out
     finally:
         stop(nodes + workers)
+
+
+def test_dist_sync_without_a_cluster_is_a_clear_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith('DMLC_')}
+    proc = subprocess.run(CMD + ['--out', str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert "error: kvstore dist_sync needs a parameter-server cluster: start the workers with MXNet's launcher" in \
+        proc.stderr

@@ -333,7 +333,18 @@ def test_train_loop_rejects_bad_recipe_options(tiny_bert, tiny_vocab):
     train, test = _toy_loaders(tiny_vocab, 16, 4)
     net = BERTClassifier(tiny_bert, 2)
     net.classifier.initialize()
-    with pytest.raises(ValueError, match="loss_reduction must be 'sum' .the tutorial. or 'mean', got 'max'"):
+    with pytest.raises(ValueError, match="loss_reduction must be one of 'sum', 'mean', got 'max'"):
         train_loop(net, train, test, 1, 1e-3, mx.cpu(), gluon.loss.SoftmaxCELoss(), loss_reduction='max')
-    with pytest.raises(ValueError, match=r'warmup_ratio must be in \[0, 1\) or None, got 1.5'):
+    with pytest.raises(ValueError, match=r'warmup_ratio must be in \[0, 1\), got 1.5'):
         train_loop(net, train, test, 1, 1e-3, mx.cpu(), gluon.loss.SoftmaxCELoss(), warmup_ratio=1.5)
+
+
+def test_masks_of_any_type_of_zeros_and_ones_are_taken():
+    enc = BERTEncoder(VOCAB, UNITS, HIDDEN, HEADS, 1, dropout=0.0, max_len=MAX_LEN)
+    enc.initialize()
+    enc.hybridize()
+    words, segments = tutorial_batch()
+    mask = tutorial_mask()
+    expected = enc(words, segments, mask).asnumpy()
+    for dtype in ('int32', 'uint8', 'float64'):
+        np.testing.assert_allclose(enc(words, segments, mask.astype(dtype)).asnumpy(), expected, rtol=1e-6)
