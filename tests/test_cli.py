@@ -53,7 +53,7 @@ def test_clear_errors():
     assert proc.returncode == 2 and 'does not exist: expected a saved bert_tutorial model' in proc.stderr
     assert 'Traceback' not in proc.stderr
     proc = cli('finetune', '--max-len', '2', check=False)
-    assert proc.returncode == 2 and 'max_len (--max-len) must be >= 3, got 2' in proc.stderr
+    assert proc.returncode == 2 and 'max_len (--max-len) must be an integer >= 3, got 2' in proc.stderr
     proc = cli('finetune', '--data', 'nope', check=False)
     assert proc.returncode == 2 and 'invalid choice' in proc.stderr
 
