@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -171,8 +172,9 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
         batches = itertools.islice(epoch_batches(train_data, seed, epoch, skip), steps_per_epoch - skip)
         metric, start = mx.metric.Accuracy(), time.time()
         loss_sum, seen = (running.get('loss_sum', 0.0), running.get('seen', 0)) if skip else (0.0, 0)
+        seen_before = seen  # trained before a mid-epoch checkpoint: not in this process's throughput
         if skip:
-            metric.sum_metric, metric.num_inst = running.get('correct', 0), running.get('seen', 0)
+            metric.sum_metric, metric.num_inst = running.get('correct', 0), running.get('count', seen)
         bar = tqdm(batches, total=steps_per_epoch, initial=skip, desc=f'epoch {epoch}',
                    disable=not show_progress(progress), leave=False)
         for i, batch in enumerate(bar, start=skip):
@@ -195,8 +197,9 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
                               skip_nonfinite, grad_scale):
                 for out, shard in zip(outs, shards):
                     metric.update([shard[3]], [out])
-                loss_sum += loss_value * batch_size
-                seen += batch_size
+                if math.isfinite(loss_value):  # on a parameter server, this worker's loss alone may not be
+                    loss_sum += loss_value * batch_size
+                    seen += batch_size
             step += 1
             if i % log_interval == 0:
                 bar.write(f'Batch {i} Accuracy {metric.get()[1]} Loss {loss_sum / max(seen, 1)}')
@@ -205,7 +208,7 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
                               'train_accuracy': metric.get()[1]})
             bar.set_postfix(loss=f'{loss_sum / max(seen, 1):.4f}', acc=f'{metric.get()[1]:.4f}')
             if checkpoint_every and step % checkpoint_every == 0 and i + 1 < steps_per_epoch:
-                checkpoint(epoch, loss_sum=loss_sum, seen=seen, correct=metric.sum_metric)
+                checkpoint(epoch, loss_sum=loss_sum, seen=seen, correct=metric.sum_metric, count=metric.num_inst)
         bar.close()
         seconds = time.time() - start
         train_loss = loss_sum / max(seen, 1)
@@ -214,7 +217,8 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
         if test_accuracy is not None:
             print(f'Test Accuracy {test_accuracy}')
         history.append({'epoch': epoch, 'train_loss': train_loss, 'train_accuracy': metric.get()[1],
-                        'test_accuracy': test_accuracy, 'samples_per_second': seen / seconds if seconds else None,
+                        'test_accuracy': test_accuracy,
+                        'samples_per_second': (seen - seen_before) / seconds if seconds else None,
                         'seconds': seconds})
         if callback is not None:
             callback({'epoch': epoch + 1.0, 'train_loss': train_loss, 'train_accuracy': metric.get()[1],
