@@ -10,9 +10,9 @@ import logging
 import sys
 import warnings
 
-from .commands import download, export, finetune, predict, pretrain
+from .commands import download, evaluate, export, finetune, predict, pretrain
 
-COMMANDS = (download, finetune, predict, pretrain, export)
+COMMANDS = (download, finetune, predict, evaluate, pretrain, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,13 +17,15 @@ def _check_sentence(sentence, name: str = 'sentence') -> str:
 
 
 def predict_sentiments(net, ctx, vocabulary, tokenizer, sentences: Sequence[str], max_len: int = 128,
-                       batch_size: int = 32, sort_by_length: bool = True) -> list[tuple[str, float]]:
+                       batch_size: int = 32, sort_by_length: bool = True,
+                       labels: Sequence[str] = LABELS) -> list[tuple[str, float]]:
     """``(label, probability of that label)`` for each sentence, in the order given; texts longer than ``max_len``
     word pieces are cut, as in training.
 
     ``sort_by_length``: batch sentences of similar length together, so each batch is padded to a length close to
     its own (the scores are the same up to float rounding; padded positions are masked either way).
-    ``net`` is a ``BERTClassifier`` or any block with its inputs, e.g. an exported or quantized ``SymbolBlock``.
+    ``net`` is a ``BERTClassifier`` or any block with its inputs, e.g. an exported or quantized ``SymbolBlock``;
+    ``labels``: the names of its classes, in order (a saved model's ``config['labels']``).
     """
     if isinstance(sentences, str):
         raise ValueError('sentences must be a list of strings; use predict_sentiment for one sentence')
@@ -40,8 +42,32 @@ def predict_sentiments(net, ctx, vocabulary, tokenizer, sentences: Sequence[str]
                                                              sort_by_length):
         probs = nd.softmax(net(ids.as_in_context(ctx), segments.as_in_context(ctx), valid_len.as_in_context(ctx)))
         for i, row in zip(rows, probs.asnumpy()):
-            results[i] = (LABELS[int(row.argmax())], float(row.max()))
+            if len(row) != len(labels):
+                raise ValueError(f'labels: {len(labels)} names for a model of {len(row)} classes')
+            results[i] = (labels[int(row.argmax())], float(row.max()))
     return results
+
+
+def classification_report(actual: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:
+    """``accuracy``, per-class ``precision``/``recall``/``f1``/``support``, and ``confusion`` (rows: actual class,
+    columns: predicted class, in the order of ``labels``) of predicted against actual class names."""
+    if len(actual) != len(predicted) or not actual:
+        raise ValueError(f'actual and predicted must be equally long and not empty, got {len(actual)} and '
+                         f'{len(predicted)}')
+    index = {name: i for i, name in enumerate(labels)}
+    confusion = [[0] * len(labels) for _ in labels]
+    for a, p in zip(actual, predicted):
+        confusion[index[a]][index[p]] += 1
+    per_class = {}
+    for i, name in enumerate(labels):
+        hits, predicted_as, support = confusion[i][i], sum(row[i] for row in confusion), sum(confusion[i])
+        precision = hits / predicted_as if predicted_as else 0.0
+        recall = hits / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {'precision': precision, 'recall': recall, 'f1': f1, 'support': support}
+    accuracy = sum(confusion[i][i] for i in range(len(labels))) / len(actual)
+    return {'accuracy': accuracy, 'classes': per_class, 'labels': list(labels), 'confusion': confusion,
+            'examples': len(actual)}
 
 
 def sentence_batches(sentences: Sequence[str], tokenizer, vocabulary, max_len: int = 128, batch_size: int = 32,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import bz2
 import csv
 import io
+import json
 import os
 import random
 import re
@@ -126,6 +127,51 @@ def load_imdb(split: str, root: str | os.PathLike | None = None) -> list[list]:
             f'set ${IMDB_ENV}) to the archive or the extracted aclImdb/ folder; GluonNLP\'s copy would be '
             f'{cache}/{split}.json. The built-in movie-review corpus needs no download.')
     return [list(x) for x in nlp.data.IMDB(split, root=str(cache))]
+
+
+def read_labelled_file(path: str | os.PathLike, text_column: str = 'text', label_column: str = 'label',
+                       encoding: str = 'utf-8') -> list[tuple[str, str]]:
+    """``(text, label)`` rows of a CSV (``.csv``), TSV (``.tsv``) or JSON Lines (``.jsonl``) file with a header
+    (or keys) naming ``text_column`` and ``label_column``; labels come back as strings. Errors name the file and
+    the line: a missing column, an empty text or label, text that is not ``encoding``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'{path} does not exist (expected a .csv, .tsv or .jsonl file of labelled text)')
+    kind = path.suffix.lower()
+    if kind not in ('.csv', '.tsv', '.jsonl'):
+        raise ValueError(f'{path}: the file name must end in .csv, .tsv or .jsonl, got {kind or "no suffix"!r}')
+    try:
+        text = path.read_text(encoding=encoding)
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b'\n') + 1
+        raise ValueError(f'{path}, line {line}: not {encoding} ({err.reason} at byte offset {err.start})') from None
+    if kind == '.jsonl':
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((number, json.loads(line)))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f'{path}, line {number}: not JSON ({err.msg})') from None
+    else:
+        reader = csv.DictReader(io.StringIO(text), delimiter=',' if kind == '.csv' else '\t')
+        missing = [c for c in (text_column, label_column) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f'{path}, line 1: no column {missing[0]!r} in the header {reader.fieldnames}')
+        rows = [(reader.line_num, row) for row in reader]
+    examples = []
+    for number, row in rows:
+        if not isinstance(row, dict) or text_column not in row or label_column not in row:
+            raise ValueError(f'{path}, line {number}: no {text_column!r} and {label_column!r} in {str(row)[:80]}')
+        text_value, label = row[text_column], row[label_column]
+        if not isinstance(text_value, str) or not text_value.strip():
+            raise ValueError(f'{path}, line {number}: the {text_column!r} is empty')
+        if label is None or not str(label).strip():
+            raise ValueError(f'{path}, line {number}: the {label_column!r} is empty')
+        examples.append((text_value, str(label).strip()))
+    if not examples:
+        raise ValueError(f'{path} holds no examples')
+    return examples
 
 
 def transform_label(data: Sequence) -> tuple[str, int]:
