@@ -26,6 +26,7 @@ from .checkpoint import check_fresh_start, save_checkpoint
 from .checkpoint import check_settings as check_resumable
 from .checkpoint import resume as resume_from
 from .checks import check_settings, fraction, integer, one_of, positive
+from .devices import as_context_list, contexts
 from .encoders import GluonBERT, TutorialBERT
 from .files import locked_output
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
@@ -52,25 +53,6 @@ log = logging.getLogger(__name__)
 TUTORIAL_WARMUP_STEPS = 50
 # Checkpoints trained as sentence encoders with mean pooling (their [CLS] pooler was not trained for it).
 SENTENCE_ENCODERS = {DEFAULT_MODEL}
-
-
-def as_context_list(ctx) -> list[mx.Context]:
-    contexts = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
-    if not contexts or not all(isinstance(c, mx.Context) for c in contexts):
-        raise ValueError(f'ctx must be an mxnet Context or a list of them, got {ctx!r}')
-    return contexts
-
-
-def contexts(kind: str) -> list[mx.Context]:
-    """``'cpu'``, or every visible GPU for ``'gpu'``."""
-    if kind not in ('cpu', 'gpu'):
-        raise ValueError(f"ctx must be 'cpu' or 'gpu', got {kind!r}")
-    if kind == 'gpu':
-        n = mx.context.num_gpus()
-        if n == 0:
-            raise ValueError('ctx gpu: no GPU is visible to MXNet')
-        return [mx.gpu(i) for i in range(n)]
-    return [mx.cpu()]
 
 
 def _split(batch, contexts: list[mx.Context]):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gluonnlp as nlp
 
-from ..finetuning import contexts
+from ..devices import contexts
 from ..hub import load_model
 from ..predict import classification_report, predict_sentiments
 from ..sentiment_data import load_movie_reviews, read_labelled_file

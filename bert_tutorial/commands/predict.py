@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gluonnlp as nlp
 
-from ..finetuning import contexts
+from ..devices import contexts
 from ..hub import load_model
 from ..predict import predict_sentiments
 
