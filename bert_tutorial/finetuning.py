@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,10 @@ from tqdm.auto import tqdm
 from .checkpoint import check_fresh_start, save_checkpoint
 from .checkpoint import check_settings as check_resumable
 from .checkpoint import resume as resume_from
-from .checks import check_settings, fraction, integer, one_of, positive
+from .checks import check_settings, fraction, integer, one_of, positive, setting
 from .devices import as_context_list, contexts
 from .encoders import GluonBERT, TutorialBERT
-from .files import locked_output
+from .files import locked_output, write_atomic
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
 from .loop import (
     RESUMED_KEY,
@@ -45,7 +46,17 @@ from .loop import (
     watchdog,
 )
 from .model import BERTClassifier
-from .sentiment_data import LABELS, load_imdb, load_movie_reviews, sentiment_loader, subset, transform_label
+from .sentiment_data import (
+    LABELS,
+    class_order,
+    encode_labels,
+    load_imdb,
+    load_movie_reviews,
+    read_labelled_file,
+    sentiment_loader,
+    subset,
+    transform_label,
+)
 from .speed.layer_norm import use_matmul_layer_norm
 
 log = logging.getLogger(__name__)
@@ -85,9 +96,14 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
                loss_reduction: str = 'sum', clip: float | None = 1.0, log_interval: int = 50,
                checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None, resume: bool = False,
                seed: int = 0, progress: bool | None = None, skip_nonfinite: bool = False, kvstore: str = 'device',
-               callback=None, run_settings: dict | None = None) -> list[dict]:
+               callback=None, run_settings: dict | None = None, eval_name: str = 'Test',
+               select: str = 'last') -> list[dict]:
     """Fine-tune ``net`` on ``train_data`` for ``num_epoch`` epochs; returns one dict per epoch
     (``epoch``, ``train_loss``, ``train_accuracy``, ``test_accuracy``, ``samples_per_second``, ``seconds``).
+
+    ``test_data`` is scored after every epoch; ``eval_name='Validation'`` names it so (``Validation Accuracy``,
+    ``validation_accuracy``), and ``select='best'`` leaves ``net`` with the parameters of its best epoch (kept
+    beside the checkpoints, so a resumed run selects the same) instead of the last epoch's.
 
     Called with the tutorial's seven arguments it runs the tutorial's recipe: BERTAdam with weight decay 0.01 on
     every parameter, ``warmup_steps=50`` of linear warm-up then linear decay to 0 (``loop.lr_schedule``), the
@@ -106,6 +122,10 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
     ``train_loss``, ``train_accuracy`` and, at epoch ends, ``test_accuracy`` (for live plots such as d2l's
     ``Animator``).
     """
+    check_settings(dict(select=select, eval_name=eval_name), {'select': one_of('last', 'best'),
+                                                               'eval_name': one_of('Test', 'Validation')})
+    if select == 'best' and test_data is None:
+        raise ValueError("select='best' needs data to score the epochs on (test_data)")
     check_settings(dict(num_epoch=num_epoch, lr=lr, loss_reduction=loss_reduction, warmup_steps=warmup_steps,
                         warmup_ratio=0 if warmup_ratio is None else warmup_ratio, log_interval=log_interval,
                         checkpoint_every=checkpoint_every, clip=1 if clip is None else clip), {
@@ -139,15 +159,19 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
         if len(set(resumed)) > 1:
             raise ValueError(f'the workers resumed at different steps {resumed} (by rank): resume every worker from '
                              'checkpoints of the same step, or start afresh')
-    running = {}
+    running, best = {}, None
     if state is not None:
         step, history, start_epoch = state['step'], state['history'], state['epoch']
         running = state.get('running', {})  # the sums of the epoch a mid-epoch checkpoint interrupted
+        best = state.get('best')
+    key = f'{eval_name.lower()}_accuracy'
+    best_params = BestParameters(net, checkpoint_dir)
 
     def checkpoint(epoch_done: int, **running):
         if checkpoint_dir is not None:
             save_checkpoint(checkpoint_dir, net, trainer, {'step': step, 'epoch': epoch_done, 'history': history,
-                                                           'seed': seed, 'settings': settings, 'running': running})
+                                                           'seed': seed, 'settings': settings, 'running': running,
+                                                           'best': best})
 
     for epoch in range(start_epoch, num_epoch):
         skip = step - epoch * steps_per_epoch  # batches of this epoch done before a mid-epoch checkpoint
@@ -195,18 +219,46 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
         seconds = time.time() - start
         train_loss = loss_sum / max(seen, 1)
         print(f'Epoch {epoch}, Accuracy {metric.get()}, Loss {train_loss}')
-        test_accuracy = evaluate_accuracy(net, test_data, contexts) if test_data is not None else None
-        if test_accuracy is not None:
-            print(f'Test Accuracy {test_accuracy}')
+        accuracy = evaluate_accuracy(net, test_data, contexts) if test_data is not None else None
+        if accuracy is not None:
+            print(f'{eval_name} Accuracy {accuracy}')
+        if select == 'best' and (best is None or accuracy > best['accuracy']):
+            best = {'epoch': epoch, 'accuracy': accuracy}
+            best_params.keep()
         history.append({'epoch': epoch, 'train_loss': train_loss, 'train_accuracy': metric.get()[1],
-                        'test_accuracy': test_accuracy,
-                        'samples_per_second': (seen - seen_before) / seconds if seconds else None,
+                        key: accuracy, 'samples_per_second': (seen - seen_before) / seconds if seconds else None,
                         'seconds': seconds})
         if callback is not None:
-            callback({'epoch': epoch + 1.0, 'train_loss': train_loss, 'train_accuracy': metric.get()[1],
-                      'test_accuracy': test_accuracy})
+            callback({'epoch': epoch + 1.0, 'train_loss': train_loss, 'train_accuracy': metric.get()[1], key: accuracy})
         checkpoint(epoch + 1)
+    if select == 'best' and best is not None:
+        best_params.restore()
+        log.info('kept the parameters of epoch %d (%s accuracy %.4f)', best['epoch'], eval_name.lower(),
+                 best['accuracy'])
     return history
+
+
+class BestParameters:
+    """A copy of ``net``'s parameters: in ``checkpoint_dir/best.params`` when there is one (a resumed run finds it
+    there), else in memory."""
+
+    def __init__(self, net, checkpoint_dir: str | Path | None):
+        self.net, self._arrays = net, None
+        self.path = Path(checkpoint_dir) / 'checkpoints' / 'best.params' if checkpoint_dir is not None else None
+
+    def keep(self) -> None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, lambda tmp: self.net.save_parameters(str(tmp)))
+        else:
+            self._arrays = {k: p.data().copy() for k, p in self.net._collect_params_with_prefix().items()}
+
+    def restore(self) -> None:
+        if self.path is not None:
+            self.net.load_parameters(str(self.path), ctx=self.net.collect_params().list_ctx())
+        else:
+            for k, p in self.net._collect_params_with_prefix().items():
+                p.set_data(self._arrays[k])
 
 
 # ---- the package's recipe -----------------------------------------------------------------------------------------
@@ -218,6 +270,14 @@ class FinetuneConfig:
     model: str = DEFAULT_MODEL        # built-in name, GluonNLP zoo name, Hugging Face folder or pretrain output
     data: str = 'movie-reviews'       # 'movie-reviews' (built in) or 'imdb'
     imdb_root: str | None = None      # folder with aclImdb/ or aclImdb_v1.tar.gz, for data='imdb'
+    train: str | None = None          # your own data instead: a .csv, .tsv or .jsonl file of labelled text
+    validation: str | None = None     # ... scored after every epoch (else validation_fraction of train is held out)
+    test: str | None = None           # ... scored once, at the end
+    text_column: str = 'text'
+    text_pair_column: str | None = None  # sentence pairs: the second text's column
+    label_column: str = 'label'       # any strings or integers; classes in class_order (numeric or alphabetical)
+    validation_fraction: float = 0.0  # of the training data (of its movies, for the built-in corpus)
+    select: str = 'last'              # the parameters of the 'last' epoch, or of the 'best' on validation
     epochs: int = 3
     lr: float = 5e-5
     warmup_ratio: float = 0.1         # warm-up over this share of all steps
@@ -258,7 +318,13 @@ class FinetuneConfig:
             'log_interval': integer(1), 'checkpoint_every': integer(1, optional=True), 'lr': positive(),
             'warmup_ratio': fraction(), 'dropout': fraction(), 'bert_dropout': fraction(),
             'data': one_of('movie-reviews', 'imdb'), 'pooling': one_of('auto', 'cls', 'mean'),
-            'ctx': one_of('cpu', 'gpu'), 'kvstore': one_of('device', 'dist_sync', 'dist_device_sync')}, flags=True)
+            'ctx': one_of('cpu', 'gpu'), 'kvstore': one_of('device', 'dist_sync', 'dist_device_sync'),
+            'validation_fraction': fraction(), 'select': one_of('last', 'best')}, flags=True)
+        if (self.validation or self.test) and not self.train:
+            raise ValueError(f'{setting("validation")} and {setting("test")} files go with a {setting("train")} file')
+        if self.select == 'best' and not (self.validation or self.validation_fraction):
+            raise ValueError(f"{setting('select')} 'best' needs validation data: a {setting('validation')} file or "
+                             f"a {setting('validation_fraction')} above 0")
 
 
 @dataclass
@@ -293,14 +359,52 @@ def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_
     return net
 
 
-def load_examples(config: FinetuneConfig) -> tuple[list, list]:
-    """``(train, test)`` lists of ``(text, label)`` as the config asks."""
-    if config.data == 'movie-reviews':
-        train, test = load_movie_reviews('train', seed=config.seed), load_movie_reviews('test', seed=config.seed)
+@dataclass
+class Examples:
+    """A run's data: ``(text[, text_pair], class index)`` lists (``validation``/``test``: ``None`` when there are
+    none) and the class names, in the order of the model's outputs."""
+
+    train: list
+    validation: list | None
+    test: list | None
+    labels: list[str]
+
+
+def load_examples(config: FinetuneConfig) -> Examples:
+    """The training, validation and test examples the config asks for: the built-in corpus or IMDB (labels
+    negative/positive), or the user's files (``train``, ``validation``, ``test``; classes in ``class_order`` of the
+    training labels). Without a validation file, ``validation_fraction`` of the training data is held out (by
+    movie for the built-in corpus)."""
+    vf, seed = config.validation_fraction, config.seed
+    validation = None
+    if config.train is not None:
+        def read(path):
+            return read_labelled_file(path, config.text_column, config.label_column,
+                                      text_pair_column=config.text_pair_column)
+        rows = read(config.train)
+        labels = class_order(row[-1] for row in rows)
+        if len(labels) < 2:
+            raise ValueError(f'{config.train}: every example has the label {labels[0]!r}; a classifier needs two '
+                             'classes or more')
+        train = encode_labels(rows, labels, config.train)
+        test = encode_labels(read(config.test), labels, config.test) if config.test else None
+        if config.validation:
+            validation = encode_labels(read(config.validation), labels, config.validation)
     else:
-        train = [transform_label(x) for x in load_imdb('train', config.imdb_root)]
-        test = [transform_label(x) for x in load_imdb('test', config.imdb_root)]
-    return subset(train, config.max_train, config.seed), subset(test, config.max_test, config.seed)
+        labels = list(LABELS)
+        if config.data == 'movie-reviews':
+            train = load_movie_reviews('train', seed=seed, validation_fraction=vf)
+            validation = load_movie_reviews('validation', seed=seed, validation_fraction=vf) if vf else None
+            test = load_movie_reviews('test', seed=seed)
+        else:
+            train = [transform_label(x) for x in load_imdb('train', config.imdb_root)]
+            test = [transform_label(x) for x in load_imdb('test', config.imdb_root)]
+    if validation is None and vf:
+        held = set(random.Random(seed).sample(range(len(train)), max(1, round(vf * len(train)))))
+        validation = [x for i, x in enumerate(train) if i in held]
+        train = [x for i, x in enumerate(train) if i not in held]
+    return Examples(subset(train, config.max_train, seed), validation,
+                    subset(test, config.max_test, seed) if test is not None else None, labels)
 
 
 def finetune(config: FinetuneConfig) -> FinetuneResult:
@@ -342,34 +446,56 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
         log.warning('max_len %d is more than %s has positions for: using %d', max_len, config.model,
                     bert.config['max_len'])
         max_len = bert.config['max_len']
-    train, test = load_examples(config)
+    data = load_examples(config)
+    train = data.train
     if not isinstance(kvstore, str):
         train = train[kvstore.rank::kvstore.num_workers]
         log.info('worker %d of %d: %d training examples', kvstore.rank, kvstore.num_workers, len(train))
     tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
-    train_data, test_data = (sentiment_loader(examples, tokenizer, vocabulary, max_len, config.batch_size,
-                                              shuffle=shuffle, bucket=config.bucket, num_workers=config.num_workers)
-                             for examples, shuffle in ((train, True), (test, False)))
-    log.info('%d training and %d test examples, %d batches an epoch', len(train), len(test), len(train_data))
+
+    def loader(examples, shuffle=False):
+        if examples is None:
+            return None
+        return sentiment_loader(examples, tokenizer, vocabulary, max_len, config.batch_size, shuffle=shuffle,
+                                bucket=config.bucket, num_workers=config.num_workers, num_classes=len(data.labels))
+
+    train_data, validation_data, test_data = loader(train, True), loader(data.validation), loader(data.test)
+    log.info('%d training, %d validation and %d test examples, %d batches an epoch', len(train),
+             len(data.validation or []), len(data.test or []), len(train_data))
 
     seed_everything(config.seed)  # the new output layer's initial weights depend on the seed alone
-    net = build_classifier(bert, ctx, len(LABELS), pooling=pooling, dropout=config.dropout,
+    net = build_classifier(bert, ctx, len(data.labels), pooling=pooling, dropout=config.dropout,
                            freeze_word_embed=config.freeze_word_embed, hybridize=config.hybridize,
                            matmul_layer_norm=config.matmul_layer_norm)
     # The package's recipe (GluonNLP's fine-tuning script's choices); train_loop's defaults are the tutorial's.
     recipe = {} if config.tutorial_recipe else dict(no_decay_norm_bias=True, warmup_ratio=config.warmup_ratio,
                                                     loss_reduction='mean')
-    history = train_loop(net, train_data, test_data, config.epochs, config.lr, ctx, gluon.loss.SoftmaxCELoss(),
+    # Epochs are scored on the validation data when there is some (the test data is then scored once, at the end,
+    # with the selected parameters), else on the test data, as the tutorial does.
+    scored = validation_data if validation_data is not None else test_data
+    history = train_loop(net, train_data, scored, config.epochs, config.lr, ctx, gluon.loss.SoftmaxCELoss(),
                          **recipe, checkpoint_dir=out, resume=config.resume, seed=config.seed,
                          progress=config.progress, log_interval=config.log_interval,
                          checkpoint_every=config.checkpoint_every, kvstore=kvstore,
-                         run_settings=config.run_settings())
-    save_model(out, net, vocabulary, classifier_config(net, max_len, LABELS, base_model=config.model))
+                         run_settings=config.run_settings(), select=config.select,
+                         eval_name='Validation' if validation_data is not None else 'Test')
+    save_model(out, net, vocabulary, classifier_config(net, max_len, data.labels, base_model=config.model,
+                                                       columns=[config.text_column, config.text_pair_column,
+                                                                config.label_column]))
+    selected = max(range(len(history)), key=lambda e: (history[e].get('validation_accuracy') or -1, -e)) \
+        if config.select == 'best' else len(history) - 1
+    test_accuracy = history[-1].get('test_accuracy')
+    if validation_data is not None and test_data is not None:
+        test_accuracy = evaluate_accuracy(net, test_data, ctx)
+        print(f'Test Accuracy {test_accuracy}')
     metrics = {
-        'test_accuracy': history[-1]['test_accuracy'],
+        'test_accuracy': test_accuracy,
+        'validation_accuracy': history[selected].get('validation_accuracy'), 'selected_epoch': selected,
+        'labels': data.labels,
         'train_samples_per_second': sum(h['samples_per_second'] * h['seconds'] for h in history)
         / sum(h['seconds'] for h in history),
-        'seconds': time.time() - started, 'num_train': len(train), 'num_test': len(test), 'max_len': max_len,
+        'seconds': time.time() - started, 'num_train': len(train), 'num_validation': len(data.validation or []),
+        'num_test': len(data.test or []), 'max_len': max_len,
         'config': dataclasses.asdict(config), 'history': history,
     }
     (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))

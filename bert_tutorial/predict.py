@@ -19,8 +19,8 @@ def _check_sentence(sentence, name: str = 'sentence') -> str:
 def predict_sentiments(net, ctx, vocabulary, tokenizer, sentences: Sequence[str], max_len: int = 128,
                        batch_size: int = 32, sort_by_length: bool = True,
                        labels: Sequence[str] = LABELS) -> list[tuple[str, float]]:
-    """``(label, probability of that label)`` for each sentence, in the order given; texts longer than ``max_len``
-    word pieces are cut, as in training.
+    """``(label, probability of that label)`` for each sentence (or ``(text, text_pair)`` pair), in the order given;
+    texts longer than ``max_len`` word pieces are cut, as in training.
 
     ``sort_by_length``: batch sentences of similar length together, so each batch is padded to a length close to
     its own (the scores are the same up to float rounding; padded positions are masked either way).
@@ -29,7 +29,11 @@ def predict_sentiments(net, ctx, vocabulary, tokenizer, sentences: Sequence[str]
     """
     if isinstance(sentences, str):
         raise ValueError('sentences must be a list of strings; use predict_sentiment for one sentence')
-    sentences = [_check_sentence(s, f'sentences[{i}]') for i, s in enumerate(sentences)]
+    sentences = [tuple(_check_sentence(t, f'sentences[{i}]') for t in s) if isinstance(s, tuple)
+                 else _check_sentence(s, f'sentences[{i}]') for i, s in enumerate(sentences)]
+    if len({isinstance(s, tuple) and len(s) for s in sentences}) > 1 or any(
+            isinstance(s, tuple) and len(s) != 2 for s in sentences):
+        raise ValueError('sentences must be all strings or all (text, text_pair) pairs')
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f'batch_size must be an integer >= 1, got {batch_size!r}')
     positions = getattr(net, 'max_len', None)  # a BERTClassifier knows its encoder's; an exported graph does not
@@ -70,13 +74,15 @@ def classification_report(actual: Sequence[str], predicted: Sequence[str], label
             'examples': len(actual)}
 
 
-def sentence_batches(sentences: Sequence[str], tokenizer, vocabulary, max_len: int = 128, batch_size: int = 32,
+def sentence_batches(sentences: Sequence, tokenizer, vocabulary, max_len: int = 128, batch_size: int = 32,
                      sort_by_length: bool = True) -> list[tuple[list[int], tuple[nd.NDArray, nd.NDArray, nd.NDArray]]]:
-    """``(rows, (token_ids, segment_ids, valid_length))`` batches of ``sentences`` on the CPU; ``rows`` are the
-    batch's indices into ``sentences``. With ``sort_by_length``, each batch holds sentences of similar length."""
-    transform = SentimentTransform(tokenizer, max_len)
+    """``(rows, (token_ids, segment_ids, valid_length))`` batches of ``sentences`` (strings, or ``(text,
+    text_pair)`` pairs) on the CPU; ``rows`` are the batch's indices into ``sentences``. With ``sort_by_length``,
+    each batch holds sentences of similar length."""
+    pair = bool(sentences) and isinstance(sentences[0], tuple)
+    transform = SentimentTransform(tokenizer, max_len, pair=pair)
     batchify = batchify_fn(vocabulary[vocabulary.padding_token])
-    samples = [transform(s) for s in sentences]
+    samples = [transform(*s) if pair else transform(s) for s in sentences]
     empty = [i for i, sample in enumerate(samples) if int(sample[1]) <= 2]  # [CLS] and [SEP] alone
     if empty:
         raise ValueError(f'sentences[{empty[0]}] has no word the tokenizer keeps ({sentences[empty[0]]!r}): '

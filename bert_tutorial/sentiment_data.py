@@ -62,16 +62,24 @@ def split_movies(movies: Iterable[str], seed: int = 0, test_fraction: float = 0.
     return {'test': sorted(movies[:num_test]), 'train': sorted(movies[num_test:])}
 
 
-def load_movie_reviews(split: str, seed: int = 0, test_fraction: float = 0.2) -> list[tuple[str, int]]:
+def load_movie_reviews(split: str, seed: int = 0, test_fraction: float = 0.2,
+                       validation_fraction: float = 0.0) -> list[tuple[str, int]]:
     """Labelled Rotten Tomatoes snippets as ``(text, label)``: fresh -> 1 (positive), rotten -> 0.
 
     Plot summaries and empty snippets are dropped. Movies, not snippets, are split 80/20 (``test_fraction``,
-    ``split_movies``), so no movie is in both splits; the split depends on ``seed`` alone.
+    ``split_movies``), so no movie is in both splits; the split depends on ``seed`` alone. ``split='validation'``:
+    ``validation_fraction`` of the training movies, which ``'train'`` then leaves out.
     """
-    _check_split(split)
+    if split not in ('train', 'validation', 'test'):
+        raise ValueError(f"split must be 'train', 'validation' or 'test', got {split!r}")
+    if split == 'validation' and not 0 < validation_fraction < 1:
+        raise ValueError(f'validation_fraction must be in (0, 1) for the validation split, got {validation_fraction}')
     by_movie = _labelled_by_movie()
-    movies = split_movies(by_movie, seed, test_fraction)[split]
-    return [example for movie in movies for example in by_movie[movie]]
+    movies = split_movies(by_movie, seed, test_fraction)
+    if split != 'test' and validation_fraction > 0:
+        movies = split_movies(movies['train'], seed, validation_fraction)
+        movies = {'train': movies['train'], 'validation': movies['test']}
+    return [example for movie in movies[split] for example in by_movie[movie]]
 
 
 _IMDB_NAME = re.compile(r'^\d+_(\d+)\.txt$')
@@ -130,10 +138,12 @@ def load_imdb(split: str, root: str | os.PathLike | None = None) -> list[list]:
 
 
 def read_labelled_file(path: str | os.PathLike, text_column: str = 'text', label_column: str = 'label',
-                       encoding: str = 'utf-8') -> list[tuple[str, str]]:
-    """``(text, label)`` rows of a CSV (``.csv``), TSV (``.tsv``) or JSON Lines (``.jsonl``) file with a header
-    (or keys) naming ``text_column`` and ``label_column``; labels come back as strings. Errors name the file and
-    the line: a missing column, an empty text or label, text that is not ``encoding``."""
+                       encoding: str = 'utf-8', text_pair_column: str | None = None) -> list[tuple[str, ...]]:
+    """``(text, label)`` rows (``(text, text_pair, label)`` with ``text_pair_column``) of a CSV (``.csv``), TSV
+    (``.tsv``) or JSON Lines (``.jsonl``) file with a header (or keys) naming the columns; labels come back as
+    strings. Errors name the file and the line: a missing column, an empty text or label, text that is not
+    ``encoding``."""
+    columns = [text_column, *([text_pair_column] if text_pair_column else []), label_column]
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'{path} does not exist (expected a .csv, .tsv or .jsonl file of labelled text)')
@@ -155,23 +165,46 @@ def read_labelled_file(path: str | os.PathLike, text_column: str = 'text', label
                     raise ValueError(f'{path}, line {number}: not JSON ({err.msg})') from None
     else:
         reader = csv.DictReader(io.StringIO(text), delimiter=',' if kind == '.csv' else '\t')
-        missing = [c for c in (text_column, label_column) if c not in (reader.fieldnames or [])]
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f'{path}, line 1: no column {missing[0]!r} in the header {reader.fieldnames}')
         rows = [(reader.line_num, row) for row in reader]
     examples = []
     for number, row in rows:
-        if not isinstance(row, dict) or text_column not in row or label_column not in row:
-            raise ValueError(f'{path}, line {number}: no {text_column!r} and {label_column!r} in {str(row)[:80]}')
-        text_value, label = row[text_column], row[label_column]
-        if not isinstance(text_value, str) or not text_value.strip():
-            raise ValueError(f'{path}, line {number}: the {text_column!r} is empty')
+        if not isinstance(row, dict) or not all(c in row for c in columns):
+            raise ValueError(f'{path}, line {number}: no {" and ".join(map(repr, columns))} in {str(row)[:80]}')
+        texts = [row[c] for c in columns[:-1]]
+        for column, value in zip(columns, texts):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f'{path}, line {number}: the {column!r} is empty')
+        label = row[label_column]
         if label is None or not str(label).strip():
             raise ValueError(f'{path}, line {number}: the {label_column!r} is empty')
-        examples.append((text_value, str(label).strip()))
+        examples.append((*texts, str(label).strip()))
     if not examples:
         raise ValueError(f'{path} holds no examples')
     return examples
+
+
+def class_order(labels: Iterable[str]) -> list[str]:
+    """The classes of a training set's labels, in the order the model's outputs take: numerically when every label
+    is an integer, else alphabetically."""
+    names = sorted(set(labels))
+    if all(re.fullmatch(r'-?\d+', n) for n in names):
+        names.sort(key=int)
+    return names
+
+
+def encode_labels(rows: Sequence[tuple], names: Sequence[str], source: str) -> list[tuple]:
+    """``rows`` with their last item (a label name) replaced by its class index in ``names``."""
+    index = {name: i for i, name in enumerate(names)}
+    out = []
+    for number, row in enumerate(rows, start=1):
+        if row[-1] not in index:
+            raise ValueError(f'{source}, example {number}: label {row[-1]!r} is not a class of the training data '
+                             f'{list(names)}')
+        out.append((*row[:-1], index[row[-1]]))
+    return out
 
 
 def transform_label(data: Sequence) -> tuple[str, int]:
@@ -183,20 +216,31 @@ def transform_label(data: Sequence) -> tuple[str, int]:
 class SentimentTransform:
     """``(text, label)`` -> ``(token_ids, valid_length, segment_ids, label)`` with the tutorial's
     ``BERTSentenceTransform(tokenizer, max_len, pad=False, pair=False)``: ``[CLS] text [SEP]``, cut to ``max_len``.
+
+    ``pair=True``: ``(text, text_pair, label)`` -> ``[CLS] text [SEP] text_pair [SEP]``, segment ids 0 then 1 (the
+    tutorial's segment embedding at work). ``label``: a class index in ``[0, num_classes)`` (0 when predicting).
     """
 
-    def __init__(self, tokenizer, max_len: int = 128):
-        if not isinstance(max_len, int) or max_len < 3:
-            raise ValueError(f'max_len must be an integer >= 3 ([CLS], one token, [SEP]), got {max_len!r}')
-        self.max_len = max_len
-        self._transform = nlp.data.BERTSentenceTransform(tokenizer, max_len, pad=False, pair=False)
+    def __init__(self, tokenizer, max_len: int = 128, pair: bool = False, num_classes: int = 2):
+        if not isinstance(max_len, int) or max_len < (5 if pair else 3):
+            raise ValueError(f'max_len must be an integer >= {5 if pair else 3} ([CLS], a token, [SEP]'
+                             f'{", a token, [SEP]" if pair else ""}), got {max_len!r}')
+        self.max_len, self.pair, self.num_classes = max_len, pair, num_classes
+        self._transform = nlp.data.BERTSentenceTransform(tokenizer, max_len, pad=False, pair=pair)
 
-    def __call__(self, text: str, label: int = 0):
-        if not isinstance(text, str):
-            raise ValueError(f'text must be a string, got {type(text).__name__}')
-        if label not in (0, 1):
-            raise ValueError(f'label must be 0 (negative) or 1 (positive), got {label!r}')
-        ids, length, segments = self._transform([text])
+    def __call__(self, text: str, *rest):
+        texts = [text, *rest[:1]] if self.pair else [text]
+        label = rest[len(texts) - 1] if len(rest) >= len(texts) else 0
+        if len(rest) > len(texts):
+            raise ValueError(f'expected (text{", text_pair" if self.pair else ""}[, label]), got {len(rest) + 1} items')
+        if len(texts) != (2 if self.pair else 1):
+            raise ValueError('a pair transform needs text and text_pair')
+        for t in texts:
+            if not isinstance(t, str):
+                raise ValueError(f'text must be a string, got {type(t).__name__}')
+        if not isinstance(label, (int, np.integer)) or not 0 <= label < self.num_classes:
+            raise ValueError(f'label must be a class index in [0, {self.num_classes}), got {label!r}')
+        ids, length, segments = self._transform(texts)
         return ids, length, segments, label
 
 
@@ -229,10 +273,11 @@ class BucketSampler(nlp.data.FixedBucketSampler):
         return super().__iter__()
 
 
-def sentiment_loader(examples: Iterable[tuple[str, int]], tokenizer, vocabulary, max_len: int = 128,
+def sentiment_loader(examples: Iterable[tuple], tokenizer, vocabulary, max_len: int = 128,
                      batch_size: int = 32, shuffle: bool = False, bucket: bool = True, num_buckets: int = 10,
-                     num_workers: int = 0) -> gluon.data.DataLoader:
-    """A ``DataLoader`` of ``(token_ids, valid_length, segment_ids, label)`` batches.
+                     num_workers: int = 0, num_classes: int = 2) -> gluon.data.DataLoader:
+    """A ``DataLoader`` of ``(token_ids, valid_length, segment_ids, label)`` batches of ``(text, label)`` or, for
+    sentence pairs, ``(text, text_pair, label)`` examples (labels: class indices below ``num_classes``).
 
     ``bucket``: group examples of similar length (``nlp.data.FixedBucketSampler``), so little of each batch is
     padding. Shuffling draws from numpy's global generator at the start of each pass: seed it for a
@@ -240,10 +285,11 @@ def sentiment_loader(examples: Iterable[tuple[str, int]], tokenizer, vocabulary,
     """
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-    transform = SentimentTransform(tokenizer, max_len)
-    data = [transform(text, label) for text, label in examples]
-    if not data:
+    examples = list(examples)
+    if not examples:
         raise ValueError('examples is empty: nothing to load')
+    transform = SentimentTransform(tokenizer, max_len, pair=len(examples[0]) == 3, num_classes=num_classes)
+    data = [transform(*example) for example in examples]
     dataset = gluon.data.SimpleDataset(data)
     batchify = batchify_fn(vocabulary[vocabulary.padding_token])
     if bucket:

@@ -35,7 +35,11 @@ def run(args: argparse.Namespace) -> int:
     if args.data == 'movie-reviews':
         examples = load_movie_reviews('test')
     else:
-        examples = read_labelled_file(args.data, args.text_column, args.label_column)
+        columns = config.get('columns') or [None, None, None]
+        examples = read_labelled_file(args.data, args.text_column or columns[0] or 'text',
+                                      args.label_column or columns[2] or 'label',
+                                      text_pair_column=args.text_pair_column or columns[1])
+    examples = [(row[:-1] if len(row) == 3 else row[0], row[-1]) for row in examples]
     labels = config['labels']
     actual = class_names(examples, labels, args.data)
     predicted = [label for label, _ in predict_sentiments(
@@ -61,8 +65,10 @@ def register(subparsers) -> None:
     p.add_argument('--model-dir', default='runs/finetune', help='output folder of finetune')
     p.add_argument('--data', required=True,
                    help="a .csv, .tsv or .jsonl file of labelled text, or 'movie-reviews' (the built-in test split)")
-    p.add_argument('--text-column', default='text')
-    p.add_argument('--label-column', default='label', help="class names or their indices (0 = the first class)")
+    p.add_argument('--text-column', default=None, help='default: as the model was trained, else text')
+    p.add_argument('--text-pair-column', default=None, help='sentence pairs: default as the model was trained')
+    p.add_argument('--label-column', default=None,
+                   help="class names or their indices (0 = the first class); default: as trained, else label")
     p.add_argument('--output', default=None, help='where to write the JSON report (default: MODEL_DIR/evaluation.json)')
     p.add_argument('--ctx', choices=('cpu', 'gpu'), default='cpu')
     p.set_defaults(func=run)

@@ -14,6 +14,18 @@ def register(subparsers) -> None:
                    help='built-in model, GluonNLP zoo name, Hugging Face BERT directory, or a pretrain output dir')
     p.add_argument('--data', choices=('movie-reviews', 'imdb'), default=D.data)
     p.add_argument('--imdb-root', default=D.imdb_root, help='folder with aclImdb/ or aclImdb_v1.tar.gz (--data imdb)')
+    p.add_argument('--train', default=D.train, help='your own data: a .csv, .tsv or .jsonl file of labelled text')
+    p.add_argument('--validation', default=D.validation, help='scored after every epoch (with --train)')
+    p.add_argument('--test', default=D.test, help='scored once, at the end (with --train)')
+    p.add_argument('--text-column', default=D.text_column)
+    p.add_argument('--text-pair-column', default=D.text_pair_column, help='the second text of sentence pairs')
+    p.add_argument('--label-column', default=D.label_column,
+                   help='any strings or integers; classes in numeric order if all are integers, else alphabetical')
+    p.add_argument('--validation-fraction', type=float, default=D.validation_fraction,
+                   help='of the training data (of its movies for the built-in corpus) held out for validation, '
+                   'when no --validation file is given')
+    p.add_argument('--select', choices=('last', 'best'), default=D.select,
+                   help="keep the parameters of the last epoch, or of the best one on the validation data")
     p.add_argument('--epochs', type=int, default=D.epochs)
     p.add_argument('--lr', type=float, default=D.lr)
     p.add_argument('--warmup-ratio', type=float, default=D.warmup_ratio, help='warm-up over this share of all steps')

@@ -27,6 +27,11 @@ def read_sentences(args: argparse.Namespace) -> list[str]:
     else:
         lines = args.sentences
     sentences = [line for line in lines if line.strip()]
+    if args.pairs:
+        bad = [line for line in sentences if line.count('\t') != 1]
+        if bad:
+            raise ValueError(f'--pairs: each line must be two texts separated by one tab, got {bad[0]!r}')
+        sentences = [tuple(line.split('\t')) for line in sentences]
     if not sentences:
         raise ValueError('no sentence given: pass sentences as arguments, - to read them from standard input, or '
                          '--input FILE')
@@ -41,10 +46,12 @@ def run(args: argparse.Namespace) -> int:
     results = predict_sentiments(net, ctx, vocabulary, tokenizer, sentences, max_len=config['max_len'],
                                  labels=config['labels'])
     for sentence, (label, prob) in zip(sentences, results):
+        text = '\t'.join(sentence) if isinstance(sentence, tuple) else sentence
         if args.json:
-            print(json.dumps({'text': sentence, 'label': label, 'probability': prob}))
+            print(json.dumps({'text': list(sentence) if isinstance(sentence, tuple) else sentence, 'label': label,
+                              'probability': prob}))
         else:
-            print(f'{label}\t{prob:.4f}\t{sentence}' if len(sentences) > 1 else f'{label}\t{prob:.4f}')
+            print(f'{label}\t{prob:.4f}\t{text}' if len(sentences) > 1 else f'{label}\t{prob:.4f}')
     return 0
 
 
@@ -53,6 +60,7 @@ def register(subparsers) -> None:
     p.add_argument('--model-dir', default='runs/finetune', help='output folder of finetune')
     p.add_argument('--input', default=None, help='a text file of sentences, one a line')
     p.add_argument('--json', action='store_true', help='one JSON object a line: text, label, probability')
+    p.add_argument('--pairs', action='store_true', help='each sentence is two texts separated by a tab')
     p.add_argument('--ctx', choices=('cpu', 'gpu'), default='cpu')
     p.add_argument('sentences', nargs='*', help="sentences to classify, or - to read one a line from stdin")
     p.set_defaults(func=run)

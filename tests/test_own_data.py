@@ -1,0 +1,123 @@
+"""Fine-tuning on your own files: any number of classes, sentence pairs, a validation split, the best epoch."""
+import csv
+import json
+import random
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+from conftest import toy_reviews
+from mxnet import gluon
+
+from bert_tutorial import BERTClassifier, FinetuneConfig, finetune, train_loop
+from bert_tutorial import finetuning as finetuning_module
+from bert_tutorial.sentiment_data import class_order, encode_labels, read_rotten_tomatoes, sentiment_loader
+
+
+def write_csv(path, header, rows):
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_class_order_and_labels_absent_from_training():
+    assert class_order(['rotten', 'fresh', 'plot', 'fresh']) == ['fresh', 'plot', 'rotten']
+    assert class_order(['10', '2', '-1', '2']) == ['-1', '2', '10']  # integers: numerically
+    rows = [('a', 'fresh'), ('b', 'meh')]
+    with pytest.raises(ValueError, match=r"dev.csv, example 2: label 'meh' is not a class of the training data"):
+        encode_labels(rows, ['fresh', 'rotten'], 'dev.csv')
+
+
+@pytest.mark.parametrize('changes, match', [
+    (dict(validation='v.csv'), r'validation \(--validation\) and test \(--test\) files go with a train'),
+    (dict(select='best'), r"select \(--select\) 'best' needs validation data"),
+    (dict(validation_fraction=1.0), r'validation_fraction \(--validation-fraction\) must be in \[0, 1\)'),
+    (dict(select='first'), r"select \(--select\) must be one of 'last', 'best'"),
+])
+def test_bad_data_settings(changes, match):
+    with pytest.raises(ValueError, match=match):
+        FinetuneConfig(**changes).check()
+
+
+@pytest.mark.slow
+def test_three_classes_from_a_file_with_a_validation_split_and_the_best_epoch(tmp_path):
+    """Fresh, rotten and plot snippets of the built-in corpus as three classes."""
+    rng = random.Random(0)
+    rows = read_rotten_tomatoes()
+    by = {c: [r['text'] for r in rows if r['category'] == c and r['text'].strip()] for c in ('fresh', 'rotten', 'plot')}
+    examples = [(t, c) for c in by for t in rng.sample(by[c], 160)]
+    rng.shuffle(examples)
+    train = write_csv(tmp_path / 'train.csv', ['text', 'label'], examples[:360])
+    test = write_csv(tmp_path / 'test.csv', ['text', 'label'], examples[360:])
+    result = finetune(FinetuneConfig(train=str(train), test=str(test), validation_fraction=0.2, select='best',
+                                     epochs=2, max_len=64, out=str(tmp_path / 'out'), progress=False))
+    m = result.metrics
+    assert m['labels'] == ['fresh', 'plot', 'rotten'] and (m['num_train'], m['num_validation']) == (288, 72)
+    scores = [h['validation_accuracy'] for h in result.history]
+    assert m['selected_epoch'] == int(np.argmax(scores)) and m['validation_accuracy'] == max(scores)
+    assert m['test_accuracy'] > 0.5  # chance: 1/3
+    config = json.loads((tmp_path / 'out' / 'config.json').read_text())
+    assert config['labels'] == ['fresh', 'plot', 'rotten'] and config['num_classes'] == 3
+    # evaluate, on the same file, scores the saved (selected) model as the recipe did
+    out = subprocess.run([sys.executable, '-m', 'bert_tutorial', 'evaluate', '--model-dir', str(tmp_path / 'out'),
+                          '--data', str(test)], capture_output=True, text=True, check=True, timeout=300)
+    report = json.loads((tmp_path / 'out' / 'evaluation.json').read_text())
+    assert report['accuracy'] == pytest.approx(m['test_accuracy'], abs=1.5 / 120), out.stdout
+    assert report['labels'] == ['fresh', 'plot', 'rotten'] and sum(map(sum, report['confusion'])) == 120
+
+
+@pytest.mark.slow
+def test_sentence_pairs_learn_a_relation_between_the_two_texts(tmp_path):
+    """Is B A's words in another order, or another snippet's? Both Bs are shuffled snippets of the built-in corpus,
+    so only B's relation to A (the pair, with its segment ids) tells the label."""
+    rng = random.Random(0)
+    texts = [r['text'] for r in read_rotten_tomatoes() if r['category'] in ('fresh', 'rotten')
+             and len(r['text'].split()) >= 6]
+    rng.shuffle(texts)
+    pairs = []
+    for i, a in enumerate(texts[:700]):
+        same = rng.random() < 0.5
+        words = (a if same else texts[700 + i]).split()
+        rng.shuffle(words)
+        pairs.append((a, ' '.join(words), 'same' if same else 'other'))
+    header = ['text', 'text_pair', 'label']
+    train = write_csv(tmp_path / 'train.csv', header, pairs[:500])
+    test = write_csv(tmp_path / 'test.csv', header, pairs[500:])
+    result = finetune(FinetuneConfig(train=str(train), test=str(test), text_pair_column='text_pair', epochs=2,
+                                     max_len=64, lr=1e-4, out=str(tmp_path / 'out'), progress=False))
+    assert result.metrics['labels'] == ['other', 'same']
+    assert result.metrics['test_accuracy'] > 0.8  # chance 0.5; 200 test pairs
+    lines = subprocess.run([sys.executable, '-m', 'bert_tutorial', 'predict', '--model-dir', str(tmp_path / 'out'),
+                            '--pairs', '--json', '-'], input=f'{pairs[600][0]}\t{pairs[600][1]}\n', text=True,
+                           capture_output=True, check=True, timeout=300).stdout.splitlines()
+    assert json.loads(lines[0])['label'] == pairs[600][2]
+
+
+@pytest.mark.parametrize('on_disk', [False, True])
+def test_select_best_keeps_the_parameters_of_the_best_validation_epoch(tiny_bert, tiny_vocab, tmp_path, monkeypatch,
+                                                                        on_disk):
+    import gluonnlp as nlp
+    tok = nlp.data.BERTTokenizer(tiny_vocab, lower=True)
+    train = sentiment_loader(toy_reviews(64, seed=1), tok, tiny_vocab, 16, 16, shuffle=True)
+    net = BERTClassifier(tiny_bert, 2)
+    net.classifier.initialize(mx.init.Normal(0.02))
+    scripted = iter([0.6, 0.9, 0.7])  # the validation accuracies of epochs 0, 1, 2
+    monkeypatch.setattr(finetuning_module, 'evaluate_accuracy', lambda *a: next(scripted))
+    snapshots = []
+
+    def snapshot(record):
+        if 'validation_accuracy' in record:
+            snapshots.append({k: p.data().asnumpy().copy() for k, p in net._collect_params_with_prefix().items()})
+
+    history = train_loop(net, train, train, 3, 1e-2, mx.cpu(), gluon.loss.SoftmaxCELoss(), eval_name='Validation',
+                         select='best', callback=snapshot, progress=False,
+                         checkpoint_dir=tmp_path if on_disk else None)
+    assert [h['validation_accuracy'] for h in history] == [0.6, 0.9, 0.7]
+    final = {k: p.data().asnumpy() for k, p in net._collect_params_with_prefix().items()}
+    for key, value in final.items():
+        np.testing.assert_array_equal(value, snapshots[1][key])
+    assert any(not np.array_equal(snapshots[1][k], snapshots[2][k]) for k in final)  # the last epoch differed
