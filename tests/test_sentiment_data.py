@@ -74,8 +74,14 @@ def test_transform_and_batchify(tiny_vocab):
     ids, length, segments, label = t('The movie was GREAT fun', 1)
     # [CLS] the movie was [SEP]: cut to max_len
     assert list(ids) == [2, 12, 11, 16, 3] and length == 5 and label == 1 and not segments.any()
-    with pytest.raises(ValueError, match='label must be 0'):
+    with pytest.raises(ValueError, match=r'label must be a class index in \[0, 2\), got 2'):
         t('good', 2)
+    pair = data.SentimentTransform(tok, max_len=16, pair=True, num_classes=3)
+    ids, length, segments, label = pair('good fun', 'a dull plot', 2)
+    # [CLS] good fun [SEP] a dull plot [SEP]: segment 0 for the first text, 1 for the second
+    assert list(segments) == [0, 0, 0, 0, 1, 1, 1, 1] and length == 8 and label == 2
+    with pytest.raises(ValueError, match='a pair transform needs text and text_pair'):
+        pair('good fun')
     with pytest.raises(ValueError, match='text must be a string'):
         t(None, 0)
     with pytest.raises(ValueError, match='max_len must be an integer >= 3'):
