@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,18 +146,30 @@ def check_fresh_start(run_dir: str | os.PathLike) -> None:
                          f'{_checkpoints_dir(run_dir)})')
 
 
-def check_settings(run_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
-    """Refuse (``ValueError``, one line) to resume ``run_dir`` with ``settings`` that differ from those its newest
-    intact checkpoint was written with: the saved state would mean something else, or the schedule would change.
-    A folder whose checkpoints are all damaged is refused too."""
+def check_run_dir(run_dir: str | os.PathLike, resume: bool, settings: dict[str, Any]) -> None:
+    """Before any work: refuse to resume ``run_dir`` with ``settings`` that differ from those its newest intact
+    checkpoint was written with (the saved state would mean something else, or the schedule would change), or a
+    folder whose checkpoints are all damaged; refuse to start afresh over another run's checkpoints."""
+    if not resume:
+        check_fresh_start(run_dir)
+        return
+    for path, state in _intact(run_dir, warn=False):
+        _compare(path, state.get('settings'), settings)
+        return
+
+
+def _intact(run_dir: str | os.PathLike, warn: bool = True) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """``(folder, state)`` of ``run_dir``'s intact checkpoints, newest first (damaged ones passed over, with a
+    warning); ``ValueError`` when there are checkpoints and none of them is intact."""
     paths = checkpoints(run_dir)
     for path in paths:
         try:
             state = read_state(path)
-        except ValueError:
-            continue  # damaged: resume() falls back past it
-        _compare(path, state.get('settings'), settings)
-        return
+        except ValueError as err:
+            if warn:
+                log.warning('%s; trying the checkpoint before it', err)
+            continue
+        yield path, state
     if paths:
         raise ValueError(f'no checkpoint of {_checkpoints_dir(run_dir)} is intact: resume is not possible; start '
                          'afresh in another out folder (or delete that one)')
@@ -182,13 +195,7 @@ def resume(run_dir: str | os.PathLike | None, net: mx.gluon.Block, trainer: mx.g
     checkpoints are all damaged is refused. With ``settings``, a checkpoint written with other ones is refused."""
     if run_dir is None:
         raise ValueError('resume=True needs checkpoint_dir')
-    paths = checkpoints(run_dir)
-    for path in paths:
-        try:
-            state = read_state(path)
-        except ValueError as err:
-            log.warning('%s; trying the checkpoint before it', err)
-            continue
+    for path, state in _intact(run_dir):
         if settings is not None:
             _compare(path, state.get('settings'), settings)
         try:
@@ -198,9 +205,6 @@ def resume(run_dir: str | os.PathLike | None, net: mx.gluon.Block, trainer: mx.g
             continue
         log.info('resumed from %s (epoch %s, step %d)', path, state.get('epoch'), state['step'])
         return state
-    if paths:
-        raise ValueError(f'no checkpoint of {_checkpoints_dir(run_dir)} is intact: resume is not possible; start '
-                         'afresh in another out folder (or delete that one)')
     log.info('no checkpoint in %s: starting from scratch', run_dir)
     return None
 

@@ -23,8 +23,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
-from .checkpoint import check_fresh_start, save_checkpoint
-from .checkpoint import check_settings as check_resumable
+from .checkpoint import check_fresh_start, check_run_dir, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import check_settings, fraction, integer, one_of, positive, setting
 from .devices import as_context_list, contexts
@@ -150,7 +149,7 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
                     clip=clip, seed=seed, steps_per_epoch=steps_per_epoch)
     history: list[dict] = []
     step = start_epoch = 0
-    if checkpoint_dir is not None and not resume:
+    if checkpoint_dir is not None and not resume:  # resuming, resume_from compares the settings
         check_fresh_start(checkpoint_dir)
     with watchdog.waiting('the other workers to resume') if trainer.distributed else contextlib.nullcontext():
         state = resume_from(checkpoint_dir, net, trainer, ctx=contexts, settings=settings) if resume else None
@@ -430,10 +429,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
 
 def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore) -> FinetuneResult:
-    if config.resume:  # before anything loads
-        check_resumable(out, config.run_settings())
-    else:
-        check_fresh_start(out)
+    check_run_dir(out, config.resume, config.run_settings())  # before anything loads
     started = time.time()
     pooling = config.pooling
     if pooling == 'auto':  # sentence encoders were trained with mean pooling; BERT's pooler is for [CLS]

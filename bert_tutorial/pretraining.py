@@ -20,8 +20,7 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
-from .checkpoint import check_fresh_start, save_checkpoint
-from .checkpoint import check_settings as check_resumable
+from .checkpoint import check_fresh_start, check_run_dir, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import check_batch_positions, check_settings, fraction, integer, is_concrete, one_of, positive, setting
 from .encoders import SIZES, TutorialBERT
@@ -150,7 +149,7 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
                     weight_decay=weight_decay, eval_every=eval_every, seed=seed, steps_per_epoch=steps_per_epoch)
     history: list[dict] = []
     step = 0
-    if checkpoint_dir is not None and not resume:
+    if checkpoint_dir is not None and not resume:  # resuming, resume_from compares the settings
         check_fresh_start(checkpoint_dir)
     state = resume_from(checkpoint_dir, model, trainer, ctx=ctx, settings=settings) if resume else None
     if state is not None:
@@ -273,10 +272,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
 
 
 def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
-    if config.resume:  # before anything loads
-        check_resumable(out, config.run_settings())
-    else:
-        check_fresh_start(out)
+    check_run_dir(out, config.resume, config.run_settings())  # before anything loads
     ctx = mx.gpu(0) if config.ctx == 'gpu' else mx.cpu()
     seed_everything(config.seed)
     started = time.time()

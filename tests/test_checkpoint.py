@@ -110,12 +110,12 @@ def test_temporary_folders_of_killed_runs_are_removed(tmp_path):
 
 
 def test_resume_refuses_other_settings_and_warns_when_it_cannot_check(tmp_path, caplog):
-    from bert_tutorial.checkpoint import check_settings, resume
+    from bert_tutorial.checkpoint import check_run_dir, resume
 
     net, trainer = _net_and_trainer()
     settings = {'batch_size': 4, 'lr': 5e-5, 'pooling': 'mean', 'seed': 0, 'epochs': 3}
     path = save_checkpoint(tmp_path, net, trainer, {'step': 1, 'settings': settings})
-    check_settings(tmp_path, dict(settings))  # the same: accepted
+    check_run_dir(tmp_path, True, dict(settings))  # the same: accepted
     for key, value in (('batch_size', 8), ('lr', 1e-4), ('pooling', 'cls'), ('seed', 1), ('epochs', 4)):
         with pytest.raises(ValueError, match=f'written with {key}={settings[key]!r}, this run has {key}={value!r}'):
             resume(tmp_path, *_net_and_trainer(), settings=dict(settings, **{key: value}))
