@@ -119,7 +119,7 @@ def load_hf_checkpoint(directory: str | os.PathLike, ctx=None, dropout: float = 
     require_files(directory, ('config.json', 'model.safetensors', 'vocab.txt'), 'a Hugging Face BERT checkpoint',
                   'expected config.json, model.safetensors and vocab.txt')
     ctx = ctx or mx.cpu()
-    config = hf_encoder_config(json.loads((directory / 'config.json').read_text()), dropout,
+    config = hf_encoder_config(_read_json(directory / 'config.json'), dropout,
                                where=str(directory / 'config.json'))
     vocab = load_vocabulary(directory / 'vocab.txt')
     if len(vocab) != config['vocab_size']:
