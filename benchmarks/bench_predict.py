@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import io
 import json
 import logging
@@ -38,6 +39,7 @@ import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 
+from bert_tutorial.devices import machine_description
 from bert_tutorial.finetuning import FinetuneConfig, finetune
 from bert_tutorial.hub import load_model
 from bert_tutorial.predict import predict_sentiment, predict_sentiments, sentence_batches
@@ -195,6 +197,7 @@ def main() -> int:
         'latency_sentences': n_latency, 'batch_size': BATCH_SIZE, 'max_len': max_len,
         'model_dir': str(args.model_dir) if Path(args.model_dir, 'model.params').is_file() else 'tiny (--quick)',
         'omp_num_threads': os.environ.get('OMP_NUM_THREADS'), 'cpu_count': os.cpu_count(),
+        'measured': {'date': datetime.date.today().isoformat(), **machine_description()},
     })
     results['bars'] = {'int8_speedup_at_least_2x': results['int8_speedup'] >= 2.0,
                        'int8_accuracy_within_1_point': results['int8_accuracy_drop'] <= 0.01}

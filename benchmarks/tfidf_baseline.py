@@ -2,12 +2,13 @@
 
     pip install -e ".[bench]" && python benchmarks/tfidf_baseline.py [--seed 0]
 
-It uses ``bert_tutorial.data.load_movie_reviews``, the split the ``finetune`` command trains and tests on,
+It uses ``bert_tutorial.sentiment_data.load_movie_reviews``, the split the ``finetune`` command trains and tests on,
 and writes ``benchmarks/results/tfidf_baseline.json``.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
+from bert_tutorial.devices import machine_description
 from bert_tutorial.sentiment_data import load_movie_reviews
 
 RESULTS = Path(__file__).parent / 'results' / 'tfidf_baseline.json'
@@ -32,7 +34,8 @@ def main() -> None:
     model.fit([t for t, _ in train], [y for _, y in train])
     accuracy = float(model.score([t for t, _ in test], [y for _, y in test]))
     result = {'test_accuracy': accuracy, 'num_train': len(train), 'num_test': len(test), 'seed': args.seed,
-              'seconds': time.time() - start, 'model': 'tfidf(1-2 grams) + logistic regression'}
+              'seconds': time.time() - start, 'model': 'tfidf(1-2 grams) + logistic regression',
+              'measured': {'date': datetime.date.today().isoformat(), **machine_description()}}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + '\n')
     print(f"TF-IDF + logistic regression: test accuracy {accuracy:.4f} "

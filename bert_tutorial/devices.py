@@ -1,6 +1,8 @@
 """Where to compute: MXNet contexts from the command line's ``cpu``/``gpu``, or as the caller gives them."""
 from __future__ import annotations
 
+import os
+
 import mxnet as mx
 
 
@@ -22,3 +24,29 @@ def contexts(kind: str) -> list[mx.Context]:
             raise ValueError('ctx gpu: no GPU is visible to MXNet')
         return [mx.gpu(i) for i in range(n)]
     return [mx.cpu()]
+
+
+# The instruction sets that decide which kernels are fast here (bfloat16 and INT8 dot products, AMX).
+CPU_FLAGS_OF_INTEREST = ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_bf16', 'amx_int8')
+
+
+def machine_description(cpuinfo: str = '/proc/cpuinfo') -> dict:
+    """The CPU a figure was measured on, read at run time: ``{'cpu', 'cores', 'flags', 'gpus'}``.
+
+    ``flags`` lists the present members of ``CPU_FLAGS_OF_INTEREST``; the model differs between machines of the
+    same kind, so benchmarks record it next to every figure.
+    """
+    model, flags = 'unknown', set()
+    try:
+        with open(cpuinfo, encoding='utf-8') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                if key.strip() == 'model name' and model == 'unknown':
+                    model = value.strip()
+                elif key.strip() == 'flags' and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass  # not Linux: the model stays 'unknown' rather than guessed
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return {'cpu': model, 'cores': cores,
+            'flags': [f for f in CPU_FLAGS_OF_INTEREST if f in flags], 'gpus': mx.context.num_gpus()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import itertools
 import json
 import logging
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from .checkpoint import check_fresh_start, check_run_dir, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import check_settings, fraction, integer, one_of, positive, setting
-from .devices import as_context_list, contexts
+from .devices import as_context_list, contexts, machine_description
 from .encoders import GluonBERT, TutorialBERT
 from .files import locked_output, write_atomic
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
@@ -328,6 +329,9 @@ class FinetuneConfig:
 
 @dataclass
 class FinetuneResult:
+    """What ``finetune`` returns: the fine-tuned classifier and its vocabulary, one history record per epoch, the
+    ``metrics`` (also in ``out/metrics.json``) and the output folder."""
+
     model: BERTClassifier
     vocabulary: nlp.vocab.BERTVocab
     history: list[dict]
@@ -335,6 +339,7 @@ class FinetuneResult:
     out: Path
 
     def summary(self) -> str:
+        """The line ``python -m bert_tutorial finetune`` prints at the end."""
         return (f"test accuracy {self.metrics['test_accuracy']:.4f} after {len(self.history)} epoch(s), "
                 f"{self.metrics['seconds']:.0f} s; model saved in {self.out}")
 
@@ -493,6 +498,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
         'seconds': time.time() - started, 'num_train': len(train), 'num_validation': len(data.validation or []),
         'num_test': len(data.test or []), 'max_len': max_len,
         'config': dataclasses.asdict(config), 'history': history,
+        'measured': {'date': datetime.date.today().isoformat(), **machine_description()},
     }
     (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
     return FinetuneResult(net, vocabulary, history, metrics, out)

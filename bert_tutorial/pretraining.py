@@ -7,6 +7,7 @@ the loop, and an encoder folder (``TutorialBERT``, ``save_model``) that ``finetu
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from .checkpoint import check_fresh_start, check_run_dir, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import check_batch_positions, check_settings, fraction, integer, is_concrete, one_of, positive, setting
+from .devices import machine_description
 from .encoders import SIZES, TutorialBERT
 from .files import locked_output
 from .hub import save_model
@@ -241,6 +243,9 @@ class PretrainConfig:
 
 @dataclass
 class PretrainResult:
+    """What ``pretrain`` returns: the trained model and its vocabulary, one history record per epoch, the held-out
+    ``metrics`` (also in ``out/metrics.json``) and the output folder."""
+
     model: BERTPretrainModel
     vocabulary: nlp.vocab.BERTVocab
     history: list[dict]
@@ -248,6 +253,7 @@ class PretrainResult:
     out: Path
 
     def summary(self) -> str:
+        """The line ``python -m bert_tutorial pretrain`` prints at the end."""
         m = self.metrics
         return (f"held-out MLM accuracy {m['mlm_accuracy']:.3f} (always '{m['baseline_token']}': "
                 f"{m['mlm_baseline_accuracy']:.3f}), NSP accuracy {m['nsp_accuracy']:.3f}, {m['seconds']:.0f} s; "
@@ -304,6 +310,7 @@ def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
     metrics = {k: final[k] for k in ('mlm_loss', 'mlm_accuracy', 'nsp_accuracy', 'mlm_baseline_accuracy')}
     metrics.update(baseline_token=vocab.idx_to_token[baseline], seconds=time.time() - started,
                    vocab_size=len(vocab), num_train_pairs=len(train_set), num_eval_pairs=len(eval_set),
-                   model=model.config, config=dataclasses.asdict(config), history=history)
+                   model=model.config, config=dataclasses.asdict(config), history=history,
+                   measured={'date': datetime.date.today().isoformat(), **machine_description()})
     (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
     return PretrainResult(model, vocab, history, metrics, out)

@@ -1,0 +1,64 @@
+"""Record a finished ``finetune`` run's figures for the README and the site's figures page.
+
+    python benchmarks/record_run.py runs/finetune --name "finetune (defaults)"
+
+Reads ``RUN/metrics.json`` and writes ``benchmarks/results/runs/<slug>.json``: the command that reproduces the
+run (rebuilt from its saved config: the flags whose values differ from the command's defaults), the accuracies,
+the epoch kept, the time, and the date and machine the run recorded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from bert_tutorial.cli import build_parser
+
+RESULTS = Path(__file__).parent / 'results' / 'runs'
+
+
+def command_of(config: dict, command: str = 'finetune') -> str:
+    """``python -m bert_tutorial COMMAND`` with the flags that give ``config`` (defaults left out)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    words = ['python -m bert_tutorial', command]
+    for action in sub._actions:
+        if action.dest not in config or action.dest == 'out' or not action.option_strings:
+            continue
+        value, flag = config[action.dest], action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            if value != action.default:
+                words.append(flag)
+        elif value != action.default:
+            words += [flag, str(value)]
+    return ' '.join(words)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('run', help='a finetune output folder with metrics.json')
+    parser.add_argument('--name', required=True, help='what the figures page calls the run')
+    args = parser.parse_args()
+    path = Path(args.run) / 'metrics.json'
+    if not path.is_file():
+        raise SystemExit(f'error: {path} does not exist: pass a finished finetune run folder')
+    metrics = json.loads(path.read_text())
+    if 'measured' not in metrics:
+        raise SystemExit(f'error: {path} does not record the date and machine of its run (written before '
+                         'bert_tutorial 0.3): run it again')
+    record = {
+        'name': args.name, 'command': command_of(metrics['config']),
+        **{k: metrics[k] for k in ('test_accuracy', 'validation_accuracy', 'selected_epoch', 'seconds',
+                                   'num_train', 'num_validation', 'num_test', 'measured')},
+        'epochs': len(metrics['history']),
+        'epoch_accuracies': [{k: v for k, v in h.items() if k.endswith('accuracy')} for h in metrics['history']],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / (re.sub(r'[^a-z0-9]+', '-', args.name.lower()).strip('-') + '.json')
+    out.write_text(json.dumps(record, indent=2) + '\n')
+    print(f'{out}: {record["command"]}: test accuracy {record["test_accuracy"]:.4f}')
+
+
+if __name__ == '__main__':
+    main()
