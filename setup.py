@@ -11,11 +11,14 @@ setup(
     description='The MXNet/Gluon "BERT Pre-training and Fine-tuning" tutorial as an installable package',
     long_description=(here / 'README.md').read_text(),
     long_description_content_type='text/markdown',
+    license='Apache-2.0',
     packages=find_packages(include=['bert_tutorial', 'bert_tutorial.*']),
     python_requires='>=3.11,<3.12',
     install_requires=[r for r in requirements if r],
     extras_require={
         'bench': ['scikit-learn==1.3.2'],
+        # The site: python -m sphinx -W -b html docs docs/_build/html; docs/check_site.py drives Debian's chromium.
+        'docs': ['sphinx>=8', 'myst-nb>=1.1', 'furo>=2024.8.6', 'sphinx-argparse>=0.5', 'selenium>=4.20'],
         'test': [
             'pytest>=7',
             'hypothesis>=6.80',

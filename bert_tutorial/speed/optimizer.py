@@ -21,6 +21,7 @@ class FusedBERTAdam(nlp.optimizer.BERTAdam):
         self.aggregate_num = 0  # one kernel call a parameter: adam_update takes no lists
 
     def update(self, index, weight, grad, state):
+        """One step on ``weight`` in place; lists and float16 weights take ``BERTAdam``'s own path."""
         if isinstance(index, (list, tuple)) or weight.dtype != np.float32:
             return super().update(index, weight, grad, state)
         self._update_count(index)
@@ -36,6 +37,7 @@ class FusedBERTAdam(nlp.optimizer.BERTAdam):
                           clip_gradient=self.clip_gradient if self.clip_gradient else -1.0, lazy_update=False)
 
     def update_multi_precision(self, index, weight, grad, state):
+        """``update``, or ``BERTAdam``'s float32 master-weight path for float16 weights."""
         if self.multi_precision and weight.dtype == np.float16:
             return super().update_multi_precision(index, weight, grad, state)
         return self.update(index, weight, grad, state)

@@ -1,0 +1,94 @@
+"""The site's sources: every public name documented, the notebooks free of machine paths, the layout table
+complete, and the commands that the figures page shows reproducing their runs."""
+import dataclasses
+import inspect
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import bert_tutorial
+from bert_tutorial.cli import build_parser
+from bert_tutorial.finetuning import FinetuneConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'docs' / '_ext'))
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+
+
+def own_docstring(obj) -> str:
+    """The docstring ``obj`` itself defines: not one inherited from a base class, nor the signature that
+    ``dataclass`` writes for a class without one."""
+    doc = obj.__dict__.get('__doc__') if inspect.isclass(obj) else obj.__doc__
+    if not doc or (inspect.isclass(obj) and dataclasses.is_dataclass(obj) and doc.startswith(obj.__name__ + '(')):
+        return ''
+    return doc.strip()
+
+
+@pytest.mark.parametrize('name', bert_tutorial.__all__)
+def test_every_public_name_has_a_docstring(name):
+    obj = getattr(bert_tutorial, name)
+    assert own_docstring(obj), f'bert_tutorial.{name} has no docstring of its own: the API reference would be empty'
+    if inspect.isclass(obj):
+        for member, value in vars(obj).items():
+            if inspect.isfunction(value) and not member.startswith('_') and member not in (
+                    'forward', 'hybrid_forward'):
+                assert own_docstring(value), f'bert_tutorial.{name}.{member} has no docstring'
+
+
+def test_own_docstring_catches_what_sphinx_does_not_warn_about():
+    @dataclasses.dataclass
+    class Bare:
+        x: int = 0
+
+    class Inherits(Bare):
+        pass
+
+    assert own_docstring(Bare) == '' and own_docstring(Inherits) == ''
+    assert own_docstring(bert_tutorial.FinetuneConfig).startswith('Everything')
+
+
+def test_api_page_lists_every_public_name_once():
+    from bt_api import public_groups
+    listed = [n for _, names in public_groups() for n in names]
+    assert sorted(listed) == sorted(bert_tutorial.__all__) and len(set(listed)) == len(listed)
+
+
+MACHINE_PATH = re.compile(r'(/work/|/root/|/home/|/tmp/|/private/var/|C:\\\\Users)')
+
+
+@pytest.mark.parametrize('notebook', sorted((ROOT / 'notebooks').glob('*.ipynb')), ids=lambda p: p.name)
+def test_stored_notebooks_hold_no_machine_paths(notebook):
+    hits = sorted(set(MACHINE_PATH.findall(notebook.read_text(encoding='utf-8'))))
+    assert not hits, f'{notebook.name} stores paths of the machine it ran on: {hits} (run tools/run_notebooks.py)'
+
+
+def test_layout_table_lists_every_module():
+    page = (ROOT / 'docs' / 'classes.md').read_text(encoding='utf-8')
+    modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / 'bert_tutorial').rglob('*.py')
+                     if p.name not in ('__init__.py', '__main__.py') and '__pycache__' not in p.parts)
+    missing = [m for m in modules if f'`{m}`' not in page and f'`{Path(m).parent.as_posix()}/`' not in page
+               and not (m.startswith('bert_tutorial/commands/') and '`commands/`' in page)]
+    assert not missing, f'docs/classes.md (Layout) does not describe {missing}'
+
+
+def test_recorded_command_reproduces_the_run_config():
+    from record_run import command_of
+    config = FinetuneConfig(validation_fraction=0.1, select='best', epochs=4, lr=3e-5, bucket=False,
+                            freeze_word_embed=False, text_pair_column='b', out='elsewhere')
+    command = command_of(dataclasses.asdict(config))
+    words = command.split()
+    assert words[:4] == ['python', '-m', 'bert_tutorial', 'finetune']
+    args = build_parser().parse_args(words[3:])
+    rebuilt = FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)})
+    assert dataclasses.replace(rebuilt, out=config.out) == config
+    assert command_of(dataclasses.asdict(FinetuneConfig())) == 'python -m bert_tutorial finetune'
+
+
+@pytest.mark.parametrize('path', sorted((ROOT / 'benchmarks' / 'results').rglob('*.json')),
+                         ids=lambda p: p.relative_to(ROOT / 'benchmarks' / 'results').as_posix())
+def test_every_result_records_when_and_where_it_was_measured(path):
+    measured = json.loads(path.read_text())['measured']
+    assert re.fullmatch(r'\d{4}-\d\d-\d\d', measured['date']) and measured['cpu'] and measured['cores'] >= 1
