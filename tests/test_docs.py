@@ -92,3 +92,29 @@ def test_recorded_command_reproduces_the_run_config():
 def test_every_result_records_when_and_where_it_was_measured(path):
     measured = json.loads(path.read_text())['measured']
     assert re.fullmatch(r'\d{4}-\d\d-\d\d', measured['date']) and measured['cpu'] and measured['cores'] >= 1
+
+
+def test_site_check_reports_what_a_reader_would_see_broken(tmp_path):
+    sys.path.insert(0, str(ROOT / 'docs'))
+    import check_site
+    if not (check_site._find(check_site.BROWSERS) and check_site._find(check_site.DRIVERS)):
+        pytest.skip('chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)')
+    pytest.importorskip('selenium')
+    site = tmp_path / 'site'
+    (site / 'notebooks').mkdir(parents=True)
+    (site / 'index.html').write_text(
+        '<html><head><link rel="icon" href="data:,"></head><body><article><h1 id="top">x</h1>'
+        '<a href="notebooks/bert_finetuning.html#plot">ok</a> <a href="missing.html">broken</a> '
+        '<a href="index.html#nowhere">no anchor</a> <img src="gone.png"></article></body></html>')
+    svg = (ROOT / 'docs' / '_static' / 'favicon.svg').read_bytes()
+    (site / 'notebooks' / 'plot.svg').write_bytes(svg)
+    (site / 'notebooks' / 'bert_finetuning.html').write_text(
+        '<html><head><link rel="icon" href="data:,"></head><body><article><div id="plot">'
+        '<img src="plot.svg" width="64"></div></article></body></html>')
+    problems = check_site.check(site, tmp_path / 'shots')
+    assert any('broken link to missing.html' in p for p in problems)
+    assert any('missing anchor: index.html#nowhere' in p for p in problems)
+    assert any('image did not load: gone.png' in p for p in problems)
+    assert not any('bert_finetuning' in p for p in problems), problems
+    assert (tmp_path / 'shots' / 'landing.png').stat().st_size > 0
+    assert (tmp_path / 'shots' / 'finetuning_training_plot.png').stat().st_size > 0
