@@ -1,0 +1,410 @@
+// CPU kernels for BERT training, as an MXNet 1.9 external operator library (mxnet/lib_api.h).
+//
+// bert_layer_norm(data, gamma, beta; eps) -> (out, mean, rstd)
+//     LayerNorm over the last axis, the math of mx.nd.LayerNorm(axis=-1). mean and rstd (1 / sqrt(var + eps)),
+//     shaped (..., 1), are kept for the backward pass.
+// bert_dropout(data, train; p, seed, offset) -> (out, key)
+//     out = data * keep * (1 / (1 - p)), where keep(i) is a keyed hash of the element index i: the mask is never
+//     stored, backward recomputes it from the 2 x uint32 key output. The key comes from the attribute seed (and
+//     offset) when seed >= 0, else from MXNet's seeded CPU generator (mx.random.seed). `train` is a (1,) float32
+//     input: 1 runs as identity (inference), anything else applies dropout. lib_api gives operators no
+//     is_train flag, so the Python side derives `train` from an op that has one.
+//
+// Built with portable flags; the hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and chosen at load
+// time (target_clones), so one build serves every x86-64 CPU.
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "mxnet/lib_api.h"
+
+using namespace mxnet::ext;
+
+typedef std::unordered_map<std::string, std::string> Attrs;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MULTI_ISA __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MULTI_ISA
+#endif
+
+// Below this many elements, waking the OpenMP team costs more than the work.
+static const int64_t kParallelMin = 1 << 15;
+
+static bool parse_double(const Attrs& attrs, const char* key, double fallback, double* out) {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) {
+    *out = fallback;
+    return true;
+  }
+  try {
+    size_t used = 0;
+    *out = std::stod(it->second, &used);
+    return used == it->second.size();
+  } catch (...) {
+    return false;
+  }
+}
+
+static bool parse_int64(const Attrs& attrs, const char* key, int64_t fallback, int64_t* out) {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) {
+    *out = fallback;
+    return true;
+  }
+  try {
+    size_t used = 0;
+    *out = std::stoll(it->second, &used);
+    return used == it->second.size();
+  } catch (...) {
+    return false;
+  }
+}
+
+static int64_t count(const MXTensor& t) {
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  return n;
+}
+
+// ------------------------------------------------------------------------------------------------ LayerNorm
+
+// One row: the row is read from memory once; the second and third sweeps run from L1 (a row is a few KB).
+// Two sweeps for the variance (not sum and sum of squares) keep the result as exact as MXNet's.
+MULTI_ISA static void ln_forward_rows(const float* x, const float* gamma, const float* beta, float* y,
+                                      float* mean_out, float* rstd_out, int64_t begin, int64_t end, int64_t n,
+                                      float eps) {
+  const float inv_n = 1.0f / static_cast<float>(n);
+  for (int64_t r = begin; r < end; ++r) {
+    const float* xr = x + r * n;
+    float* yr = y + r * n;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; ++j) sum += xr[j];
+    const float mean = sum * inv_n;
+    float sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t j = 0; j < n; ++j) {
+      const float c = xr[j] - mean;
+      sq += c * c;
+    }
+    const float rstd = 1.0f / std::sqrt(sq * inv_n + eps);
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) yr[j] = (xr[j] - mean) * rstd * gamma[j] + beta[j];
+    mean_out[r] = mean;
+    rstd_out[r] = rstd;
+  }
+}
+
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma, xhat = (x - mean) * rstd; gamma's and
+// beta's gradients accumulate into this thread's own rows dgamma, dbeta (summed over threads afterwards).
+MULTI_ISA static void ln_backward_rows(const float* dy, const float* x, const float* gamma, const float* mean,
+                                       const float* rstd, float* dx, float* dgamma, float* dbeta, int64_t begin,
+                                       int64_t end, int64_t n) {
+  const float inv_n = 1.0f / static_cast<float>(n);
+  for (int64_t r = begin; r < end; ++r) {
+    const float* dyr = dy + r * n;
+    const float* xr = x + r * n;
+    const float m = mean[r], s = rstd[r];
+    float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+    for (int64_t j = 0; j < n; ++j) {
+      const float xhat = (xr[j] - m) * s;
+      const float g = dyr[j] * gamma[j];
+      sum_g += g;
+      sum_gx += g * xhat;
+      dgamma[j] += dyr[j] * xhat;
+      dbeta[j] += dyr[j];
+    }
+    if (dx != nullptr) {
+      float* dxr = dx + r * n;
+      const float a = sum_g * inv_n, b = sum_gx * inv_n;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        const float xhat = (xr[j] - m) * s;
+        dxr[j] = s * (dyr[j] * gamma[j] - a - xhat * b);
+      }
+    }
+  }
+}
+
+static MXReturnValue ln_parse(const Attrs& attrs, int* num_in, int* num_out) {
+  double eps;
+  if (!parse_double(attrs, "eps", 1e-5, &eps) || !(eps >= 0)) {
+    MX_ERROR_MSG << "bert_layer_norm: eps must be a number >= 0";
+    return MX_FAIL;
+  }
+  *num_in = 3;
+  *num_out = 3;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue ln_infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
+  for (size_t i = 0; i < in->size(); ++i) {
+    if (in->at(i) != kFloat32) {
+      MX_ERROR_MSG << "bert_layer_norm: input " << i << " must be float32";
+      return MX_FAIL;
+    }
+  }
+  for (size_t i = 0; i < out->size(); ++i) out->at(i) = kFloat32;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue ln_infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
+                                    std::vector<std::vector<unsigned>>* out) {
+  const std::vector<unsigned>& data = in->at(0);
+  if (data.empty()) {
+    MX_ERROR_MSG << "bert_layer_norm: data needs at least one axis";
+    return MX_FAIL;
+  }
+  const unsigned units = data.back();
+  for (int i = 1; i < 3; ++i) {
+    if (in->at(i).size() != 1 || in->at(i)[0] != units) {
+      MX_ERROR_MSG << "bert_layer_norm: gamma and beta must have shape (" << units << ",)";
+      return MX_FAIL;
+    }
+  }
+  std::vector<unsigned> stat(data.begin(), data.end() - 1);
+  stat.push_back(1);
+  out->at(0) = data;
+  out->at(1) = stat;
+  out->at(2) = stat;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue ln_forward(const Attrs& attrs, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                                const OpResource& res) {
+  double eps;
+  parse_double(attrs, "eps", 1e-5, &eps);
+  MXTensor& data = inputs->at(0);
+  const int64_t n = data.shape.back();
+  const int64_t rows = n ? count(data) / n : 0;
+  const float* x = data.data<float>();
+  const float* gamma = inputs->at(1).data<float>();
+  const float* beta = inputs->at(2).data<float>();
+  float* y = outputs->at(0).data<float>();
+  float* mean = outputs->at(1).data<float>();
+  float* rstd = outputs->at(2).data<float>();
+  const float feps = static_cast<float>(eps);
+#pragma omp parallel if (rows * n >= kParallelMin)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+    ln_forward_rows(x, gamma, beta, y, mean, rstd, begin, end, n, feps);
+  }
+  return MX_SUCCESS;
+}
+
+// inputs: d(out), d(mean), d(rstd), data, gamma, beta, out, mean, rstd; outputs: d(data), d(gamma), d(beta).
+// The statistics are outputs only for this pass: their incoming gradients are ignored.
+static MXReturnValue ln_backward(const Attrs& attrs, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                                 const OpResource& res) {
+  const float* dy = inputs->at(0).data<float>();
+  MXTensor& data = inputs->at(3);
+  const int64_t n = data.shape.back();
+  const int64_t rows = n ? count(data) / n : 0;
+  const float* x = data.data<float>();
+  const float* gamma = inputs->at(4).data<float>();
+  const float* mean = inputs->at(7).data<float>();
+  const float* rstd = inputs->at(8).data<float>();
+  float* dx = outputs->at(0).data<float>();
+  float* dgamma = outputs->at(1).data<float>();
+  float* dbeta = outputs->at(2).data<float>();
+  const bool parallel = rows * n >= kParallelMin;
+  const int max_threads = parallel ? omp_get_max_threads() : 1;
+  // Per-thread partial sums of gamma's and beta's gradients, reduced in a fixed order (deterministic).
+  float* partial = static_cast<float*>(res.alloc_cpu(static_cast<int>(sizeof(float) * 2 * n * max_threads)));
+  std::memset(partial, 0, sizeof(float) * 2 * n * max_threads);
+  int used = 1;
+#pragma omp parallel num_threads(max_threads) if (parallel)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+    used = nt;
+    const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+    ln_backward_rows(dy, x, gamma, mean, rstd, dx, partial + 2 * n * t, partial + 2 * n * t + n, begin, end, n);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    float g = 0.0f, b = 0.0f;
+    for (int t = 0; t < used; ++t) {
+      g += partial[2 * n * t + j];
+      b += partial[2 * n * t + n + j];
+    }
+    dgamma[j] = g;
+    dbeta[j] = b;
+  }
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(bert_layer_norm)
+    .setForward(ln_forward, "cpu")
+    .setBackward(ln_backward, "cpu")
+    .setParseAttrs(ln_parse)
+    .setInferType(ln_infer_type)
+    .setInferShape(ln_infer_shape);
+
+// -------------------------------------------------------------------------------------------------- Dropout
+
+// murmur3's 32-bit finalizer: a bijection of uint32 with full avalanche; two rounds keyed by (k0, k1).
+static inline uint32_t fmix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+static inline uint32_t element_hash(uint32_t i, uint32_t k0, uint32_t k1) { return fmix32(fmix32(i ^ k0) + k1); }
+
+static inline uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// y[i] = x[i] * scale where hash(i) < threshold, else 0 (for i in [begin, end)).
+MULTI_ISA static void dropout_apply(const float* x, float* y, int64_t begin, int64_t end, uint32_t k0, uint32_t k1,
+                                    uint32_t threshold, float scale) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    const bool keep = element_hash(static_cast<uint32_t>(i), k0, k1) < threshold;
+    y[i] = keep ? x[i] * scale : 0.0f;
+  }
+}
+
+struct DropoutConfig {
+  double p;
+  int64_t seed, offset;
+};
+
+static bool dropout_config(const Attrs& attrs, DropoutConfig* c) {
+  if (!parse_double(attrs, "p", 0.5, &c->p) || !(c->p >= 0.0 && c->p < 1.0)) {
+    MX_ERROR_MSG << "bert_dropout: p must be a number in [0, 1)";
+    return false;
+  }
+  if (!parse_int64(attrs, "seed", -1, &c->seed) || !parse_int64(attrs, "offset", 0, &c->offset)) {
+    MX_ERROR_MSG << "bert_dropout: seed and offset must be integers";
+    return false;
+  }
+  return true;
+}
+
+// keep(i) <=> hash(i) < threshold: the keep probability is threshold / 2^32 = 1 - p up to 2^-32.
+static uint32_t keep_threshold(double p) {
+  const double t = std::floor((1.0 - p) * 4294967296.0);
+  return t >= 4294967295.0 ? 4294967295u : static_cast<uint32_t>(t);
+}
+
+static float keep_scale(double p) { return static_cast<float>(1.0 / (1.0 - p)); }
+
+static MXReturnValue dropout_parse(const Attrs& attrs, int* num_in, int* num_out) {
+  DropoutConfig c;
+  if (!dropout_config(attrs, &c)) return MX_FAIL;
+  *num_in = 2;
+  *num_out = 2;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue dropout_infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
+  if (in->at(0) != kFloat32 || in->at(1) != kFloat32) {
+    MX_ERROR_MSG << "bert_dropout: data and train must be float32";
+    return MX_FAIL;
+  }
+  out->at(0) = kFloat32;
+  out->at(1) = kInt32;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue dropout_infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
+                                         std::vector<std::vector<unsigned>>* out) {
+  if (in->at(1).size() != 1 || in->at(1)[0] != 1) {
+    MX_ERROR_MSG << "bert_dropout: train must have shape (1,)";
+    return MX_FAIL;
+  }
+  out->at(0) = in->at(0);
+  out->at(1) = {2};
+  return MX_SUCCESS;
+}
+
+static void dropout_run(const float* x, float* y, int64_t size, uint32_t k0, uint32_t k1, double p) {
+  const uint32_t threshold = keep_threshold(p);
+  const float scale = keep_scale(p);
+#pragma omp parallel if (size >= kParallelMin)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    dropout_apply(x, y, size * t / nt, size * (t + 1) / nt, k0, k1, threshold, scale);
+  }
+}
+
+static MXReturnValue dropout_forward(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                                     std::vector<MXTensor>* outputs, const OpResource& res) {
+  DropoutConfig c;
+  if (!dropout_config(attrs, &c)) return MX_FAIL;
+  const int64_t size = count(inputs->at(0));
+  if (size > (int64_t(1) << 32)) {
+    MX_ERROR_MSG << "bert_dropout: at most 2^32 elements";
+    return MX_FAIL;
+  }
+  const float* x = inputs->at(0).data<float>();
+  const bool train = inputs->at(1).data<float>()[0] != 1.0f;
+  float* y = outputs->at(0).data<float>();
+  uint32_t* key = reinterpret_cast<uint32_t*>(outputs->at(1).data<int32_t>());
+  uint64_t k;
+  if (c.seed >= 0) {
+    k = splitmix64(splitmix64(static_cast<uint64_t>(c.seed)) ^ static_cast<uint64_t>(c.offset));
+  } else {
+    // MXNet's CPU generator, reseeded by mx.random.seed: the run's seed decides every mask.
+    mx_cpu_rand_t& gen = res.get_cpu_rand_states()[0];
+    k = (static_cast<uint64_t>(gen()) << 32) ^ static_cast<uint64_t>(gen()) ^ static_cast<uint64_t>(c.offset);
+  }
+  key[0] = static_cast<uint32_t>(k);
+  key[1] = static_cast<uint32_t>(k >> 32);
+  if (!train || c.p == 0.0) {
+    if (y != x) std::memcpy(y, x, sizeof(float) * size);
+    return MX_SUCCESS;
+  }
+  dropout_run(x, y, size, key[0], key[1], c.p);
+  return MX_SUCCESS;
+}
+
+// inputs: d(out), d(key), data, train, out, key; outputs: d(data), d(train).
+static MXReturnValue dropout_backward(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                                      std::vector<MXTensor>* outputs, const OpResource& res) {
+  DropoutConfig c;
+  if (!dropout_config(attrs, &c)) return MX_FAIL;
+  const float* dy = inputs->at(0).data<float>();
+  const int64_t size = count(inputs->at(0));
+  const bool train = inputs->at(3).data<float>()[0] != 1.0f;
+  const uint32_t* key = reinterpret_cast<const uint32_t*>(inputs->at(5).data<int32_t>());
+  float* dx = outputs->at(0).data<float>();
+  if (outputs->size() > 1 && outputs->at(1).data_ptr != nullptr) outputs->at(1).data<float>()[0] = 0.0f;
+  if (!train || c.p == 0.0) {
+    if (dx != dy) std::memcpy(dx, dy, sizeof(float) * size);
+    return MX_SUCCESS;
+  }
+  dropout_run(dy, dx, size, key[0], key[1], c.p);
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(bert_dropout)
+    .setForward(dropout_forward, "cpu")
+    .setBackward(dropout_backward, "cpu")
+    .setParseAttrs(dropout_parse)
+    .setInferType(dropout_infer_type)
+    .setInferShape(dropout_infer_shape);
+
+MXReturnValue initialize(int version) {
+  if (version < 10900) {
+    MX_ERROR_MSG << "bert_kernels needs MXNet >= 1.9, got " << version;
+    return MX_FAIL;
+  }
+  return MX_SUCCESS;
+}
