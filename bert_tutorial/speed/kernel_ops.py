@@ -1,0 +1,150 @@
+"""Gluon blocks on the package's C++ operators (``speed.kernels``), swapped into models in place of MXNet's.
+
+At BERT-base's shapes on CPU, MXNet's ``LayerNorm`` (forward + backward) and ``Dropout`` are small kernels that
+cost far more than their arithmetic: ``KernelLayerNorm`` and ``KernelDropout`` run one OpenMP pass over rows or
+blocks. ``use_kernels`` puts them into a model (parameters shared, names unchanged: saved files do not change);
+without the C++ library it falls back to ``MatmulLayerNorm`` and MXNet's ``Dropout``. ``standard_ops`` swaps
+MXNet's operators back, for exported graphs that must load without the library.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from mxnet.gluon import Block, HybridBlock, nn
+
+from .kernels import load_kernels
+from .layer_norm import MatmulLayerNorm, use_matmul_layer_norm
+
+
+class KernelLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the last axis on the C++ ``bert_layer_norm`` operator (``load_kernels()`` first).
+
+    Input and output: ``(..., units)``; the parameters (``gamma``, ``beta``) are those of ``nn.LayerNorm``.
+    """
+
+    def hybrid_forward(self, F, data, gamma, beta):
+        return F.bert_layer_norm(data, gamma, beta, eps=self._epsilon)[0]
+
+
+class KernelDropout(nn.Dropout):
+    """``nn.Dropout`` (no ``axes``) on the C++ ``bert_dropout`` operator: the mask is a hash of the element index
+    keyed from MXNet's generator, so ``mx.random.seed`` (``loop.seed_step``) decides it; it is not stored.
+
+    Input and output: any shape. Identity outside ``autograd.train_mode``, as ``nn.Dropout``.
+    """
+
+    def hybrid_forward(self, F, x):
+        # External operators are not told whether MXNet runs in training mode; MXNet's Dropout is: on a one it
+        # returns 0 or 2 when training, exactly 1 otherwise. bert_dropout reads that flag.
+        one = F.ones_like(F.slice_axis(F.reshape(x, shape=(-1,)), axis=0, begin=0, end=1))
+        return F.bert_dropout(x, F.Dropout(one, p=0.5), p=self._rate)[0]
+
+
+def _put(parent: Block, name: str, old: Block, new: Block) -> None:
+    """Register ``new`` in ``parent`` where ``old`` was, under the same name."""
+    parent._children[name] = new
+    if parent.__dict__.get(name) is old:
+        # Block.__setattr__ refuses a base class in place of a subclass (KernelDropout -> Dropout).
+        object.__setattr__(parent, name, new)
+    # else: children of a Sequential are registered under their position only
+
+
+def _swap(block: Block, replace: Callable[[Block], Block | None]) -> int:
+    """Replace every descendant ``child`` of ``block`` for which ``replace(child)`` is a block; how many."""
+    replaced = 0
+    for name, child in list(block._children.items()):
+        new = replace(child)
+        if new is None:
+            replaced += _swap(child, replace)
+            continue
+        _put(block, name, child, new)
+        replaced += 1
+    return replaced
+
+
+def _clear_graphs(block: Block) -> None:
+    """Forget the hybridized graphs of ``block`` and its descendants: graphs of swapped-out children must not run
+    again."""
+    if isinstance(block, HybridBlock):
+        block._clear_cached_op()
+    for child in block._children.values():
+        _clear_graphs(child)
+
+
+def _layer_norm_like(child: nn.LayerNorm, cls: type) -> nn.LayerNorm:
+    units = child.gamma.shape[0]
+    if not units:
+        raise ValueError(f'{child.name}: initialize the parameters before swapping its LayerNorm')
+    new = cls(axis=-1, epsilon=child._epsilon, in_channels=units, prefix=child.prefix, params=child.params)
+    assert new.gamma is child.gamma and new.beta is child.beta
+    return new
+
+
+def _to_kernels(dropout: bool) -> Callable[[Block], Block | None]:
+    def replace(child: Block) -> Block | None:
+        if type(child) in (nn.LayerNorm, MatmulLayerNorm) and child._axis == -1 and child._center and child._scale:
+            return _layer_norm_like(child, KernelLayerNorm)
+        if dropout and type(child) is nn.Dropout and not child._axes and child._rate > 0:
+            return KernelDropout(child._rate, prefix=child.prefix)
+        return None
+    return replace
+
+
+def _to_standard(child: Block) -> Block | None:
+    if type(child) is KernelLayerNorm:
+        return _layer_norm_like(child, nn.LayerNorm)
+    if type(child) is KernelDropout:
+        return nn.Dropout(child._rate, prefix=child.prefix)
+    return None
+
+
+def use_kernels(block: Block, dropout: bool = True) -> dict:
+    """Put the C++ kernels into ``block``: every ``nn.LayerNorm`` (or ``MatmulLayerNorm``) over the last axis
+    becomes a ``KernelLayerNorm`` sharing its parameters and, with ``dropout``, every ``nn.Dropout`` without
+    ``axes`` a ``KernelDropout``. Without the kernels (``load_kernels()`` is ``False``) the layer norms become
+    ``MatmulLayerNorm`` and dropout stays MXNet's.
+
+    Call it after the parameters are initialized or loaded. Returns ``{'kernels': bool, 'layer_norm': n,
+    'dropout': m}``, the blocks replaced. ``KernelDropout``'s masks differ from MXNet's ``Dropout``'s (both come
+    from the run's seed): a run is reproducible with the same choice.
+    """
+    if not load_kernels():
+        return {'kernels': False, 'layer_norm': use_matmul_layer_norm(block), 'dropout': 0}
+    counts = {'kernels': True, 'layer_norm': 0, 'dropout': 0}
+    replace = _to_kernels(dropout)
+
+    def counting(child: Block) -> Block | None:
+        new = replace(child)
+        if new is not None:
+            counts['layer_norm' if isinstance(new, nn.LayerNorm) else 'dropout'] += 1
+        return new
+
+    _swap(block, counting)
+    _clear_graphs(block)
+    return counts
+
+
+@contextlib.contextmanager
+def standard_ops(block: Block) -> Iterator[Block]:
+    """Within the ``with``, ``block`` runs MXNet's ``LayerNorm`` and ``Dropout`` in place of ``KernelLayerNorm``
+    and ``KernelDropout`` (same parameters): graphs traced or exported there load without the library."""
+    originals: list[tuple[Block, str, Block]] = []
+
+    def replace(parent: Block) -> None:
+        for name, child in list(parent._children.items()):
+            new = _to_standard(child)
+            if new is None:
+                replace(child)
+                continue
+            originals.append((parent, name, child))
+            _put(parent, name, child, new)
+
+    replace(block)
+    _clear_graphs(block)
+    try:
+        yield block
+    finally:
+        for parent, name, child in reversed(originals):
+            _put(parent, name, parent._children[name], child)
+        _clear_graphs(block)
