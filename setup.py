@@ -13,6 +13,8 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['bert_tutorial', 'bert_tutorial.*']),
+    # The C++ kernels are compiled on the user's machine at first use (bert_tutorial.speed.kernels).
+    package_data={'bert_tutorial.speed.kernels': ['*.cc']},
     python_requires='>=3.11,<3.12',
     install_requires=[r for r in requirements if r],
     extras_require={

@@ -14,6 +14,7 @@ from mxnet import gluon, nd
 
 from ..hub import EXPORT_INPUTS, load_model, save_model
 from ..predict import sentence_batches
+from .kernel_ops import standard_ops
 
 
 def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
@@ -25,6 +26,7 @@ def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike |
     ``int8_calibration``: representative sentences (a few hundred training sentences); the graph written is then
     the INT8 one of ``quantize_classifier``, calibrated on them (CPU only).
     """
+    # A freshly loaded classifier: MXNet's LayerNorm and Dropout, never the package's kernels (see _graph).
     net, vocabulary, config = load_model(model_dir, ctx=mx.cpu(), model_type='classifier')
     out = Path(out_dir) if out_dir else Path(model_dir) / 'export'
     net.hybridize(static_alloc=True)
@@ -41,8 +43,13 @@ def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike |
 
 
 def _graph(block: gluon.HybridBlock, inputs: Sequence[str]) -> tuple[mx.sym.Symbol, dict, dict]:
-    """``(symbol, arg_params, aux_params)`` of a classifier block (a ``BERTClassifier`` or a ``SymbolBlock``)."""
-    sym = block(*[mx.sym.var(name) for name in inputs])
+    """``(symbol, arg_params, aux_params)`` of a classifier block (a ``BERTClassifier`` or a ``SymbolBlock``), in
+    MXNet's own operators (the package's C++ kernels swapped back): the graph loads without the kernel library."""
+    with standard_ops(block):
+        sym = block(*[mx.sym.var(name) for name in inputs])
+    library_ops = sorted({n['op'] for n in json.loads(sym.tojson())['nodes'] if n['op'].startswith('bert_')})
+    if library_ops:  # e.g. a SymbolBlock imported from a graph that has them
+        raise ValueError(f'block: its graph uses operators of the kernel library ({", ".join(library_ops)})')
     params = {p.name: p.data(mx.cpu()) for p in block.collect_params().values() if p.name in set(sym.list_inputs())}
     aux = set(sym.list_auxiliary_states())
     return sym, {k: v for k, v in params.items() if k not in aux}, {k: v for k, v in params.items() if k in aux}
