@@ -57,7 +57,7 @@ from .sentiment_data import (
     subset,
     transform_label,
 )
-from .speed.layer_norm import use_matmul_layer_norm
+from .speed.kernel_ops import use_kernels
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,8 @@ class FinetuneConfig:
     bert_dropout: float = 0.1         # inside BERT
     bucket: bool = True               # batches of similar length (FixedBucketSampler)
     hybridize: bool = True
-    matmul_layer_norm: bool = True    # MatmulLayerNorm instead of MXNet's LayerNorm (slow backward on CPU)
+    matmul_layer_norm: bool = True    # the C++ kernel LayerNorm (else MatmulLayerNorm) instead of MXNet's (slow on CPU)
+    kernel_dropout: bool = False      # the C++ kernel Dropout: other masks than MXNet's, from the same seed
     freeze_word_embed: bool = True
     ctx: str = 'gpu' if mx.context.num_gpus() else 'cpu'
     kvstore: str = 'device'           # 'dist_sync': data-parallel over workers started by MXNet's launcher
@@ -346,8 +347,11 @@ class FinetuneResult:
 
 def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_classes: int = 2,
                      pooling: str = 'mean', dropout: float = 0.1, freeze_word_embed: bool = True,
-                     hybridize: bool = True, matmul_layer_norm: bool = True) -> BERTClassifier:
-    """The classifier as ``finetune`` trains it: a new output layer on ``bert``, with the speed settings."""
+                     hybridize: bool = True, matmul_layer_norm: bool = True,
+                     kernel_dropout: bool = False) -> BERTClassifier:
+    """The classifier as ``finetune`` trains it: a new output layer on ``bert``, with the speed settings:
+    ``matmul_layer_norm``, the package's C++ LayerNorm kernel (``MatmulLayerNorm`` where the kernels do not build),
+    ``kernel_dropout``, its C++ Dropout kernel (MXNet's where the kernels do not build)."""
     if freeze_word_embed:
         # The word embedding is 30522 x units: its dense Adam update dominates short batches on CPU,
         # and fine-tuning for sentiment barely moves it.
@@ -356,8 +360,8 @@ def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_
     net.classifier.initialize(mx.init.Normal(0.02), ctx=ctx)
     if len(ctx) > 1:
         net.collect_params().reset_ctx(ctx)
-    if matmul_layer_norm:
-        use_matmul_layer_norm(net)
+    if matmul_layer_norm or kernel_dropout:
+        use_kernels(net, layer_norm=matmul_layer_norm, dropout=kernel_dropout)
     if hybridize:
         net.hybridize(static_alloc=True)
     return net
@@ -467,7 +471,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
     seed_everything(config.seed)  # the new output layer's initial weights depend on the seed alone
     net = build_classifier(bert, ctx, len(data.labels), pooling=pooling, dropout=config.dropout,
                            freeze_word_embed=config.freeze_word_embed, hybridize=config.hybridize,
-                           matmul_layer_norm=config.matmul_layer_norm)
+                           matmul_layer_norm=config.matmul_layer_norm, kernel_dropout=config.kernel_dropout)
     # The package's recipe (GluonNLP's fine-tuning script's choices); train_loop's defaults are the tutorial's.
     recipe = {} if config.tutorial_recipe else dict(no_decay_norm_bias=True, warmup_ratio=config.warmup_ratio,
                                                     loss_reduction='mean')

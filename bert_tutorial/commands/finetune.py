@@ -44,7 +44,10 @@ def register(subparsers) -> None:
     p.add_argument('--no-bucket', dest='bucket', action='store_false', help='pad to the longest in a random batch')
     p.add_argument('--no-hybridize', dest='hybridize', action='store_false')
     p.add_argument('--native-layer-norm', dest='matmul_layer_norm', action='store_false',
-                   help="MXNet's LayerNorm kernel (its CPU backward is slow) instead of MatmulLayerNorm")
+                   help="MXNet's LayerNorm kernel (its CPU backward is slow) instead of the package's C++ kernel "
+                   "(or MatmulLayerNorm where it does not build)")
+    p.add_argument('--kernel-dropout', action='store_true',
+                   help="the package's C++ Dropout kernel (faster on CPU; other masks than MXNet's from the same seed)")
     p.add_argument('--train-word-embed', dest='freeze_word_embed', action='store_false',
                    help='also update the word embedding (slower)')
     p.add_argument('--ctx', choices=('cpu', 'gpu'), default=D.ctx)

@@ -76,14 +76,18 @@ def _layer_norm_like(child: nn.LayerNorm, cls: type) -> nn.LayerNorm:
     units = child.gamma.shape[0]
     if not units:
         raise ValueError(f'{child.name}: initialize the parameters before swapping its LayerNorm')
+    if cls is KernelLayerNorm and 'add' in (child.gamma.grad_req, child.beta.grad_req):
+        # External operators are not told to add to a gradient: they would overwrite it.
+        raise ValueError(f"{child.name}: grad_req 'add' (gradient accumulation) needs MXNet's LayerNorm")
     new = cls(axis=-1, epsilon=child._epsilon, in_channels=units, prefix=child.prefix, params=child.params)
     assert new.gamma is child.gamma and new.beta is child.beta
     return new
 
 
-def _to_kernels(dropout: bool) -> Callable[[Block], Block | None]:
+def _to_kernels(layer_norm: bool, dropout: bool) -> Callable[[Block], Block | None]:
     def replace(child: Block) -> Block | None:
-        if type(child) in (nn.LayerNorm, MatmulLayerNorm) and child._axis == -1 and child._center and child._scale:
+        if (layer_norm and type(child) in (nn.LayerNorm, MatmulLayerNorm) and child._axis == -1 and child._center
+                and child._scale):
             return _layer_norm_like(child, KernelLayerNorm)
         if dropout and type(child) is nn.Dropout and not child._axes and child._rate > 0:
             return KernelDropout(child._rate, prefix=child.prefix)
@@ -99,20 +103,21 @@ def _to_standard(child: Block) -> Block | None:
     return None
 
 
-def use_kernels(block: Block, dropout: bool = True) -> dict:
-    """Put the C++ kernels into ``block``: every ``nn.LayerNorm`` (or ``MatmulLayerNorm``) over the last axis
-    becomes a ``KernelLayerNorm`` sharing its parameters and, with ``dropout``, every ``nn.Dropout`` without
-    ``axes`` a ``KernelDropout``. Without the kernels (``load_kernels()`` is ``False``) the layer norms become
-    ``MatmulLayerNorm`` and dropout stays MXNet's.
+def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True) -> dict:
+    """Put the C++ kernels into ``block``: with ``layer_norm``, every ``nn.LayerNorm`` (or ``MatmulLayerNorm``)
+    over the last axis becomes a ``KernelLayerNorm`` sharing its parameters; with ``dropout``, every
+    ``nn.Dropout`` without ``axes`` a ``KernelDropout``. Without the kernels (``load_kernels()`` is ``False``) the
+    layer norms become ``MatmulLayerNorm`` and dropout stays MXNet's.
 
     Call it after the parameters are initialized or loaded. Returns ``{'kernels': bool, 'layer_norm': n,
     'dropout': m}``, the blocks replaced. ``KernelDropout``'s masks differ from MXNet's ``Dropout``'s (both come
     from the run's seed): a run is reproducible with the same choice.
     """
-    if not load_kernels():
-        return {'kernels': False, 'layer_norm': use_matmul_layer_norm(block), 'dropout': 0}
+    on_cpu = all(c.device_type == 'cpu' for p in block.collect_params().values() for c in p.list_ctx())
+    if not on_cpu or not load_kernels():  # the kernels are CPU operators
+        return {'kernels': False, 'layer_norm': use_matmul_layer_norm(block) if layer_norm else 0, 'dropout': 0}
     counts = {'kernels': True, 'layer_norm': 0, 'dropout': 0}
-    replace = _to_kernels(dropout)
+    replace = _to_kernels(layer_norm, dropout)
 
     def counting(child: Block) -> Block | None:
         new = replace(child)
