@@ -1,0 +1,406 @@
+"""The C++ kernels (speed.kernels, speed.kernel_ops): LayerNorm against MXNet's, Dropout's exact values and
+statistics, the swap into a classifier, graphs without the library, and the pure-MXNet fallback."""
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+import pytest
+from conftest import tiny_bert_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mxnet import autograd, gluon, nd
+
+from bert_tutorial import BERTClassifier, build_encoder
+from bert_tutorial.speed import kernels
+from bert_tutorial.speed.export import fuse_classifier
+from bert_tutorial.speed.kernel_ops import KernelDropout, KernelLayerNorm, standard_ops, use_kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def kernels_loaded():
+    """The kernels, built and loaded: a machine with a compiler must get them (a failed build fails here)."""
+    if not kernels.kernels_enabled() or kernels._compiler() is None:
+        pytest.skip('no C++ compiler, or BERT_TUTORIAL_KERNELS=off: the fallback tests below cover this machine')
+    assert kernels.load_kernels(), 'the C++ kernels did not build or load (see the log)'
+
+
+needs_kernels = pytest.mark.usefixtures('kernels_loaded')
+
+
+# ------------------------------------------------------------------------------------------------ LayerNorm
+
+def _layer_norm_grads(op, x, gamma, beta, dy):
+    arrays = [nd.array(a) for a in (x, gamma, beta)]
+    for a in arrays:
+        a.attach_grad()
+    with autograd.record():
+        y = op(*arrays)
+    y.backward(nd.array(dy))
+    return [y.asnumpy()] + [a.grad.asnumpy() for a in arrays]
+
+
+def _check_layer_norm(x, gamma, beta, dy, eps):
+    ref = _layer_norm_grads(lambda a, g, b: nd.LayerNorm(a, g, b, axis=-1, eps=eps), x, gamma, beta, dy)
+    ours = _layer_norm_grads(lambda a, g, b: nd.bert_layer_norm(a, g, b, eps=eps)[0], x, gamma, beta, dy)
+    if x.shape[-1] == 1:
+        # One unit: the output is beta whatever x, so x's gradient is exactly 0. Ours is; MXNet's is its round-off
+        # times 1 / sqrt(eps) (up to 1e6), which no tolerance can cover.
+        assert not ours[1].any()
+        ref[1] = np.zeros_like(ref[1])
+    for what, a, b in zip(('output', 'data grad', 'gamma grad', 'beta grad'), ref, ours):
+        # float32 round-off of sums over a row (output, data) or over all rows (gamma, beta)
+        scale = max(1.0, float(np.abs(a).max()))
+        np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5 * scale, err_msg=what)
+
+
+@needs_kernels
+@pytest.mark.parametrize('units', [1, 2, 3, 7, 33, 384, 1536])
+@pytest.mark.parametrize('rows', [1, 5, 300])
+def test_layer_norm_matches_mxnet(rows, units):
+    rng = np.random.RandomState(units * 1000 + rows)
+    shape = (rows, units)
+    _check_layer_norm(rng.normal(2.0, 3.0, shape), rng.uniform(0.5, 1.5, units), rng.normal(size=units),
+                      rng.normal(size=shape), 1e-12)
+
+
+@needs_kernels
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(1, 40), min_size=1, max_size=3), eps=st.sampled_from([1e-12, 1e-5, 0.1]),
+       offset=st.floats(-10, 10), spread=st.floats(0.1, 100), seed=st.integers(0, 2**31 - 1))
+def test_layer_norm_matches_mxnet_on_any_shape(shape, eps, offset, spread, seed):
+    rng = np.random.RandomState(seed)
+    units = shape[-1]
+    _check_layer_norm(rng.normal(offset, spread, shape), rng.normal(size=units), rng.normal(size=units),
+                      rng.normal(size=shape), eps)
+
+
+@needs_kernels
+def test_layer_norm_saves_mean_and_inverse_std():
+    x = np.random.RandomState(0).normal(1.0, 2.0, (4, 3, 16)).astype(np.float32)
+    out, mean, rstd = nd.bert_layer_norm(nd.array(x), nd.ones(16), nd.zeros(16), eps=1e-5)
+    assert mean.shape == rstd.shape == (4, 3, 1)
+    np.testing.assert_allclose(mean.asnumpy(), x.mean(-1, keepdims=True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rstd.asnumpy(), 1 / np.sqrt(x.var(-1, keepdims=True) + 1e-5), rtol=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize('hybridize', [False, True])
+def test_kernel_layer_norm_block(hybridize):
+    rng = np.random.RandomState(0)
+    ref = gluon.nn.LayerNorm(epsilon=1e-12, in_channels=24)
+    ref.initialize()
+    ref.gamma.set_data(nd.array(rng.uniform(0.5, 1.5, 24)))
+    ours = KernelLayerNorm(epsilon=1e-12, in_channels=24, prefix=ref.prefix, params=ref.params)
+    assert ours.gamma is ref.gamma
+    if hybridize:
+        ours.hybridize(static_alloc=True)
+    x, dy = nd.array(rng.normal(size=(2, 9, 24))), nd.array(rng.normal(size=(2, 9, 24)))
+    results = []
+    for block in (ref, ours):
+        xx = x.copy()
+        xx.attach_grad()
+        with autograd.record():
+            y = block(xx)
+        y.backward(dy)
+        results.append([y.asnumpy(), xx.grad.asnumpy(), block.gamma.grad().asnumpy().copy()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+@needs_kernels
+def test_bad_input_is_an_error():
+    with pytest.raises(mx.base.MXNetError, match='gamma and beta must have shape'):
+        nd.bert_layer_norm(nd.ones((2, 4)), nd.ones(3), nd.zeros(3)).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match=r'p must be a number in \[0, 1\)'):
+        nd.bert_dropout(nd.ones((2, 4)), nd.zeros(1), p=1.0)[0].wait_to_read()
+
+
+# -------------------------------------------------------------------------------------------------- Dropout
+
+TRAIN, PREDICT = nd.array([0.0]), nd.array([1.0])
+
+
+def _dropout(x, dy, p, **attrs):
+    x = nd.array(x)
+    x.attach_grad()
+    with autograd.record():
+        y = nd.bert_dropout(x, TRAIN, p=p, **attrs)[0]
+    y.backward(nd.array(dy))
+    return y.asnumpy(), x.grad.asnumpy()
+
+
+@needs_kernels
+@pytest.mark.parametrize('p', [0.1, 0.5, 0.9])
+def test_dropout_values_are_exact(p):
+    rng = np.random.RandomState(1)
+    x = rng.normal(size=(64, 384)).astype(np.float32)
+    dy = (rng.uniform(0.5, 1.5, x.shape) * rng.choice([-1, 1], x.shape)).astype(np.float32)  # never 0
+    y, grad = _dropout(x, dy, p)
+    keep = grad != 0
+    scale = np.float32(1.0 / (1.0 - p))  # what MXNet's Dropout multiplies by
+    np.testing.assert_array_equal(y, np.where(keep, x * scale, np.float32(0)))
+    np.testing.assert_array_equal(grad, np.where(keep, dy * scale, np.float32(0)))
+    assert 0 < keep.mean() < 1
+
+
+@needs_kernels
+@pytest.mark.parametrize('p', [0.1, 0.5, 0.9])
+def test_dropout_statistics(p):
+    n = 1_000_000
+    y, _ = _dropout(np.ones(n, np.float32), np.ones(n, np.float32), p, seed=7, offset=3)
+    keep = y != 0
+    tolerance = 5 * np.sqrt(p * (1 - p) / n)  # 5 standard deviations of the keep rate
+    assert abs(keep.mean() - (1 - p)) < tolerance
+    # neighbours and the next step's mask: independent draws
+    assert abs((keep[1:] & keep[:-1]).mean() - (1 - p) ** 2) < 2 * tolerance
+    other, _ = _dropout(np.ones(n, np.float32), np.ones(n, np.float32), p, seed=7, offset=4)
+    assert abs((keep & (other != 0)).mean() - (1 - p) ** 2) < 2 * tolerance
+
+
+@needs_kernels
+def test_dropout_mask_comes_from_seed_and_step():
+    x = np.ones((32, 48), np.float32)
+
+    def mask(**attrs):
+        return _dropout(x, x, 0.3, **attrs)[0] != 0
+
+    np.testing.assert_array_equal(mask(seed=11, offset=5), mask(seed=11, offset=5))
+    assert (mask(seed=11, offset=5) != mask(seed=11, offset=6)).any()
+    assert (mask(seed=11, offset=5) != mask(seed=12, offset=5)).any()
+    # without a seed attribute: MXNet's generator, i.e. mx.random.seed (what loop.seed_step sets per step)
+    mx.random.seed(3)
+    first, second = mask(), mask()
+    mx.random.seed(3)
+    np.testing.assert_array_equal(mask(), first)
+    np.testing.assert_array_equal(mask(), second)
+    assert (first != second).any()
+
+
+@needs_kernels
+@pytest.mark.parametrize('hybridize', [False, True])
+def test_kernel_dropout_block(hybridize):
+    block = KernelDropout(0.4)
+    if hybridize:
+        block.hybridize(static_alloc=True)
+    x = nd.array(np.random.RandomState(0).uniform(1, 2, (16, 40)))
+    np.testing.assert_array_equal(block(x).asnumpy(), x.asnumpy())  # predict mode: identity, as nn.Dropout
+    results = []
+    for _ in range(2):
+        mx.random.seed(5)
+        xx = x.copy()
+        xx.attach_grad()
+        with autograd.record():
+            y = block(xx)
+        y.backward(nd.ones_like(y))
+        results.append((y.asnumpy(), xx.grad.asnumpy()))
+    (y, grad), (y2, grad2) = results
+    np.testing.assert_array_equal(y, y2)
+    scale = np.float32(1 / 0.6)
+    np.testing.assert_array_equal(grad, np.where(y != 0, scale, np.float32(0)))
+    assert 0.4 < (y != 0).mean() < 0.8
+
+
+@needs_kernels
+def test_dropout_masks_same_imperative_and_hybridized():
+    x = nd.ones((8, 100))
+    masks = []
+    for hybridize in (False, True):
+        block = KernelDropout(0.5)
+        if hybridize:
+            block.hybridize(static_alloc=True)
+        mx.random.seed(9)
+        with autograd.record():
+            masks.append(block(x).asnumpy())
+    np.testing.assert_array_equal(masks[0], masks[1])
+
+
+# ------------------------------------------------------------------------------------- swap and export
+
+def _blocks(block):
+    yield block
+    for child in block._children.values():
+        yield from _blocks(child)
+
+
+INPUTS = nd.array([[2, 5, 6, 3, 0], [2, 7, 3, 0, 0]]), nd.zeros((2, 5)), nd.array([4, 3])
+
+
+def _classifier(tiny_vocab, dropout):
+    net = BERTClassifier(build_encoder(tiny_bert_config(len(tiny_vocab), dropout=dropout)), 2, dropout=dropout)
+    net.initialize(mx.init.Normal(0.02))
+    return net
+
+
+def _grads(net):
+    with autograd.record(train_mode=False):
+        y = net(*INPUTS)
+    y.backward()
+    return y.asnumpy(), {p.name: p.grad().asnumpy().copy() for p in net.collect_params().values()}
+
+
+@needs_kernels
+def test_swap_inside_a_classifier(tiny_vocab, tmp_path):
+    net = _classifier(tiny_vocab, dropout=0.1)
+    before, before_grads = _grads(net)
+    net.save_parameters(str(tmp_path / 'before.params'))
+    norms = sum(type(b) is gluon.nn.LayerNorm for b in _blocks(net))
+    drops = sum(type(b) is gluon.nn.Dropout for b in _blocks(net))
+    assert norms == 3 and drops >= 4  # embedding's and 2 per layer; embedding, attention, 2 in the layer, head
+    assert use_kernels(net) == {'kernels': True, 'layer_norm': norms, 'dropout': drops}
+    assert not any(type(b) in (gluon.nn.LayerNorm, gluon.nn.Dropout) for b in _blocks(net))
+    net.hybridize(static_alloc=True)
+    after, after_grads = _grads(net)
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
+    for name, grad in before_grads.items():
+        np.testing.assert_allclose(after_grads[name], grad, rtol=1e-3, atol=1e-5, err_msg=name)
+    net.save_parameters(str(tmp_path / 'after.params'))
+    saved = [nd.load(str(tmp_path / f'{name}.params')) for name in ('before', 'after')]
+    assert sorted(saved[0]) == sorted(saved[1])
+    for key in saved[0]:
+        np.testing.assert_array_equal(saved[0][key].asnumpy(), saved[1][key].asnumpy())
+    # training: dropout on, reproducible from the seed
+    outputs = []
+    for seed in (1, 1, 2):
+        mx.random.seed(seed)
+        with autograd.record():
+            outputs.append(net(*INPUTS).asnumpy())
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert (outputs[0] != outputs[2]).any() and (outputs[0] != after).any()
+
+
+def _ops(sym):
+    return {node['op'] for node in json.loads(sym.tojson())['nodes']}
+
+
+@needs_kernels
+def test_graphs_for_export_use_mxnet_operators(tiny_vocab):
+    net = _classifier(tiny_vocab, dropout=0.1)
+    use_kernels(net)
+    net.hybridize(static_alloc=True)
+    expected = net(*INPUTS).asnumpy()
+    names = ('data0', 'data1', 'data2')
+    assert {'bert_layer_norm', 'bert_dropout'} <= _ops(net(*[mx.sym.var(n) for n in names]))
+    with standard_ops(net):
+        assert not any(op.startswith('bert_') for op in _ops(net(*[mx.sym.var(n) for n in names])))
+        assert 'LayerNorm' in _ops(net(*[mx.sym.var(n) for n in names]))
+    assert {'bert_layer_norm', 'bert_dropout'} <= _ops(net(*[mx.sym.var(n) for n in names]))  # restored
+    np.testing.assert_allclose(net(*INPUTS).asnumpy(), expected, rtol=1e-5, atol=1e-6)
+    fused = fuse_classifier(net)
+    assert not any(op.startswith('bert_') for op in _ops(fused(*[mx.sym.var(n) for n in names])))
+    np.testing.assert_allclose(fused(*INPUTS).asnumpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def _run_python(code, tmp_path, **env):
+    environment = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{ROOT / "tests"}', MXNET_HOME=str(tmp_path), **env)
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=environment,
+                          cwd=str(tmp_path), timeout=300)
+
+
+@needs_kernels
+def test_export_loads_without_the_library(tiny_bert, tiny_vocab, tmp_path):
+    from bert_tutorial import load_model, save_model
+    from bert_tutorial.hub import classifier_config
+    from bert_tutorial.speed.export import export_classifier
+
+    net = BERTClassifier(tiny_bert, 2, pooling='mean')
+    net.classifier.initialize(mx.init.Normal(0.5))
+    use_kernels(net)  # the model in memory runs the kernels; what is saved and exported does not need them
+    save_model(tmp_path / 'm', net, tiny_vocab, classifier_config(net, 32, ['negative', 'positive']))
+    out = export_classifier(tmp_path / 'm')
+    assert not any(op.startswith('bert_') for op in _ops(mx.sym.load(str(out / 'model-symbol.json'))))
+    expected = load_model(out)[0](*INPUTS).asnumpy()
+    code = ('import sys, mxnet as mx, numpy as np\n'
+            'from bert_tutorial import load_model\n'
+            f'block, _, _ = load_model({str(out)!r})\n'
+            'ids, seg, valid = mx.nd.array([[2, 5, 6, 3, 0], [2, 7, 3, 0, 0]]), mx.nd.zeros((2, 5)), '
+            'mx.nd.array([4, 3])\n'
+            'assert not hasattr(mx.nd, "bert_layer_norm")\n'
+            'np.save("scores.npy", block(ids, seg, valid).asnumpy())\n')
+    done = _run_python(code, tmp_path, BERT_TUTORIAL_KERNELS='off')
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_allclose(np.load(tmp_path / 'scores.npy'), expected, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ fallback
+
+@pytest.fixture
+def fresh_kernels(monkeypatch, tmp_path):
+    """``load_kernels`` as in a new process (its decision forgotten), with an empty cache."""
+    monkeypatch.setattr(kernels, '_state', None)
+    monkeypatch.setenv('MXNET_HOME', str(tmp_path))
+    return kernels
+
+
+def _fallback_classifier_works(tiny_vocab):
+    net = _classifier(tiny_vocab, dropout=0.1)
+    expected = net(*INPUTS).asnumpy()
+    assert use_kernels(net) == {'kernels': False, 'layer_norm': 3, 'dropout': 0}
+    assert {type(b).__name__ for b in _blocks(net)} >= {'MatmulLayerNorm', 'Dropout'}
+    assert not any(isinstance(b, (KernelLayerNorm, KernelDropout)) for b in _blocks(net))
+    net.hybridize(static_alloc=True)
+    np.testing.assert_allclose(net(*INPUTS).asnumpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def _one_line(caplog, text):
+    lines = [r.getMessage() for r in caplog.records if r.name == kernels.__name__]
+    assert len(lines) == 1 and text in lines[0], lines
+
+
+@pytest.mark.parametrize('cxx', ['/nonexistent/g++', '/bin/false'])
+def test_fallback_without_a_working_compiler(fresh_kernels, monkeypatch, caplog, tiny_vocab, cxx):
+    monkeypatch.setenv('CXX', cxx)
+    with caplog.at_level(logging.INFO, logger=kernels.__name__):
+        _fallback_classifier_works(tiny_vocab)
+        assert not fresh_kernels.load_kernels()  # decided once: no second attempt, no second line
+    _one_line(caplog, 'pure MXNet operators (no C++ compiler' if 'nonexistent' in cxx else
+              'pure MXNet operators (the C++ kernels did not build')
+    assert fresh_kernels.loaded_library() is None
+
+
+def test_fallback_when_switched_off(fresh_kernels, monkeypatch, caplog, tiny_vocab):
+    monkeypatch.setenv('BERT_TUTORIAL_KERNELS', 'off')
+    with caplog.at_level(logging.INFO, logger=kernels.__name__):
+        _fallback_classifier_works(tiny_vocab)
+    _one_line(caplog, 'pure MXNet operators (BERT_TUTORIAL_KERNELS=off)')
+
+
+def test_bad_switch_value(fresh_kernels, monkeypatch):
+    monkeypatch.setenv('BERT_TUTORIAL_KERNELS', 'maybe')
+    with pytest.raises(ValueError, match='BERT_TUTORIAL_KERNELS'):
+        fresh_kernels.load_kernels()
+
+
+def test_fallback_in_a_new_process_without_compiler(tmp_path):
+    code = ('import logging, mxnet as mx\n'
+            'logging.basicConfig(level=logging.INFO, format="%(name)s|%(message)s")\n'
+            'from conftest import tiny_bert_config\n'
+            'from bert_tutorial import BERTClassifier, build_encoder\n'
+            'from bert_tutorial.speed import use_kernels\n'
+            'net = BERTClassifier(build_encoder(tiny_bert_config(20, dropout=0.1)), 2)\n'
+            'net.initialize()\n'
+            'print(use_kernels(net))\n'
+            'net.hybridize()\n'
+            'print(net(mx.nd.array([[2, 5, 3]]), mx.nd.zeros((1, 3)), mx.nd.array([3])).shape)\n'
+            'assert not hasattr(mx.nd, "bert_layer_norm")\n')
+    done = _run_python(code, tmp_path, CXX=str(tmp_path / 'no-compiler'))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["{'kernels': False, 'layer_norm': 3, 'dropout': 0}", '(1, 2)']
+    lines = [line for line in done.stderr.splitlines() if line.startswith('bert_tutorial.speed.kernels|')]
+    assert lines == [f'bert_tutorial.speed.kernels|bert_tutorial kernels: pure MXNet operators (no C++ compiler: '
+                     f'{tmp_path / "no-compiler"} not found)']
+    assert not (tmp_path / 'bert_tutorial').exists()  # nothing written to the cache
+
+
+@needs_kernels
+def test_library_is_cached_under_mxnet_home():
+    path = kernels.loaded_library()
+    assert path is not None and path.name == 'libbert_kernels.so' and path.is_file()
+    assert path.parent.parent == kernels.mxnet_home() / 'bert_tutorial' / 'kernels'
+    assert path == kernels.library_path(kernels._compiler())  # the same key for the same sources and compiler
