@@ -10,8 +10,8 @@ global norm 1 and the optimizer update.
   and the tutorial's ``train_loop`` step: GluonNLP's ``BERTAdam`` with weight decay on every parameter, backward on
   the per-example loss vector, clipping that rewrites every gradient (GluonNLP's ``clip_grad_global_norm``);
 - default (what ``python -m bert_tutorial finetune`` trains): length buckets, ``hybridize(static_alloc=True)``,
-  frozen word embedding, ``MatmulLayerNorm``, ``FusedBERTAdam``, clipping through the optimizer's gradient
-  rescaling;
+  frozen word embedding, the C++ LayerNorm kernel (``MatmulLayerNorm`` without a compiler), ``FusedBERTAdam``,
+  clipping through the optimizer's gradient rescaling;
 - pytorch, when torch and transformers are importable (they are not dependencies): Hugging Face's
   ``BertForSequenceClassification`` on the same checkpoint, the default pipeline's batches, the same trainable
   parameters (word embedding frozen), AdamW with the same decay groups, and as many threads as MXNet uses.

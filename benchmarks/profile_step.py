@@ -1,0 +1,213 @@
+"""Per-operator profile of one default fine-tuning step: MXNet's LayerNorm and Dropout against the package's.
+
+    python benchmarks/profile_step.py [--rounds N] [--batches N] [--json PATH]
+
+The default pipeline (``build_classifier`` on the built-in model, batch 32, max_len 128, ``FusedBERTAdam`` with
+clipping) in three variants, each its own copy of the model, in one process:
+- mxnet: MXNet's ``LayerNorm`` and ``Dropout``;
+- matmul: ``MatmulLayerNorm`` and MXNet's ``Dropout`` (the default before the C++ kernels);
+- kernels: ``KernelLayerNorm`` and ``KernelDropout`` (the C++ kernels; ``load_kernels`` must succeed).
+Rounds interleave the variants (the machine is shared: compare within a round, as ratios). Each round times steps
+without the profiler, then profiles the same steps with ``mx.profiler``'s aggregate statistics; the table gives
+milliseconds per step by operator (forward and ``_backward_`` separately).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+import gluonnlp as nlp  # noqa: E402
+import mxnet as mx  # noqa: E402
+from mxnet import autograd, gluon  # noqa: E402
+
+from bert_tutorial import build_classifier, get_pretrained_bert  # noqa: E402
+from bert_tutorial.loop import clipped_update, make_trainer  # noqa: E402
+from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
+from bert_tutorial.speed import load_kernels, use_kernels, use_matmul_layer_norm  # noqa: E402
+
+VARIANTS = ('mxnet', 'matmul', 'kernels')
+LR, CLIP, MAX_LEN, BATCH = 5e-5, 1.0, 128, 32
+
+
+class Step:
+    """One variant's classifier, trainer and training step."""
+
+    def __init__(self, name: str, ctx: mx.Context):
+        self.name = name
+        bert, self.vocab = get_pretrained_bert(ctx=ctx, use_pooler=False)
+        self.net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, hybridize=False,
+                                    matmul_layer_norm=False)
+        if name == 'matmul':
+            use_matmul_layer_norm(self.net)
+        elif name == 'kernels':
+            assert use_kernels(self.net)['kernels']
+        self.net.hybridize(static_alloc=True)
+        self.trainer = make_trainer(self.net, LR, no_decay_norm_bias=True)
+        self.params = [p for p in self.net.collect_params().values() if p.grad_req != 'null']
+        self.loss_fn = gluon.loss.SoftmaxCELoss()
+
+    def __call__(self, batch) -> None:
+        ids, valid_len, segments, label = batch
+        with autograd.record():
+            loss = self.loss_fn(self.net(ids, segments, valid_len), label).mean()
+        loss.backward()
+        self.trainer.allreduce_grads()
+        clipped_update(self.trainer, self.params, CLIP, float(loss.asscalar()), self.name, False)
+        mx.nd.waitall()
+
+
+def profile(step: Step, batches: list) -> dict[str, float]:
+    """Milliseconds per step by operator, from ``mx.profiler``'s aggregate statistics over ``batches``."""
+    mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename=os.devnull)
+    mx.profiler.dumps(reset=True)  # drop what earlier runs left
+    mx.profiler.set_state('run')
+    for batch in batches:
+        step(batch)
+    mx.profiler.set_state('stop')
+    stats = json.loads(mx.profiler.dumps(reset=True, format='json'))['Time'].get('operator', {})
+    return {op: s['Total'] / len(batches) for op, s in stats.items()}
+
+
+def timed(step: Step, batches: list) -> float:
+    """Milliseconds per step, without the profiler."""
+    start = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    return 1000 * (time.perf_counter() - start) / len(batches)
+
+
+def profile_step(rounds: int = 2, n_batches: int = 2, variants: tuple[str, ...] = VARIANTS) -> dict:
+    """``{'step_ms': {variant: [ms per round]}, 'operators': {variant: {op: ms per step}}}`` (operators averaged
+    over rounds), the variants interleaved in every round."""
+    if 'kernels' in variants and not load_kernels():
+        raise RuntimeError('the C++ kernels did not build or load: profile without the kernels variant')
+    ctx = mx.cpu()
+    mx.random.seed(0)
+    steps = [Step(name, ctx) for name in variants]
+    tokenizer = nlp.data.BERTTokenizer(steps[0].vocab, lower=True)
+    examples = subset(load_movie_reviews('train'), BATCH * 8, seed=0)
+    loader = sentiment_loader(examples, tokenizer, steps[0].vocab, MAX_LEN, BATCH, shuffle=True, bucket=True)
+    # the longest batches: the shapes the step spends its time on
+    batches = sorted(([x.as_in_context(ctx) for x in b] for b in loader), key=lambda b: -b[0].shape[1])[:n_batches]
+    for step in steps:  # warm-up: graphs, memory, oneDNN primitives
+        for batch in batches:
+            step(batch)
+    step_ms = {s.name: [] for s in steps}
+    operators: dict[str, dict[str, float]] = {s.name: {} for s in steps}
+    for _ in range(rounds):
+        for step in steps:
+            step_ms[step.name].append(timed(step, batches))
+        for step in steps:
+            for op, ms in profile(step, batches).items():
+                operators[step.name][op] = operators[step.name].get(op, 0.0) + ms / rounds
+    shapes = [list(b[0].shape) for b in batches]
+    return {'step_ms': step_ms, 'operators': operators, 'batch_shapes': shapes, 'rounds': rounds}
+
+
+def op_times(shape: tuple[int, int] = (1024, 384), rounds: int = 5, repeat: int = 10) -> dict[str, list[float]]:
+    """Forward + backward milliseconds of LayerNorm and Dropout(0.1) on one ``shape`` activation, per round (the
+    operators interleaved in every round): MXNet's, ``MatmulLayerNorm`` and the C++ kernels."""
+    from mxnet.gluon import nn
+
+    from bert_tutorial.speed import KernelDropout, KernelLayerNorm, MatmulLayerNorm
+
+    if not load_kernels():
+        raise RuntimeError('the C++ kernels did not build or load')
+    units = shape[-1]
+    ref = nn.LayerNorm(epsilon=1e-12, in_channels=units)
+    ref.initialize()
+    blocks = {'LayerNorm (MXNet)': ref,
+              'MatmulLayerNorm': MatmulLayerNorm(epsilon=1e-12, in_channels=units, prefix=ref.prefix,
+                                                 params=ref.params),
+              'KernelLayerNorm': KernelLayerNorm(epsilon=1e-12, in_channels=units, prefix=ref.prefix,
+                                                 params=ref.params),
+              'Dropout (MXNet)': nn.Dropout(0.1), 'KernelDropout': KernelDropout(0.1)}
+    for block in blocks.values():
+        block.hybridize(static_alloc=True)
+    x, dy = mx.nd.random.normal(shape=shape), mx.nd.random.normal(shape=shape)
+    x.attach_grad()
+
+    def run(block) -> None:
+        with autograd.record():
+            y = block(x)
+        y.backward(dy)
+
+    for block in blocks.values():  # warm-up
+        run(block)
+    mx.nd.waitall()
+    out: dict[str, list[float]] = {name: [] for name in blocks}
+    for _ in range(rounds):
+        for name, block in blocks.items():
+            start = time.perf_counter()
+            for _ in range(repeat):
+                run(block)
+            mx.nd.waitall()
+            out[name].append(1000 * (time.perf_counter() - start) / repeat)
+    return out
+
+
+def report_ops(times: dict[str, list[float]]) -> str:
+    """Median ms per operator and, per round, MXNet's time over ours."""
+    import statistics
+
+    lines = [f'{name:20s} {statistics.median(ms):7.2f} ms (rounds: {", ".join(f"{m:.2f}" for m in ms)})'
+             for name, ms in times.items()]
+    for ours, theirs in (('KernelLayerNorm', 'LayerNorm (MXNet)'), ('KernelLayerNorm', 'MatmulLayerNorm'),
+                         ('KernelDropout', 'Dropout (MXNet)')):
+        ratios = [t / o for t, o in zip(times[theirs], times[ours])]
+        lines.append(f'{theirs} / {ours}: median {statistics.median(ratios):.1f}x '
+                     f'(rounds: {", ".join(f"{r:.1f}" for r in ratios)})')
+    return '\n'.join(lines)
+
+
+def report(result: dict, top: int = 25) -> str:
+    """The table: ms per step of the operators that cost most in any variant, then the step times and ratios."""
+    ops = result['operators']
+    names = list(ops)
+    every = {op for variant in ops.values() for op in variant}
+    ranked = sorted(every, key=lambda op: -max(ops[v].get(op, 0.0) for v in names))[:top]
+    lines = [f'{"operator (ms per step)":34s}' + ''.join(f'{v:>10s}' for v in names)]
+    for op in ranked:
+        lines.append(f'{op[:34]:34s}' + ''.join(f'{ops[v].get(op, 0.0):10.2f}' for v in names))
+    lines.append(f'{"all operators":34s}' + ''.join(f'{sum(ops[v].values()):10.1f}' for v in names))
+    steps = result['step_ms']
+    lines.append(f'{"step, unprofiled (per round)":34s}' + ''.join(
+        f'{"/".join(f"{ms:.0f}" for ms in steps[v]):>10s}' for v in names))
+    base = names[0]
+    for v in names[1:]:
+        ratios = [b / o for b, o in zip(steps[base], steps[v])]
+        lines.append(f'{base} / {v} step time, per round: ' + ', '.join(f'{r:.2f}' for r in ratios))
+    return '\n'.join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--rounds', type=int, default=2)
+    parser.add_argument('--batches', type=int, default=2, help='batches per timed/profiled run')
+    parser.add_argument('--variants', default=','.join(VARIANTS), help=f'comma-separated, of {", ".join(VARIANTS)}')
+    parser.add_argument('--json', default=None, help='also write the figures here')
+    parser.add_argument('--ops', action='store_true',
+                        help='only the operators on one (1024, 384) activation, forward + backward')
+    args = parser.parse_args()
+    if args.ops:
+        print(report_ops(op_times()))
+        return
+    variants = tuple(v for v in args.variants.split(',') if v)
+    unknown = set(variants) - set(VARIANTS)
+    if unknown or not variants:
+        raise ValueError(f'--variants: {", ".join(sorted(unknown)) or "none given"}; choose from {VARIANTS}')
+    warnings.filterwarnings('ignore')
+    result = profile_step(args.rounds, args.batches, variants)
+    print(report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == '__main__':
+    main()
