@@ -9,11 +9,13 @@ the epoch kept, the time, and the date and machine the run recorded.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
 from pathlib import Path
 
 from bert_tutorial.cli import build_parser
+from bert_tutorial.devices import machine_description
 
 RESULTS = Path(__file__).parent / 'results' / 'runs'
 
@@ -39,14 +41,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('run', help='a finetune output folder with metrics.json')
     parser.add_argument('--name', required=True, help='what the figures page calls the run')
+    parser.add_argument('--ran-here-today', action='store_true',
+                        help='for a run whose metrics.json predates the record of its machine: it ran on this '
+                             'machine today (recorded as such, with a note)')
     args = parser.parse_args()
     path = Path(args.run) / 'metrics.json'
     if not path.is_file():
         raise SystemExit(f'error: {path} does not exist: pass a finished finetune run folder')
     metrics = json.loads(path.read_text())
+    if 'measured' not in metrics and args.ran_here_today:
+        metrics['measured'] = {'date': datetime.date.today().isoformat(), **machine_description(),
+                               'note': 'machine recorded afterwards, on the machine and the day of the run'}
     if 'measured' not in metrics:
         raise SystemExit(f'error: {path} does not record the date and machine of its run (written before '
-                         'bert_tutorial 0.3): run it again')
+                         'bert_tutorial 0.3): run it again, or pass --ran-here-today if it did')
     record = {
         'name': args.name, 'command': command_of(metrics['config']),
         **{k: metrics[k] for k in ('test_accuracy', 'validation_accuracy', 'selected_epoch', 'seconds',
