@@ -253,7 +253,7 @@ def test_swap_inside_a_classifier(tiny_vocab, tmp_path):
     norms = sum(type(b) is gluon.nn.LayerNorm for b in _blocks(net))
     drops = sum(type(b) is gluon.nn.Dropout for b in _blocks(net))
     assert norms == 3 and drops >= 4  # embedding's and 2 per layer; embedding, attention, 2 in the layer, head
-    assert use_kernels(net) == {'kernels': True, 'layer_norm': norms, 'dropout': drops}
+    assert use_kernels(net) == {'kernels': True, 'layer_norm': norms, 'dropout': drops, 'softmax': 0, 'gelu': 0}
     assert not any(type(b) in (gluon.nn.LayerNorm, gluon.nn.Dropout) for b in _blocks(net))
     net.hybridize(static_alloc=True)
     after, after_grads = _grads(net)
@@ -341,7 +341,7 @@ def fresh_kernels(monkeypatch, tmp_path):
 def _fallback_classifier_works(tiny_vocab):
     net = _classifier(tiny_vocab, dropout=0.1)
     expected = net(*INPUTS).asnumpy()
-    assert use_kernels(net) == {'kernels': False, 'layer_norm': 3, 'dropout': 0}
+    assert use_kernels(net) == {'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0}
     assert {type(b).__name__ for b in _blocks(net)} >= {'MatmulLayerNorm', 'Dropout'}
     assert not any(isinstance(b, (KernelLayerNorm, KernelDropout)) for b in _blocks(net))
     net.hybridize(static_alloc=True)
@@ -391,7 +391,7 @@ def test_fallback_in_a_new_process_without_compiler(tmp_path):
             'assert not hasattr(mx.nd, "bert_layer_norm")\n')
     done = _run_python(code, tmp_path, CXX=str(tmp_path / 'no-compiler'))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["{'kernels': False, 'layer_norm': 3, 'dropout': 0}", '(1, 2)']
+    assert done.stdout.splitlines() == ["{'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0}", '(1, 2)']
     lines = [line for line in done.stderr.splitlines() if line.startswith('bert_tutorial.speed.kernels|')]
     assert lines == [f'bert_tutorial.speed.kernels|bert_tutorial kernels: pure MXNet operators (no C++ compiler: '
                      f'{tmp_path / "no-compiler"} not found)']
