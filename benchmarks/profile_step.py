@@ -3,10 +3,12 @@
     python benchmarks/profile_step.py [--rounds N] [--batches N] [--json PATH]
 
 The default pipeline (``build_classifier`` on the built-in model, batch 32, max_len 128, ``FusedBERTAdam`` with
-clipping) in three variants, each its own copy of the model, in one process:
+clipping) in these variants, each its own copy of the model, in one process:
 - mxnet: MXNet's ``LayerNorm`` and ``Dropout``;
 - matmul: ``MatmulLayerNorm`` and MXNet's ``Dropout`` (the default before the C++ kernels);
-- kernels: ``KernelLayerNorm`` and ``KernelDropout`` (the C++ kernels; ``load_kernels`` must succeed).
+- default: ``KernelLayerNorm`` and MXNet's ``Dropout`` (what ``finetune`` runs by default);
+- kernels: ``KernelLayerNorm`` and ``KernelDropout`` (the C++ kernels; ``load_kernels`` must succeed);
+- all: every C++ kernel: ``KernelLayerNorm``, ``KernelDropout``, ``KernelSelfAttentionCell``, ``KernelGELU``.
 Rounds interleave the variants (the machine is shared: compare within a round, as ratios). Each round times steps
 without the profiler, then profiles the same steps with ``mx.profiler``'s aggregate statistics; the table gives
 milliseconds per step by operator (forward and ``_backward_`` separately).
@@ -31,7 +33,7 @@ from bert_tutorial.loop import clipped_update, make_trainer  # noqa: E402
 from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
 from bert_tutorial.speed import load_kernels, use_kernels, use_matmul_layer_norm  # noqa: E402
 
-VARIANTS = ('mxnet', 'matmul', 'kernels')
+VARIANTS = ('mxnet', 'matmul', 'default', 'kernels', 'all')
 LR, CLIP, MAX_LEN, BATCH = 5e-5, 1.0, 128, 32
 
 
@@ -45,8 +47,13 @@ class Step:
                                     matmul_layer_norm=False)
         if name == 'matmul':
             use_matmul_layer_norm(self.net)
+        elif name == 'default':
+            assert use_kernels(self.net, dropout=False)['kernels']
         elif name == 'kernels':
             assert use_kernels(self.net)['kernels']
+        elif name == 'all':
+            counts = use_kernels(self.net, softmax=True, gelu=True)
+            assert counts['kernels'] and counts['softmax'] and counts['gelu'], counts
         self.net.hybridize(static_alloc=True)
         self.trainer = make_trainer(self.net, LR, no_decay_norm_bias=True)
         self.params = [p for p in self.net.collect_params().values() if p.grad_req != 'null']
@@ -85,7 +92,7 @@ def timed(step: Step, batches: list) -> float:
 def profile_step(rounds: int = 2, n_batches: int = 2, variants: tuple[str, ...] = VARIANTS) -> dict:
     """``{'step_ms': {variant: [ms per round]}, 'operators': {variant: {op: ms per step}}}`` (operators averaged
     over rounds), the variants interleaved in every round."""
-    if 'kernels' in variants and not load_kernels():
+    if {'default', 'kernels', 'all'} & set(variants) and not load_kernels():
         raise RuntimeError('the C++ kernels did not build or load: profile without the kernels variant')
     ctx = mx.cpu()
     mx.random.seed(0)

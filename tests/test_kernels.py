@@ -391,7 +391,8 @@ def test_fallback_in_a_new_process_without_compiler(tmp_path):
             'assert not hasattr(mx.nd, "bert_layer_norm")\n')
     done = _run_python(code, tmp_path, CXX=str(tmp_path / 'no-compiler'))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["{'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0}", '(1, 2)']
+    assert done.stdout.splitlines() == ["{'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0}",
+                                        '(1, 2)']
     lines = [line for line in done.stderr.splitlines() if line.startswith('bert_tutorial.speed.kernels|')]
     assert lines == [f'bert_tutorial.speed.kernels|bert_tutorial kernels: pure MXNet operators (no C++ compiler: '
                      f'{tmp_path / "no-compiler"} not found)']
