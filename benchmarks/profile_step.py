@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -71,13 +72,17 @@ class Step:
 
 def profile(step: Step, batches: list) -> dict[str, float]:
     """Milliseconds per step by operator, from ``mx.profiler``'s aggregate statistics over ``batches``."""
-    mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename=os.devnull)
+    # a file of our own: MXNet replaces the file it writes the trace to (as root, filename=os.devnull replaced
+    # /dev/null with a regular file for the whole machine)
+    trace = Path(tempfile.gettempdir()) / f'profile_step.{os.getpid()}.json'
+    mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename=str(trace))
     mx.profiler.dumps(reset=True)  # drop what earlier runs left
     mx.profiler.set_state('run')
     for batch in batches:
         step(batch)
     mx.profiler.set_state('stop')
     stats = json.loads(mx.profiler.dumps(reset=True, format='json'))['Time'].get('operator', {})
+    trace.unlink(missing_ok=True)
     return {op: s['Total'] / len(batches) for op, s in stats.items()}
 
 
