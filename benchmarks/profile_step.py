@@ -3,10 +3,12 @@
     python benchmarks/profile_step.py [--rounds N] [--batches N] [--json PATH]
 
 The default pipeline (``build_classifier`` on the built-in model, batch 32, max_len 128, ``FusedBERTAdam`` with
-clipping) in three variants, each its own copy of the model, in one process:
+clipping) in these variants, each its own copy of the model, in one process:
 - mxnet: MXNet's ``LayerNorm`` and ``Dropout``;
 - matmul: ``MatmulLayerNorm`` and MXNet's ``Dropout`` (the default before the C++ kernels);
-- kernels: ``KernelLayerNorm`` and ``KernelDropout`` (the C++ kernels; ``load_kernels`` must succeed).
+- default: ``KernelLayerNorm`` and MXNet's ``Dropout`` (what ``finetune`` runs by default);
+- kernels: ``KernelLayerNorm`` and ``KernelDropout`` (the C++ kernels; ``load_kernels`` must succeed);
+- all: every C++ kernel: ``KernelLayerNorm``, ``KernelDropout``, ``KernelSelfAttentionCell``, ``KernelGELU``.
 Rounds interleave the variants (the machine is shared: compare within a round, as ratios). Each round times steps
 without the profiler, then profiles the same steps with ``mx.profiler``'s aggregate statistics; the table gives
 milliseconds per step by operator (forward and ``_backward_`` separately).
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -31,7 +34,7 @@ from bert_tutorial.loop import clipped_update, make_trainer  # noqa: E402
 from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
 from bert_tutorial.speed import load_kernels, use_kernels, use_matmul_layer_norm  # noqa: E402
 
-VARIANTS = ('mxnet', 'matmul', 'kernels')
+VARIANTS = ('mxnet', 'matmul', 'default', 'kernels', 'all')
 LR, CLIP, MAX_LEN, BATCH = 5e-5, 1.0, 128, 32
 
 
@@ -45,8 +48,13 @@ class Step:
                                     matmul_layer_norm=False)
         if name == 'matmul':
             use_matmul_layer_norm(self.net)
+        elif name == 'default':
+            assert use_kernels(self.net, dropout=False)['kernels']
         elif name == 'kernels':
             assert use_kernels(self.net)['kernels']
+        elif name == 'all':
+            counts = use_kernels(self.net, softmax=True, gelu=True)
+            assert counts['kernels'] and counts['softmax'] and counts['gelu'], counts
         self.net.hybridize(static_alloc=True)
         self.trainer = make_trainer(self.net, LR, no_decay_norm_bias=True)
         self.params = [p for p in self.net.collect_params().values() if p.grad_req != 'null']
@@ -64,13 +72,17 @@ class Step:
 
 def profile(step: Step, batches: list) -> dict[str, float]:
     """Milliseconds per step by operator, from ``mx.profiler``'s aggregate statistics over ``batches``."""
-    mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename=os.devnull)
+    # a file of our own: MXNet replaces the file it writes the trace to (as root, filename=os.devnull replaced
+    # /dev/null with a regular file for the whole machine)
+    trace = Path(tempfile.gettempdir()) / f'profile_step.{os.getpid()}.json'
+    mx.profiler.set_config(profile_all=True, aggregate_stats=True, filename=str(trace))
     mx.profiler.dumps(reset=True)  # drop what earlier runs left
     mx.profiler.set_state('run')
     for batch in batches:
         step(batch)
     mx.profiler.set_state('stop')
     stats = json.loads(mx.profiler.dumps(reset=True, format='json'))['Time'].get('operator', {})
+    trace.unlink(missing_ok=True)
     return {op: s['Total'] / len(batches) for op, s in stats.items()}
 
 
@@ -85,7 +97,7 @@ def timed(step: Step, batches: list) -> float:
 def profile_step(rounds: int = 2, n_batches: int = 2, variants: tuple[str, ...] = VARIANTS) -> dict:
     """``{'step_ms': {variant: [ms per round]}, 'operators': {variant: {op: ms per step}}}`` (operators averaged
     over rounds), the variants interleaved in every round."""
-    if 'kernels' in variants and not load_kernels():
+    if {'default', 'kernels', 'all'} & set(variants) and not load_kernels():
         raise RuntimeError('the C++ kernels did not build or load: profile without the kernels variant')
     ctx = mx.cpu()
     mx.random.seed(0)
@@ -93,8 +105,10 @@ def profile_step(rounds: int = 2, n_batches: int = 2, variants: tuple[str, ...] 
     tokenizer = nlp.data.BERTTokenizer(steps[0].vocab, lower=True)
     examples = subset(load_movie_reviews('train'), BATCH * 8, seed=0)
     loader = sentiment_loader(examples, tokenizer, steps[0].vocab, MAX_LEN, BATCH, shuffle=True, bucket=True)
-    # the longest batches: the shapes the step spends its time on
-    batches = sorted(([x.as_in_context(ctx) for x in b] for b in loader), key=lambda b: -b[0].shape[1])[:n_batches]
+    # the batches with the most tokens (the movie reviews are short: the longest batches are leftovers of a few
+    # examples, which would make the step look like an optimizer step)
+    batches = sorted(([x.as_in_context(ctx) for x in b] for b in loader),
+                     key=lambda b: -b[0].shape[0] * b[0].shape[1])[:n_batches]
     for step in steps:  # warm-up: graphs, memory, oneDNN primitives
         for batch in batches:
             step(batch)

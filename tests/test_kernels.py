@@ -1,5 +1,6 @@
 """The C++ kernels (speed.kernels, speed.kernel_ops): LayerNorm against MXNet's, Dropout's exact values and
-statistics, the swap into a classifier, graphs without the library, and the pure-MXNet fallback."""
+statistics, softmax with lengths and GELU against MXNet's, the swaps into a classifier, graphs without the library,
+and the pure-MXNet fallback."""
 import json
 import logging
 import os
@@ -221,6 +222,102 @@ def test_dropout_masks_same_imperative_and_hybridized():
     np.testing.assert_array_equal(masks[0], masks[1])
 
 
+# ------------------------------------------------------------------------------------------ softmax, GELU
+
+def _value_and_grad(op, x, dy):
+    a = nd.array(x)
+    a.attach_grad()
+    with autograd.record():
+        y = op(a)
+    y.backward(nd.array(dy))
+    return y.asnumpy(), a.grad.asnumpy()
+
+
+def _check_softmax(x, length, dy, dtype='int32'):
+    lengths = nd.array(length, dtype=dtype)
+    ref = _value_and_grad(lambda a: nd.softmax(a, lengths, axis=-1, use_length=True), x, dy)
+    ours = _value_and_grad(lambda a: nd.bert_softmax(a, lengths), x, dy)
+    for what, a, b in zip(('output', 'data grad'), ref, ours):
+        # float32 round-off of a sum over a row (and of exp: ours is a polynomial, MXNet's expf)
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(a).max())), err_msg=what)
+    n = np.clip(length, 0, x.shape[-1])[..., None]
+    after = np.arange(x.shape[-1]) >= n
+    assert not ours[0][after].any() and not ours[1][after].any()  # exact zeros after the length
+    return ours
+
+
+@needs_kernels
+@pytest.mark.parametrize('keys', [1, 2, 3, 7, 16, 17, 33, 128, 129])
+@pytest.mark.parametrize('dtype', ['int32', 'int64'])
+def test_softmax_matches_mxnet(keys, dtype):
+    rng = np.random.RandomState(keys)
+    x = rng.normal(0, 4, (3, 5, keys)).astype(np.float32)
+    length = rng.randint(1, keys + 1, size=(3, 5))
+    length[0] = 1                        # one key
+    length[1] = keys                     # all keys
+    out, _ = _check_softmax(x, length, rng.normal(size=x.shape).astype(np.float32), dtype)
+    np.testing.assert_allclose(out.sum(-1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(out[0, :, 0], 1)
+
+
+@needs_kernels
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(1, 40), min_size=1, max_size=3), keys=st.integers(1, 70),
+       scale=st.sampled_from([0.1, 1.0, 30.0]), seed=st.integers(0, 2 ** 31 - 1))
+def test_softmax_matches_mxnet_on_any_shape(shape, keys, scale, seed):
+    rng = np.random.RandomState(seed)
+    x = rng.normal(0, scale, shape + [keys]).astype(np.float32)
+    length = rng.randint(1, keys + 1, size=shape)
+    _check_softmax(x, length, rng.normal(size=x.shape).astype(np.float32))
+
+
+@needs_kernels
+def test_softmax_length_zero_and_extreme_scores():
+    x = np.array([[[0.0, 1.0, 2.0], [-1e30, 0.0, 1e30], [-200.0, 0.0, -200.0], [5.0, 5.0, 5.0]]], np.float32)
+    length = np.array([[0, 3, 3, 2]])
+    out, grad = _value_and_grad(lambda a: nd.bert_softmax(a, nd.array(length, dtype='int32')), x, np.ones_like(x))
+    ref = nd.softmax(nd.array(x[:, 1:]), nd.array(length[:, 1:], dtype='int32'), axis=-1, use_length=True)
+    assert not out[0, 0].any() and not grad[0, 0].any()  # length 0: zeros, as MXNet's
+    np.testing.assert_allclose(out[:, 1:], ref.asnumpy(), rtol=1e-6, atol=1e-30)
+    np.testing.assert_array_equal(out[0, 3], [0.5, 0.5, 0])
+
+
+@needs_kernels
+def test_softmax_bad_input_is_an_error():
+    with pytest.raises(mx.MXNetError, match='length'):
+        nd.bert_softmax(nd.ones((2, 3, 4)), nd.ones((2, 4), dtype='int32')).wait_to_read()
+    with pytest.raises(mx.MXNetError, match='int32 or int64'):
+        nd.bert_softmax(nd.ones((2, 3, 4)), nd.ones((2, 3))).wait_to_read()
+
+
+@needs_kernels
+@pytest.mark.parametrize('size', [1, 7, 16, 33, 1000, 40000])
+def test_gelu_matches_mxnet(size):
+    rng = np.random.RandomState(size)
+    x = np.concatenate([rng.normal(0, 3, size), [0.0, -0.0, 1e-30, -1e-30, 12.0, -12.0, 40.0, -40.0]])
+    x = x.astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    ref = _value_and_grad(lambda a: nd.LeakyReLU(a, act_type='gelu'), x, dy)
+    ours = _value_and_grad(lambda a: nd.bert_gelu(a), x, dy)
+    for what, a, b in zip(('output', 'data grad'), ref, ours):
+        # erf as oneDNN's (|error| < 1.5e-7): absolute round-off of 0.5 x (1 + erf) and its derivative
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=what)
+
+
+@needs_kernels
+@settings(max_examples=30, deadline=None)
+@given(shape=st.lists(st.integers(1, 30), min_size=1, max_size=3), scale=st.sampled_from([0.01, 1.0, 5.0]),
+       seed=st.integers(0, 2 ** 31 - 1))
+def test_gelu_matches_mxnet_on_any_shape(shape, scale, seed):
+    rng = np.random.RandomState(seed)
+    x = rng.normal(0, scale, shape).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    ref = _value_and_grad(lambda a: nd.LeakyReLU(a, act_type='gelu'), x, dy)
+    ours = _value_and_grad(lambda a: nd.bert_gelu(a), x, dy)
+    for a, b in zip(ref, ours):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * max(1.0, scale))
+
+
 # ------------------------------------------------------------------------------------- swap and export
 
 def _blocks(block):
@@ -253,7 +350,7 @@ def test_swap_inside_a_classifier(tiny_vocab, tmp_path):
     norms = sum(type(b) is gluon.nn.LayerNorm for b in _blocks(net))
     drops = sum(type(b) is gluon.nn.Dropout for b in _blocks(net))
     assert norms == 3 and drops >= 4  # embedding's and 2 per layer; embedding, attention, 2 in the layer, head
-    assert use_kernels(net) == {'kernels': True, 'layer_norm': norms, 'dropout': drops}
+    assert use_kernels(net) == {'kernels': True, 'layer_norm': norms, 'dropout': drops, 'softmax': 0, 'gelu': 0}
     assert not any(type(b) in (gluon.nn.LayerNorm, gluon.nn.Dropout) for b in _blocks(net))
     net.hybridize(static_alloc=True)
     after, after_grads = _grads(net)
@@ -275,6 +372,64 @@ def test_swap_inside_a_classifier(tiny_vocab, tmp_path):
     assert (outputs[0] != outputs[2]).any() and (outputs[0] != after).any()
 
 
+@needs_kernels
+@pytest.mark.parametrize('hybridize', [False, True])
+def test_softmax_and_gelu_swap_inside_a_classifier(tiny_vocab, tmp_path, hybridize):
+    from gluonnlp.model.bert import DotProductSelfAttentionCell
+    from gluonnlp.model.block import GELU
+
+    from bert_tutorial.speed import KernelGELU, KernelSelfAttentionCell
+
+    net = _classifier(tiny_vocab, dropout=0.1)
+    before, before_grads = _grads(net)
+    names = sorted(net.collect_params())
+    cells = [b for b in _blocks(net) if type(b) is DotProductSelfAttentionCell]
+    gelus = [b for b in _blocks(net) if type(b) is GELU]
+    assert len(cells) == 1 and len(gelus) == 1
+    counts = use_kernels(net, layer_norm=False, dropout=False, softmax=True, gelu=True)
+    assert counts == {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': 1, 'gelu': 1}
+    swapped = [b for b in _blocks(net) if type(b) is KernelSelfAttentionCell]
+    assert len(swapped) == 1 and sum(type(b) is KernelGELU for b in _blocks(net)) == 1
+    assert swapped[0].dropout_layer is cells[0].dropout_layer  # the dropout child is kept
+    assert all(getattr(swapped[0], n) is getattr(cells[0], n) for n in ('query_weight', 'value_bias'))
+    assert sorted(net.collect_params()) == names
+    if hybridize:
+        net.hybridize(static_alloc=True)
+    after, after_grads = _grads(net)
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+    for name, grad in before_grads.items():
+        np.testing.assert_allclose(after_grads[name], grad, rtol=1e-4, atol=1e-6, err_msg=name)
+    # with the other kernels too: the attention cell's dropout becomes a KernelDropout
+    counts = use_kernels(net, softmax=True, gelu=True)
+    assert counts['layer_norm'] == 3 and counts['dropout'] >= 4 and counts['softmax'] == counts['gelu'] == 0
+    assert type(swapped[0].dropout_layer) is KernelDropout
+    assert not any(type(b) in (gluon.nn.LayerNorm, gluon.nn.Dropout, GELU, DotProductSelfAttentionCell)
+                   for b in _blocks(net))
+    again, again_grads = _grads(net)
+    np.testing.assert_allclose(again, before, rtol=1e-4, atol=1e-5)
+    for name, grad in before_grads.items():
+        np.testing.assert_allclose(again_grads[name], grad, rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+@needs_kernels
+def test_package_blocks_gelu_swap():
+    from bert_tutorial.speed import KernelGELU
+    from bert_tutorial.transformer import PositionWiseFFN
+
+    ffn = PositionWiseFFN(8, 16)
+    ffn.initialize(mx.init.Normal(0.5))
+    x = nd.random.normal(shape=(2, 3, 8))
+    before = _value_and_grad(ffn, x.asnumpy(), np.ones((2, 3, 8), np.float32))
+    assert use_kernels(ffn, gelu=True)['gelu'] == 1 and type(ffn.activation) is KernelGELU
+    ffn.hybridize()
+    after = _value_and_grad(ffn, x.asnumpy(), np.ones((2, 3, 8), np.float32))
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    with standard_ops(ffn):
+        assert type(ffn.activation) is gluon.nn.GELU
+    assert type(ffn.activation) is KernelGELU
+
+
 def _ops(sym):
     return {node['op'] for node in json.loads(sym.tojson())['nodes']}
 
@@ -282,15 +437,18 @@ def _ops(sym):
 @needs_kernels
 def test_graphs_for_export_use_mxnet_operators(tiny_vocab):
     net = _classifier(tiny_vocab, dropout=0.1)
-    use_kernels(net)
+    use_kernels(net, softmax=True, gelu=True)
     net.hybridize(static_alloc=True)
     expected = net(*INPUTS).asnumpy()
     names = ('data0', 'data1', 'data2')
-    assert {'bert_layer_norm', 'bert_dropout'} <= _ops(net(*[mx.sym.var(n) for n in names]))
+    ours = {'bert_layer_norm', 'bert_dropout', 'bert_softmax', 'bert_gelu'}
+    assert ours <= _ops(net(*[mx.sym.var(n) for n in names]))
     with standard_ops(net):
-        assert not any(op.startswith('bert_') for op in _ops(net(*[mx.sym.var(n) for n in names])))
-        assert 'LayerNorm' in _ops(net(*[mx.sym.var(n) for n in names]))
-    assert {'bert_layer_norm', 'bert_dropout'} <= _ops(net(*[mx.sym.var(n) for n in names]))  # restored
+        standard = _ops(net(*[mx.sym.var(n) for n in names]))
+        assert not any(op.startswith('bert_') for op in standard)
+        assert {'LayerNorm', 'Dropout', 'softmax', 'LeakyReLU'} <= standard
+        np.testing.assert_allclose(net(*INPUTS).asnumpy(), expected, rtol=1e-4, atol=1e-5)
+    assert ours <= _ops(net(*[mx.sym.var(n) for n in names]))  # restored
     np.testing.assert_allclose(net(*INPUTS).asnumpy(), expected, rtol=1e-5, atol=1e-6)
     fused = fuse_classifier(net)
     assert not any(op.startswith('bert_') for op in _ops(fused(*[mx.sym.var(n) for n in names])))
@@ -311,7 +469,8 @@ def test_export_loads_without_the_library(tiny_bert, tiny_vocab, tmp_path):
 
     net = BERTClassifier(tiny_bert, 2, pooling='mean')
     net.classifier.initialize(mx.init.Normal(0.5))
-    use_kernels(net)  # the model in memory runs the kernels; what is saved and exported does not need them
+    use_kernels(net, softmax=True, gelu=True)  # the model in memory runs the kernels; what is saved and exported does
+    # not need them
     save_model(tmp_path / 'm', net, tiny_vocab, classifier_config(net, 32, ['negative', 'positive']))
     out = export_classifier(tmp_path / 'm')
     assert not any(op.startswith('bert_') for op in _ops(mx.sym.load(str(out / 'model-symbol.json'))))
@@ -341,7 +500,7 @@ def fresh_kernels(monkeypatch, tmp_path):
 def _fallback_classifier_works(tiny_vocab):
     net = _classifier(tiny_vocab, dropout=0.1)
     expected = net(*INPUTS).asnumpy()
-    assert use_kernels(net) == {'kernels': False, 'layer_norm': 3, 'dropout': 0}
+    assert use_kernels(net) == {'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0}
     assert {type(b).__name__ for b in _blocks(net)} >= {'MatmulLayerNorm', 'Dropout'}
     assert not any(isinstance(b, (KernelLayerNorm, KernelDropout)) for b in _blocks(net))
     net.hybridize(static_alloc=True)
@@ -391,7 +550,8 @@ def test_fallback_in_a_new_process_without_compiler(tmp_path):
             'assert not hasattr(mx.nd, "bert_layer_norm")\n')
     done = _run_python(code, tmp_path, CXX=str(tmp_path / 'no-compiler'))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["{'kernels': False, 'layer_norm': 3, 'dropout': 0}", '(1, 2)']
+    assert done.stdout.splitlines() == ["{'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0}",
+                                        '(1, 2)']
     lines = [line for line in done.stderr.splitlines() if line.startswith('bert_tutorial.speed.kernels|')]
     assert lines == [f'bert_tutorial.speed.kernels|bert_tutorial kernels: pure MXNet operators (no C++ compiler: '
                      f'{tmp_path / "no-compiler"} not found)']

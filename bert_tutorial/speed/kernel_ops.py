@@ -2,15 +2,19 @@
 
 At BERT-base's shapes on CPU, MXNet's ``LayerNorm`` (forward + backward) and ``Dropout`` are small kernels that
 cost far more than their arithmetic: ``KernelLayerNorm`` and ``KernelDropout`` run one OpenMP pass over rows or
-blocks. ``use_kernels`` puts them into a model (parameters shared, names unchanged: saved files do not change);
-without the C++ library it falls back to ``MatmulLayerNorm`` and MXNet's ``Dropout``. ``standard_ops`` swaps
-MXNet's operators back, for exported graphs that must load without the library.
+blocks. ``KernelSelfAttentionCell`` (GluonNLP's BERT self-attention on ``bert_softmax``: MXNet's softmax with
+lengths runs a scalar ``expf``) and ``KernelGELU`` (``bert_gelu``) are opt-in. ``use_kernels`` puts them into a
+model (parameters shared, names unchanged: saved files do not change); without the C++ library it falls back to
+``MatmulLayerNorm`` and MXNet's operators. ``standard_ops`` swaps MXNet's operators back, for exported graphs that
+must load without the library.
 """
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
 
+from gluonnlp.model.bert import DotProductSelfAttentionCell
+from gluonnlp.model.block import GELU as GluonNLPGELU
 from mxnet.gluon import Block, HybridBlock, nn
 
 from .kernels import load_kernels
@@ -41,6 +45,46 @@ class KernelDropout(nn.Dropout):
         return F.bert_dropout(x, F.Dropout(one, p=0.5), p=self._rate)[0]
 
 
+class KernelGELU(HybridBlock):
+    """GELU (erf form), the math of ``nn.GELU`` and GluonNLP's ``GELU()`` (``LeakyReLU(act_type='gelu')``), on the
+    C++ ``bert_gelu`` operator. Input and output: any shape."""
+
+    def __init__(self, standard: type = nn.GELU, **kwargs):
+        super().__init__(**kwargs)
+        self._standard = standard  # the block standard_ops puts back
+
+    def hybrid_forward(self, F, x):
+        return F.bert_gelu(x)
+
+
+class KernelSelfAttentionCell(DotProductSelfAttentionCell):
+    """GluonNLP's ``DotProductSelfAttentionCell`` (BERT's self-attention) with the length-aware softmax on the C++
+    ``bert_softmax`` operator: the same parameters, inputs and outputs. Without lengths it runs MXNet's softmax."""
+
+    def hybrid_forward(self, F, qkv, valid_len, query_bias, key_bias, value_bias, query_weight, key_weight,
+                       value_weight):
+        # GluonNLP 0.10's DotProductSelfAttentionCell.hybrid_forward with F.softmax(length=...) -> F.bert_softmax
+        heads = self._num_heads
+        in_weight = F.concat(*(w.reshape(shape=(heads, -1, 0), reverse=True)
+                               for w in (query_weight, key_weight, value_weight)), dim=-2)
+        in_weight = in_weight.reshape(shape=(-1, 0), reverse=True)
+        in_bias = F.stack(*(b.reshape(shape=(heads, -1), reverse=True) for b in (query_bias, key_bias, value_bias)),
+                          axis=1).reshape(-1)
+        qkv_proj = F.FullyConnected(data=qkv, weight=in_weight, bias=in_bias, num_hidden=self.units * 3,
+                                    no_bias=False, flatten=False)
+        att_score = F.contrib.interleaved_matmul_selfatt_qk(qkv_proj, heads=heads)
+        if valid_len is not None:
+            valid_len = F.broadcast_axis(F.expand_dims(valid_len, axis=1), axis=1, size=heads)
+            valid_len = valid_len.reshape(shape=(-1, 0), reverse=True)
+            att_weights = F.bert_softmax(att_score, valid_len)
+        else:
+            att_weights = F.softmax(att_score, axis=-1)
+        att_weights = self.dropout_layer(att_weights)
+        context_vec = F.contrib.interleaved_matmul_selfatt_valatt(qkv_proj, att_weights, heads=heads)
+        att_weights = att_weights.reshape(shape=(-1, heads, 0, 0), reverse=True)
+        return context_vec, att_weights
+
+
 def _put(parent: Block, name: str, old: Block, new: Block) -> None:
     """Register ``new`` in ``parent`` where ``old`` was, under the same name."""
     parent._children[name] = new
@@ -59,7 +103,7 @@ def _swap(block: Block, replace: Callable[[Block], Block | None]) -> int:
             replaced += _swap(child, replace)
             continue
         _put(block, name, child, new)
-        replaced += 1
+        replaced += 1 + _swap(new, replace)  # a new attention cell keeps the old one's dropout child
     return replaced
 
 
@@ -84,8 +128,21 @@ def _layer_norm_like(child: nn.LayerNorm, cls: type) -> nn.LayerNorm:
     return new
 
 
-def _to_kernels(layer_norm: bool, dropout: bool) -> Callable[[Block], Block | None]:
+def _attention_like(child: DotProductSelfAttentionCell, cls: type) -> DotProductSelfAttentionCell:
+    new = cls(child.units, child._num_heads, dropout=child._dropout, use_bias=child._use_bias, prefix=child.prefix,
+              params=child.params)
+    _put(new, 'dropout_layer', new.dropout_layer, child.dropout_layer)
+    assert all(getattr(new, n) is getattr(child, n) for n in ('query_weight', 'key_weight', 'value_weight'))
+    return new
+
+
+def _to_kernels(layer_norm: bool, dropout: bool, softmax: bool = False,
+                gelu: bool = False) -> Callable[[Block], Block | None]:
     def replace(child: Block) -> Block | None:
+        if softmax and type(child) is DotProductSelfAttentionCell and child._use_bias:
+            return _attention_like(child, KernelSelfAttentionCell)
+        if gelu and (type(child) is nn.GELU or (type(child) is GluonNLPGELU and not child._approximate)):
+            return KernelGELU(type(child), prefix=child.prefix)
         if (layer_norm and type(child) in (nn.LayerNorm, MatmulLayerNorm) and child._axis == -1 and child._center
                 and child._scale):
             return _layer_norm_like(child, KernelLayerNorm)
@@ -96,6 +153,10 @@ def _to_kernels(layer_norm: bool, dropout: bool) -> Callable[[Block], Block | No
 
 
 def _to_standard(child: Block) -> Block | None:
+    if type(child) is KernelSelfAttentionCell:
+        return _attention_like(child, DotProductSelfAttentionCell)
+    if type(child) is KernelGELU:
+        return child._standard(prefix=child.prefix)
     if type(child) is KernelLayerNorm:
         return _layer_norm_like(child, nn.LayerNorm)
     if type(child) is KernelDropout:
@@ -103,26 +164,33 @@ def _to_standard(child: Block) -> Block | None:
     return None
 
 
-def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True) -> dict:
+def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True, softmax: bool = False,
+                gelu: bool = False) -> dict:
     """Put the C++ kernels into ``block``: with ``layer_norm``, every ``nn.LayerNorm`` (or ``MatmulLayerNorm``)
     over the last axis becomes a ``KernelLayerNorm`` sharing its parameters; with ``dropout``, every
-    ``nn.Dropout`` without ``axes`` a ``KernelDropout``. Without the kernels (``load_kernels()`` is ``False``) the
-    layer norms become ``MatmulLayerNorm`` and dropout stays MXNet's.
+    ``nn.Dropout`` without ``axes`` a ``KernelDropout``; with ``softmax``, every GluonNLP
+    ``DotProductSelfAttentionCell`` (BERT's self-attention) a ``KernelSelfAttentionCell``; with ``gelu``, every
+    ``nn.GELU`` and GluonNLP ``GELU()`` (erf form) a ``KernelGELU``. Without the kernels (``load_kernels()`` is
+    ``False``) the layer norms become ``MatmulLayerNorm`` and the rest stays MXNet's.
 
     Call it after the parameters are initialized or loaded. Returns ``{'kernels': bool, 'layer_norm': n,
-    'dropout': m}``, the blocks replaced. ``KernelDropout``'s masks differ from MXNet's ``Dropout``'s (both come
-    from the run's seed): a run is reproducible with the same choice.
+    'dropout': m, 'softmax': k, 'gelu': g}``, the blocks replaced. ``KernelDropout``'s masks differ from MXNet's
+    ``Dropout``'s (both come from the run's seed): a run is reproducible with the same choice. ``softmax`` and
+    ``gelu`` compute MXNet's values up to float32 round-off.
     """
     on_cpu = all(c.device_type == 'cpu' for p in block.collect_params().values() for c in p.list_ctx())
     if not on_cpu or not load_kernels():  # the kernels are CPU operators
-        return {'kernels': False, 'layer_norm': use_matmul_layer_norm(block) if layer_norm else 0, 'dropout': 0}
-    counts = {'kernels': True, 'layer_norm': 0, 'dropout': 0}
-    replace = _to_kernels(layer_norm, dropout)
+        return {'kernels': False, 'layer_norm': use_matmul_layer_norm(block) if layer_norm else 0, 'dropout': 0,
+                'softmax': 0, 'gelu': 0}
+    counts = {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': 0, 'gelu': 0}
+    replace = _to_kernels(layer_norm, dropout, softmax, gelu)
+    kinds = {KernelLayerNorm: 'layer_norm', KernelDropout: 'dropout', KernelSelfAttentionCell: 'softmax',
+             KernelGELU: 'gelu'}
 
     def counting(child: Block) -> Block | None:
         new = replace(child)
         if new is not None:
-            counts['layer_norm' if isinstance(new, nn.LayerNorm) else 'dropout'] += 1
+            counts[kinds[type(new)]] += 1
         return new
 
     _swap(block, counting)
@@ -132,8 +200,9 @@ def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True) -> 
 
 @contextlib.contextmanager
 def standard_ops(block: Block) -> Iterator[Block]:
-    """Within the ``with``, ``block`` runs MXNet's ``LayerNorm`` and ``Dropout`` in place of ``KernelLayerNorm``
-    and ``KernelDropout`` (same parameters): graphs traced or exported there load without the library."""
+    """Within the ``with``, ``block`` runs MXNet's operators in place of the kernel blocks (``KernelLayerNorm``,
+    ``KernelDropout``, ``KernelSelfAttentionCell``, ``KernelGELU``; same parameters): graphs traced or exported
+    there load without the library."""
     originals: list[tuple[Block, str, Block]] = []
 
     def replace(parent: Block) -> None:
@@ -144,6 +213,7 @@ def standard_ops(block: Block) -> Iterator[Block]:
                 continue
             originals.append((parent, name, child))
             _put(parent, name, child, new)
+            replace(new)  # a swapped-back attention cell holds the kernel one's dropout child
 
     replace(block)
     _clear_graphs(block)

@@ -9,6 +9,15 @@
 //     offset) when seed >= 0, else from MXNet's seeded CPU generator (mx.random.seed). `train` is a (1,) float32
 //     input: 1 runs as identity (inference), anything else applies dropout. lib_api gives operators no
 //     is_train flag, so the Python side derives `train` from an op that has one.
+// bert_softmax(data, length) -> out
+//     Softmax over the last axis of the first length[i] entries of row i, 0 after them: the math of
+//     mx.nd.softmax(data, length, axis=-1, use_length=True) (GluonNLP's self-attention). length (int32 or int64)
+//     has data's shape without the last axis; a length <= 0 gives a row of zeros, one past the row is the row.
+//     Backward: d(data) = out * (d(out) - sum(d(out) * out)) on the first length[i] entries, 0 after; no gradient
+//     for length (zeros). One pass per row each way.
+// bert_gelu(data) -> out
+//     0.5 * x * (1 + erf(x / sqrt(2))), the math of mx.nd.LeakyReLU(act_type='gelu'), erf as oneDNN's (Abramowitz
+//     and Stegun 7.1.26, |error| < 1.5e-7) on the vectorized exp below.
 //
 // Built with portable flags; the hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and chosen at load
 // time (target_clones), so one build serves every x86-64 CPU.
@@ -400,6 +409,247 @@ REGISTER_OP(bert_dropout)
     .setParseAttrs(dropout_parse)
     .setInferType(dropout_infer_type)
     .setInferShape(dropout_infer_shape);
+
+// -------------------------------------------------------------------------------------------------- Softmax
+
+// exp(x) for x <= 0 (Cephes' expf: Cody-Waite reduction, degree-6 polynomial; relative error ~1e-7), 0 below
+// -87.3 where expf's results are subnormal. Branch-free, so the loops calling it vectorize (on AVX2 and AVX-512).
+static inline float exp_nonpositive(float x) {
+  const bool tiny = x < -87.3f;
+  x = tiny ? 0.0f : x;
+  // n = round(x / ln 2) by the 1.5 * 2^23 trick (|x / ln 2| < 2^22 here): std::floor blocks vectorization
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  const float z = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float e = p * z + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return tiny ? 0.0f : e * scale;
+}
+
+// Rows [begin, end) of m entries; row r uses its first len(r) entries (clamped to [0, m]).
+template <typename L>
+MULTI_ISA static void softmax_forward_rows(const float* x, const L* length, float* y, int64_t begin, int64_t end,
+                                           int64_t m) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* xr = x + r * m;
+    float* yr = y + r * m;
+    int64_t n = static_cast<int64_t>(length[r]);
+    n = n < 0 ? 0 : (n > m ? m : n);
+    float mx = n ? xr[0] : 0.0f;
+#pragma omp simd reduction(max : mx)
+    for (int64_t j = 0; j < n; ++j) mx = xr[j] > mx ? xr[j] : mx;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; ++j) {
+      const float e = exp_nonpositive(xr[j] - mx);
+      yr[j] = e;
+      sum += e;
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) yr[j] = yr[j] / sum;
+    for (int64_t j = n; j < m; ++j) yr[j] = 0.0f;
+  }
+}
+
+template <typename L>
+MULTI_ISA static void softmax_backward_rows(const float* dy, const float* y, const L* length, float* dx,
+                                            int64_t begin, int64_t end, int64_t m) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* dyr = dy + r * m;
+    const float* yr = y + r * m;
+    float* dxr = dx + r * m;
+    int64_t n = static_cast<int64_t>(length[r]);
+    n = n < 0 ? 0 : (n > m ? m : n);
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; ++j) sum += dyr[j] * yr[j];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) dxr[j] = yr[j] * (dyr[j] - sum);
+    for (int64_t j = n; j < m; ++j) dxr[j] = 0.0f;
+  }
+}
+
+static MXReturnValue softmax_parse(const Attrs& attrs, int* num_in, int* num_out) {
+  *num_in = 2;
+  *num_out = 1;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue softmax_infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
+  if (in->at(0) != kFloat32) {
+    MX_ERROR_MSG << "bert_softmax: data must be float32";
+    return MX_FAIL;
+  }
+  if (in->at(1) != kInt32 && in->at(1) != kInt64) {
+    MX_ERROR_MSG << "bert_softmax: length must be int32 or int64";
+    return MX_FAIL;
+  }
+  out->at(0) = kFloat32;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue softmax_infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
+                                         std::vector<std::vector<unsigned>>* out) {
+  const std::vector<unsigned>& data = in->at(0);
+  if (data.size() < 2 || in->at(1) != std::vector<unsigned>(data.begin(), data.end() - 1)) {
+    MX_ERROR_MSG << "bert_softmax: data needs two axes or more and length data's shape without the last axis";
+    return MX_FAIL;
+  }
+  out->at(0) = data;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue softmax_forward(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                                     std::vector<MXTensor>* outputs, const OpResource& res) {
+  MXTensor& data = inputs->at(0);
+  const int64_t m = data.shape.back();
+  const int64_t rows = m ? count(data) / m : 0;
+  const float* x = data.data<float>();
+  float* y = outputs->at(0).data<float>();
+  const bool wide = inputs->at(1).dtype == kInt64;
+  const void* length = inputs->at(1).data_ptr;
+#pragma omp parallel if (rows * m >= kParallelMin)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+    if (wide)
+      softmax_forward_rows(x, static_cast<const int64_t*>(length), y, begin, end, m);
+    else
+      softmax_forward_rows(x, static_cast<const int32_t*>(length), y, begin, end, m);
+  }
+  return MX_SUCCESS;
+}
+
+// inputs: d(out), data, length, out; outputs: d(data), d(length).
+static MXReturnValue softmax_backward(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                                      std::vector<MXTensor>* outputs, const OpResource& res) {
+  const float* dy = inputs->at(0).data<float>();
+  MXTensor& out = inputs->at(3);
+  const int64_t m = out.shape.back();
+  const int64_t rows = m ? count(out) / m : 0;
+  const float* y = out.data<float>();
+  const bool wide = inputs->at(2).dtype == kInt64;
+  const void* length = inputs->at(2).data_ptr;
+  float* dx = outputs->at(0).data<float>();
+  if (outputs->size() > 1 && outputs->at(1).data_ptr != nullptr)
+    std::memset(outputs->at(1).data_ptr, 0, (wide ? 8 : 4) * static_cast<size_t>(rows));
+#pragma omp parallel if (rows * m >= kParallelMin)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+    if (wide)
+      softmax_backward_rows(dy, y, static_cast<const int64_t*>(length), dx, begin, end, m);
+    else
+      softmax_backward_rows(dy, y, static_cast<const int32_t*>(length), dx, begin, end, m);
+  }
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(bert_softmax)
+    .setForward(softmax_forward, "cpu")
+    .setBackward(softmax_backward, "cpu")
+    .setParseAttrs(softmax_parse)
+    .setInferType(softmax_infer_type)
+    .setInferShape(softmax_infer_shape);
+
+// ----------------------------------------------------------------------------------------------------- GELU
+
+static const float kRsqrt2 = 0.70710678118654752f, kRsqrt2Pi = 0.39894228040143268f;
+
+// erf(x / sqrt(2)) (Abramowitz and Stegun 7.1.26, as oneDNN's gelu_erf) given e = exp(-x^2 / 2).
+static inline float erf_rsqrt2(float x, float e) {
+  const float a = std::fabs(x) * kRsqrt2;
+  const float t = 1.0f / (1.0f + 0.3275911f * a);
+  float p = 1.061405429f;
+  p = p * t - 1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t - 0.284496736f;
+  p = p * t + 0.254829592f;
+  return std::copysign(1.0f - p * t * e, x);
+}
+
+MULTI_ISA static void gelu_forward_range(const float* x, float* y, int64_t begin, int64_t end) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    const float xi = x[i];
+    const float e = exp_nonpositive(-0.5f * xi * xi);
+    y[i] = 0.5f * xi * (1.0f + erf_rsqrt2(xi, e));
+  }
+}
+
+MULTI_ISA static void gelu_backward_range(const float* dy, const float* x, float* dx, int64_t begin, int64_t end) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    const float xi = x[i];
+    const float e = exp_nonpositive(-0.5f * xi * xi);
+    dx[i] = dy[i] * (0.5f * (1.0f + erf_rsqrt2(xi, e)) + xi * e * kRsqrt2Pi);
+  }
+}
+
+static MXReturnValue gelu_parse(const Attrs& attrs, int* num_in, int* num_out) {
+  *num_in = 1;
+  *num_out = 1;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue gelu_infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
+  if (in->at(0) != kFloat32) {
+    MX_ERROR_MSG << "bert_gelu: data must be float32";
+    return MX_FAIL;
+  }
+  out->at(0) = kFloat32;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue gelu_infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
+                                      std::vector<std::vector<unsigned>>* out) {
+  out->at(0) = in->at(0);
+  return MX_SUCCESS;
+}
+
+static MXReturnValue gelu_forward(const Attrs& attrs, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                                  const OpResource& res) {
+  const int64_t size = count(inputs->at(0));
+  const float* x = inputs->at(0).data<float>();
+  float* y = outputs->at(0).data<float>();
+#pragma omp parallel if (size >= kParallelMin)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    gelu_forward_range(x, y, size * t / nt, size * (t + 1) / nt);
+  }
+  return MX_SUCCESS;
+}
+
+// inputs: d(out), data, out; outputs: d(data).
+static MXReturnValue gelu_backward(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                                   std::vector<MXTensor>* outputs, const OpResource& res) {
+  const int64_t size = count(inputs->at(1));
+  const float* dy = inputs->at(0).data<float>();
+  const float* x = inputs->at(1).data<float>();
+  float* dx = outputs->at(0).data<float>();
+#pragma omp parallel if (size >= kParallelMin)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    gelu_backward_range(dy, x, dx, size * t / nt, size * (t + 1) / nt);
+  }
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(bert_gelu)
+    .setForward(gelu_forward, "cpu")
+    .setBackward(gelu_backward, "cpu")
+    .setParseAttrs(gelu_parse)
+    .setInferType(gelu_infer_type)
+    .setInferShape(gelu_infer_shape);
 
 MXReturnValue initialize(int version) {
   if (version < 10900) {
