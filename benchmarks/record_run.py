@@ -18,6 +18,8 @@ from bert_tutorial.cli import build_parser
 from bert_tutorial.devices import machine_description
 
 RESULTS = Path(__file__).parent / 'results' / 'runs'
+# Where a run writes and how it reports: not part of the computation a recorded command reproduces.
+REPORTING = {'out', 'resume', 'progress', 'log_interval', 'checkpoint_every'}
 
 
 def command_of(config: dict, command: str = 'finetune') -> str:
@@ -26,11 +28,11 @@ def command_of(config: dict, command: str = 'finetune') -> str:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     words = ['python -m bert_tutorial', command]
     for action in sub._actions:
-        if action.dest not in config or action.dest == 'out' or not action.option_strings:
+        if action.dest not in config or action.dest in REPORTING or not action.option_strings:
             continue
         value, flag = config[action.dest], action.option_strings[-1]
-        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
-            if value != action.default:
+        if action.nargs == 0:  # store_true/false/const; two flags may set one field both ways
+            if value == action.const and value != action.default:
                 words.append(flag)
         elif value != action.default:
             words += [flag, str(value)]
@@ -41,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('run', help='a finetune output folder with metrics.json')
     parser.add_argument('--name', required=True, help='what the figures page calls the run')
+    parser.add_argument('--note', help='what a reader should know about the run (shown with it)')
     parser.add_argument('--ran-here-today', action='store_true',
                         help='for a run whose metrics.json predates the record of its machine: it ran on this '
                              'machine today (recorded as such, with a note)')
@@ -59,7 +62,7 @@ def main() -> None:
         'name': args.name, 'command': command_of(metrics['config']),
         **{k: metrics[k] for k in ('test_accuracy', 'validation_accuracy', 'selected_epoch', 'seconds',
                                    'num_train', 'num_validation', 'num_test', 'measured')},
-        'epochs': len(metrics['history']),
+        'epochs': len(metrics['history']), 'note': args.note,
         'epoch_accuracies': [{k: v for k, v in h.items() if k.endswith('accuracy')} for h in metrics['history']],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -61,10 +61,11 @@ def _accuracy() -> tuple[list[str], list[list[str]], list[str]]:
         run = _load(f'runs/{path.name}')
         val = run.get('validation_accuracy')
         rows.append([run['name'], f"{run['test_accuracy']:.4f}", f'{val:.4f}' if val is not None else '-',
-                     str(run['selected_epoch'] + 1) + f" of {run['epochs']}", f"{run['seconds'] / 60:.1f} min",
+                     f"{run['selected_epoch']} (of 0-{run['epochs'] - 1})", f"{run['seconds'] / 60:.1f} min",
                      run['measured']['date']])
+        note = f" {run['note']}" if run.get('note') else ''
         notes.append(f"{run['name']}: `{run['command']}`; {run['num_train']} training, {run['num_validation']} "
-                     f"validation, {run['num_test']} test snippets; {_machine(run)}.")
+                     f"validation, {run['num_test']} test snippets; {_machine(run)}.{note}")
     tfidf = _load('tfidf_baseline.json')
     rows.append(['TF-IDF + logistic regression', f"{tfidf['test_accuracy']:.4f}", '-', '-',
                  f"{tfidf['seconds']:.1f} s", tfidf.get('measured', {}).get('date', 'not recorded')])
