@@ -247,6 +247,13 @@ def save_model(folder: str | os.PathLike, block: mx.gluon.HybridBlock, vocabular
     if model_type == 'exported_classifier':
         prefix = folder / f'.model.{os.getpid()}'
         block.export(str(prefix), epoch=0)
+        graph = json.loads(Path(f'{prefix}-symbol.json').read_text())
+        library_ops = sorted({n['op'] for n in graph['nodes'] if n['op'].startswith('bert_')})
+        if library_ops:  # an export must load with MXNet alone, without the package's kernel library
+            for suffix in ('-symbol.json', '-0000.params'):
+                Path(f'{prefix}{suffix}').unlink(missing_ok=True)
+            raise ValueError(f"block: its graph uses the package's C++ operators ({', '.join(library_ops)}); export "
+                             'it inside bert_tutorial.speed.standard_ops(block) after running it there once')
         for suffix in ('-symbol.json', '-0000.params'):
             os.replace(f'{prefix}{suffix}', folder / f'model{suffix}')
     else:

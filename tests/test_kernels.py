@@ -487,6 +487,26 @@ def test_export_loads_without_the_library(tiny_bert, tiny_vocab, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / 'scores.npy'), expected, rtol=1e-5, atol=1e-6)
 
 
+@needs_kernels
+def test_save_model_refuses_an_export_that_needs_the_library(tiny_vocab, tmp_path):
+    from bert_tutorial import save_model
+    from bert_tutorial.hub import classifier_config
+
+    net = _classifier(tiny_vocab, dropout=0.1)
+    use_kernels(net, softmax=True)
+    net.hybridize(static_alloc=True)
+    net(*INPUTS)
+    config = dict(classifier_config(net, 32, ['negative', 'positive']), model_type='exported_classifier')
+    ours = r"C\+\+ operators \(bert_dropout, bert_layer_norm, bert_softmax\).*standard_ops"
+    with pytest.raises(ValueError, match=ours):
+        save_model(tmp_path / 'e', net, tiny_vocab, config)
+    assert not [p for p in (tmp_path / 'e').iterdir() if 'model' in p.name]  # no graph left behind
+    with standard_ops(net):
+        net(*INPUTS)
+        save_model(tmp_path / 'e', net, tiny_vocab, config)
+    assert not any(op.startswith('bert_') for op in _ops(mx.sym.load(str(tmp_path / 'e' / 'model-symbol.json'))))
+
+
 # ------------------------------------------------------------------------------------------------ fallback
 
 @pytest.fixture
