@@ -10,11 +10,12 @@ global norm 1 and the optimizer update.
   and the tutorial's ``train_loop`` step: GluonNLP's ``BERTAdam`` with weight decay on every parameter, backward on
   the per-example loss vector, clipping that rewrites every gradient (GluonNLP's ``clip_grad_global_norm``);
 - default (what ``python -m bert_tutorial finetune`` trains): length buckets, ``hybridize(static_alloc=True)``,
-  frozen word embedding, the C++ LayerNorm kernel (``MatmulLayerNorm`` without a compiler), ``FusedBERTAdam``,
+  the word embedding trained (``finetune``'s default since 0.3), the C++ LayerNorm kernel (``MatmulLayerNorm``
+  without a compiler), ``FusedBERTAdam``,
   clipping through the optimizer's gradient rescaling;
 - pytorch, when torch and transformers are importable (they are not dependencies): Hugging Face's
   ``BertForSequenceClassification`` on the same checkpoint, the default pipeline's batches, the same trainable
-  parameters (word embedding frozen), AdamW with the same decay groups, and as many threads as MXNet uses.
+  parameters (the word embedding too), AdamW with the same decay groups, and as many threads as MXNet uses.
 The achieved GFLOP/s of the default pipeline counts the dense and attention matrix products of forward and backward
 on the padded batches. Test accuracies of full runs are read from ``runs/finetune/metrics.json`` (default) and
 ``runs/finetune-tutorial/metrics.json`` (the tutorial's pipeline) when they exist; the README says how to make them.
@@ -39,7 +40,7 @@ import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mxnet import autograd, gluon  # noqa: E402
 
-from bert_tutorial import BERTClassifier, build_classifier, get_pretrained_bert  # noqa: E402
+from bert_tutorial import BERTClassifier, FinetuneConfig, build_classifier, get_pretrained_bert  # noqa: E402
 from bert_tutorial.devices import machine_description  # noqa: E402
 from bert_tutorial.hub import builtin_checkpoint_dir  # noqa: E402
 from bert_tutorial.loop import clipped_update, make_trainer  # noqa: E402
@@ -118,7 +119,8 @@ class PyTorchVariant:
         torch.manual_seed(0)
         self.torch = torch
         self.model = BertForSequenceClassification.from_pretrained(str(builtin_checkpoint_dir()), num_labels=2)
-        self.model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+        # The same trainable parameters as the default pipeline.
+        self.model.bert.embeddings.word_embeddings.weight.requires_grad_(not FinetuneConfig().freeze_word_embed)
         self.model.train()
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         no_decay = [p for n, p in named if 'LayerNorm' in n or n.endswith('bias')]

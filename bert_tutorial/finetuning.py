@@ -276,8 +276,8 @@ class FinetuneConfig:
     text_column: str = 'text'
     text_pair_column: str | None = None  # sentence pairs: the second text's column
     label_column: str = 'label'       # any strings or integers; classes in class_order (numeric or alphabetical)
-    validation_fraction: float = 0.0  # of the training data (of its movies, for the built-in corpus)
-    select: str = 'last'              # the parameters of the 'last' epoch, or of the 'best' on validation
+    validation_fraction: float = 0.1  # of the training data (of its movies, for the built-in corpus), held out
+    select: str = 'best'              # the parameters of the 'best' epoch on validation, or of the 'last'
     epochs: int = 3
     lr: float = 5e-5
     warmup_ratio: float = 0.1         # warm-up over this share of all steps
@@ -285,7 +285,7 @@ class FinetuneConfig:
     batch_size: int = 32
     max_len: int = 128                # word pieces with [CLS] and [SEP]; capped at the model's positions
     max_train: int | None = None      # use at most this many training examples
-    max_test: int | None = None
+    max_test: int | None = None       # ... and at most this many test examples, and as many validation examples
     dropout: float = 0.1              # before the output layer (the tutorial: 0)
     pooling: str = 'auto'             # 'cls' (the tutorial), 'mean', or 'auto': mean for sentence encoders
     bert_dropout: float = 0.1         # inside BERT
@@ -293,7 +293,7 @@ class FinetuneConfig:
     hybridize: bool = True
     matmul_layer_norm: bool = True    # the C++ kernel LayerNorm (else MatmulLayerNorm) instead of MXNet's (slow on CPU)
     kernel_dropout: bool = False      # the C++ kernel Dropout: other masks than MXNet's, from the same seed
-    freeze_word_embed: bool = True
+    freeze_word_embed: bool = False   # True: the word embedding stays as pre-trained (faster on CPU)
     ctx: str = 'gpu' if mx.context.num_gpus() else 'cpu'
     kvstore: str = 'device'           # 'dist_sync': data-parallel over workers started by MXNet's launcher
     num_workers: int = 0              # data loader worker processes (the tutorial's loaders used 4)
@@ -325,7 +325,8 @@ class FinetuneConfig:
             raise ValueError(f'{setting("validation")} and {setting("test")} files go with a {setting("train")} file')
         if self.select == 'best' and not (self.validation or self.validation_fraction):
             raise ValueError(f"{setting('select')} 'best' needs validation data: a {setting('validation')} file or "
-                             f"a {setting('validation_fraction')} above 0")
+                             f"a {setting('validation_fraction')} above 0; or keep the last epoch with "
+                             f"{setting('select')} 'last'")
 
 
 @dataclass
@@ -346,15 +347,14 @@ class FinetuneResult:
 
 
 def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_classes: int = 2,
-                     pooling: str = 'mean', dropout: float = 0.1, freeze_word_embed: bool = True,
+                     pooling: str = 'mean', dropout: float = 0.1, freeze_word_embed: bool = False,
                      hybridize: bool = True, matmul_layer_norm: bool = True,
                      kernel_dropout: bool = False) -> BERTClassifier:
     """The classifier as ``finetune`` trains it: a new output layer on ``bert``, with the speed settings:
     ``matmul_layer_norm``, the package's C++ LayerNorm kernel (``MatmulLayerNorm`` where the kernels do not build),
     ``kernel_dropout``, its C++ Dropout kernel (MXNet's where the kernels do not build)."""
     if freeze_word_embed:
-        # The word embedding is 30522 x units: its dense Adam update dominates short batches on CPU,
-        # and fine-tuning for sentiment barely moves it.
+        # The word embedding is 30522 x units: its dense Adam update is a large fixed cost of a short batch on CPU.
         bert.word_embedding.collect_params().setattr('grad_req', 'null')
     net = BERTClassifier(bert, num_classes, dropout=dropout, pooling=pooling)
     net.classifier.initialize(mx.init.Normal(0.02), ctx=ctx)
@@ -411,7 +411,8 @@ def load_examples(config: FinetuneConfig) -> Examples:
         held = set(random.Random(seed).sample(range(len(train)), max(1, round(vf * len(train)))))
         validation = [x for i, x in enumerate(train) if i in held]
         train = [x for i, x in enumerate(train) if i not in held]
-    return Examples(subset(train, config.max_train, seed), validation,
+    return Examples(subset(train, config.max_train, seed),
+                    subset(validation, config.max_test, seed) if validation is not None else None,
                     subset(test, config.max_test, seed) if test is not None else None, labels)
 
 

@@ -77,7 +77,7 @@ def test_layout_table_lists_every_module():
 def test_recorded_command_reproduces_the_run_config():
     from record_run import command_of
     config = FinetuneConfig(validation_fraction=0.1, select='best', epochs=4, lr=3e-5, bucket=False,
-                            freeze_word_embed=False, text_pair_column='b', out='elsewhere')
+                            freeze_word_embed=True, text_pair_column='b', out='elsewhere')
     command = command_of(dataclasses.asdict(config))
     words = command.split()
     assert words[:4] == ['python', '-m', 'bert_tutorial', 'finetune']

@@ -87,7 +87,7 @@ def test_pretraining_notebook_runs_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_finetuning_notebook_is_the_command(tmp_path):
     """At a small size the fine-tuning notebook and ``python -m bert_tutorial finetune`` are the same run: the
-    same lines (``Batch``, ``Epoch``, ``Test Accuracy``, full precision) from both."""
+    same lines (``Batch``, ``Epoch``, ``Validation Accuracy``, ``Test Accuracy``, full precision) from both."""
     out = run_notebook('bert_finetuning.ipynb', tmp_path)
     small = SMALL['bert_finetuning.ipynb']
     command = subprocess.run([sys.executable, '-m', 'bert_tutorial', 'finetune', '--epochs', str(small['num_epoch']),
@@ -96,7 +96,8 @@ def test_finetuning_notebook_is_the_command(tmp_path):
                              capture_output=True, text=True, check=True, timeout=900)
 
     def lines(text):
-        return [line for line in text.splitlines() if line.startswith(('Batch ', 'Epoch ', 'Test Accuracy '))]
+        return [line for line in text.splitlines()
+                if line.startswith(('Batch ', 'Epoch ', 'Validation Accuracy ', 'Test Accuracy '))]
 
     assert lines(command.stdout) and lines(stored_text(out)) == lines(command.stdout)
 

@@ -34,7 +34,7 @@ def test_class_order_and_labels_absent_from_training():
 
 @pytest.mark.parametrize('changes, match', [
     (dict(validation='v.csv'), r'validation \(--validation\) and test \(--test\) files go with a train'),
-    (dict(select='best'), r"select \(--select\) 'best' needs validation data"),
+    (dict(validation_fraction=0.0), r"select \(--select\) 'best' needs validation data.*select \(--select\) 'last'"),
     (dict(validation_fraction=1.0), r'validation_fraction \(--validation-fraction\) must be in \[0, 1\)'),
     (dict(select='first'), r"select \(--select\) must be one of 'last', 'best'"),
 ])

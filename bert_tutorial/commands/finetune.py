@@ -1,6 +1,8 @@
 """``python -m bert_tutorial finetune``: the package's sentiment fine-tuning recipe, offline by default."""
 from __future__ import annotations
 
+import argparse
+
 from ..finetuning import FinetuneConfig, finetune
 from . import recipe_parser
 
@@ -23,7 +25,7 @@ def register(subparsers) -> None:
                    help='any strings or integers; classes in numeric order if all are integers, else alphabetical')
     p.add_argument('--validation-fraction', type=float, default=D.validation_fraction,
                    help='of the training data (of its movies for the built-in corpus) held out for validation, '
-                   'when no --validation file is given')
+                   'when no --validation file is given (0: none, then with --select last)')
     p.add_argument('--select', choices=('last', 'best'), default=D.select,
                    help="keep the parameters of the last epoch, or of the best one on the validation data")
     p.add_argument('--epochs', type=int, default=D.epochs)
@@ -35,7 +37,8 @@ def register(subparsers) -> None:
     p.add_argument('--batch-size', type=int, default=D.batch_size)
     p.add_argument('--max-len', type=int, default=D.max_len)
     p.add_argument('--max-train', type=int, default=D.max_train, help='use at most N training examples')
-    p.add_argument('--max-test', type=int, default=D.max_test, help='use at most N test examples')
+    p.add_argument('--max-test', type=int, default=D.max_test,
+                   help='use at most N test examples, and at most N validation examples')
     p.add_argument('--dropout', type=float, default=D.dropout, help='dropout before the output layer')
     p.add_argument('--pooling', choices=('auto', 'cls', 'mean'), default=D.pooling,
                    help="sentence encoding: pooled [CLS] (the tutorial) or the mean over tokens; auto: mean for "
@@ -48,8 +51,10 @@ def register(subparsers) -> None:
                    "(or MatmulLayerNorm where it does not build)")
     p.add_argument('--kernel-dropout', action='store_true',
                    help="the package's C++ Dropout kernel (faster on CPU; other masks than MXNet's from the same seed)")
-    p.add_argument('--train-word-embed', dest='freeze_word_embed', action='store_false',
-                   help='also update the word embedding (slower)')
+    p.add_argument('--freeze-word-embed', action='store_true', default=D.freeze_word_embed,
+                   help='do not update the word embedding (faster on CPU; the default before 0.3)')
+    p.add_argument('--train-word-embed', dest='freeze_word_embed', action='store_false', default=D.freeze_word_embed,
+                   help=argparse.SUPPRESS)  # the default since 0.3; accepted from older command lines
     p.add_argument('--ctx', choices=('cpu', 'gpu'), default=D.ctx)
     p.add_argument('--kvstore', choices=('device', 'dist_sync', 'dist_device_sync'), default=D.kvstore,
                    help='dist_sync: data-parallel over workers started by tools/launch.py or DMLC_* variables')
