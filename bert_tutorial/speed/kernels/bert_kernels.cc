@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -46,7 +47,9 @@ typedef std::unordered_map<std::string, std::string> Attrs;
 // Below this many elements, waking the OpenMP team costs more than the work.
 static const int64_t kParallelMin = 1 << 15;
 
-static bool parse_double(const Attrs& attrs, const char* key, double fallback, double* out) {
+// An optional numeric attribute: `fallback` when it is absent, false when it is there but not a number of type T.
+template <typename T>
+static bool parse_attr(const Attrs& attrs, const char* key, T fallback, T* out) {
   auto it = attrs.find(key);
   if (it == attrs.end()) {
     *out = fallback;
@@ -54,22 +57,11 @@ static bool parse_double(const Attrs& attrs, const char* key, double fallback, d
   }
   try {
     size_t used = 0;
-    *out = std::stod(it->second, &used);
-    return used == it->second.size();
-  } catch (...) {
-    return false;
-  }
-}
-
-static bool parse_int64(const Attrs& attrs, const char* key, int64_t fallback, int64_t* out) {
-  auto it = attrs.find(key);
-  if (it == attrs.end()) {
-    *out = fallback;
-    return true;
-  }
-  try {
-    size_t used = 0;
-    *out = std::stoll(it->second, &used);
+    if constexpr (std::is_floating_point<T>::value) {
+      *out = std::stod(it->second, &used);
+    } else {
+      *out = std::stoll(it->second, &used);
+    }
     return used == it->second.size();
   } catch (...) {
     return false;
@@ -145,7 +137,7 @@ MULTI_ISA static void ln_backward_rows(const float* dy, const float* x, const fl
 
 static MXReturnValue ln_parse(const Attrs& attrs, int* num_in, int* num_out) {
   double eps;
-  if (!parse_double(attrs, "eps", 1e-5, &eps) || !(eps >= 0)) {
+  if (!parse_attr<double>(attrs, "eps", 1e-5, &eps) || !(eps >= 0)) {
     MX_ERROR_MSG << "bert_layer_norm: eps must be a number >= 0";
     return MX_FAIL;
   }
@@ -190,7 +182,7 @@ static MXReturnValue ln_infer_shape(const Attrs& attrs, std::vector<std::vector<
 static MXReturnValue ln_forward(const Attrs& attrs, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                                 const OpResource& res) {
   double eps;
-  parse_double(attrs, "eps", 1e-5, &eps);
+  parse_attr<double>(attrs, "eps", 1e-5, &eps);
   MXTensor& data = inputs->at(0);
   const int64_t n = data.shape.back();
   const int64_t rows = n ? count(data) / n : 0;
@@ -295,11 +287,11 @@ struct DropoutConfig {
 };
 
 static bool dropout_config(const Attrs& attrs, DropoutConfig* c) {
-  if (!parse_double(attrs, "p", 0.5, &c->p) || !(c->p >= 0.0 && c->p < 1.0)) {
+  if (!parse_attr<double>(attrs, "p", 0.5, &c->p) || !(c->p >= 0.0 && c->p < 1.0)) {
     MX_ERROR_MSG << "bert_dropout: p must be a number in [0, 1)";
     return false;
   }
-  if (!parse_int64(attrs, "seed", -1, &c->seed) || !parse_int64(attrs, "offset", 0, &c->offset)) {
+  if (!parse_attr<int64_t>(attrs, "seed", -1, &c->seed) || !parse_attr<int64_t>(attrs, "offset", 0, &c->offset)) {
     MX_ERROR_MSG << "bert_dropout: seed and offset must be integers";
     return false;
   }
