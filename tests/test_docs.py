@@ -51,7 +51,7 @@ def test_own_docstring_catches_what_sphinx_does_not_warn_about():
 
 
 def test_api_page_lists_every_public_name_once():
-    from bt_api import public_groups
+    from public_names import public_groups
     listed = [n for _, names in public_groups() for n in names]
     assert sorted(listed) == sorted(bert_tutorial.__all__) and len(set(listed)) == len(listed)
 
