@@ -212,6 +212,9 @@ def main() -> None:
     parser.add_argument('--examples', type=int, default=None, help='training examples timed per round')
     parser.add_argument('--rounds', type=int, default=None)
     parser.add_argument('--no-pytorch', action='store_true', help='skip the PyTorch comparison')
+    parser.add_argument('--no-profile', action='store_true',
+                        help="skip the per-operator profile of a default step (MXNet's operators against the "
+                        "package's kernels; benchmarks/profile_step.py)")
     parser.add_argument('--results', default=str(RESULTS), help='where to write the figures (JSON)')
     args = parser.parse_args()
     warnings.filterwarnings('ignore')
@@ -279,9 +282,26 @@ def main() -> None:
         result['accuracy_drop_vs_tutorial'] = drop
         print(f"test accuracy of full runs: default {runs['default']['test_accuracy']:.4f}, tutorial's pipeline "
               f"{runs['tutorial']['test_accuracy']:.4f} ({100 * drop:+.2f} points lost)")
+    if not args.no_profile:
+        result['profile'] = operator_profile(quick=args.quick)
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + '\n')
+
+
+def operator_profile(quick: bool) -> dict | None:
+    """Print and return the per-operator profile of one default step: MXNet's LayerNorm and Dropout ('mxnet')
+    against what ``finetune`` runs ('default') and every C++ kernel ('all'); ``None`` without the kernels."""
+    from profile_step import outside_fully_connected, profile_step, report
+
+    from bert_tutorial.speed import load_kernels
+    if not load_kernels():
+        print('per-operator profile skipped: the C++ kernels did not build or load')
+        return None
+    profile = profile_step(rounds=1 if quick else 2, n_batches=1 if quick else 2, variants=('mxnet', 'default', 'all'))
+    print('\nper-operator profile of one training step (ms), MXNet operators against the kernels:')
+    print(report(profile, top=12 if quick else 25))
+    return dict(profile, outside_fully_connected_ms=outside_fully_connected(profile))
 
 
 if __name__ == '__main__':

@@ -16,6 +16,7 @@ milliseconds per step by operator (forward and ``_backward_`` separately).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import tempfile
@@ -30,6 +31,7 @@ import mxnet as mx  # noqa: E402
 from mxnet import autograd, gluon  # noqa: E402
 
 from bert_tutorial import build_classifier, get_pretrained_bert  # noqa: E402
+from bert_tutorial.devices import machine_description  # noqa: E402
 from bert_tutorial.loop import clipped_update, make_trainer  # noqa: E402
 from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
 from bert_tutorial.speed import load_kernels, use_kernels, use_matmul_layer_norm  # noqa: E402
@@ -180,6 +182,16 @@ def report_ops(times: dict[str, list[float]]) -> str:
     return '\n'.join(lines)
 
 
+FULLY_CONNECTED = ('FullyConnected', '_backward_FullyConnected')
+
+
+def outside_fully_connected(result: dict) -> dict[str, float]:
+    """Milliseconds per step spent in operators other than ``FullyConnected`` (forward and backward), by variant:
+    what the speed issue's kernels are for (the matrix products already run at the matmul peak)."""
+    return {v: sum(ms for op, ms in ops.items() if op not in FULLY_CONNECTED)
+            for v, ops in result['operators'].items()}
+
+
 def report(result: dict, top: int = 25) -> str:
     """The table: ms per step of the operators that cost most in any variant, then the step times and ratios."""
     ops = result['operators']
@@ -190,13 +202,16 @@ def report(result: dict, top: int = 25) -> str:
     for op in ranked:
         lines.append(f'{op[:34]:34s}' + ''.join(f'{ops[v].get(op, 0.0):10.2f}' for v in names))
     lines.append(f'{"all operators":34s}' + ''.join(f'{sum(ops[v].values()):10.1f}' for v in names))
+    outside = outside_fully_connected(result)
+    lines.append(f'{"outside FullyConnected":34s}' + ''.join(f'{outside[v]:10.1f}' for v in names))
     steps = result['step_ms']
     lines.append(f'{"step, unprofiled (per round)":34s}' + ''.join(
-        f'{"/".join(f"{ms:.0f}" for ms in steps[v]):>10s}' for v in names))
+        f' {"/".join(f"{ms:.0f}" for ms in steps[v]):>14s}' for v in names))
     base = names[0]
     for v in names[1:]:
         ratios = [b / o for b, o in zip(steps[base], steps[v])]
-        lines.append(f'{base} / {v} step time, per round: ' + ', '.join(f'{r:.2f}' for r in ratios))
+        lines.append(f'{base} / {v} step time, per round: ' + ', '.join(f'{r:.2f}' for r in ratios)
+                     + f'; time outside FullyConnected: {outside[base] / outside[v]:.2f}x less')
     return '\n'.join(lines)
 
 
@@ -220,7 +235,9 @@ def main() -> None:
     result = profile_step(args.rounds, args.batches, variants)
     print(report(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        result.update(outside_fully_connected_ms=outside_fully_connected(result),
+                      measured={'date': datetime.date.today().isoformat(), **machine_description()})
+        Path(args.json).write_text(json.dumps(result, indent=1) + '\n')
 
 
 if __name__ == '__main__':

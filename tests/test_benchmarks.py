@@ -21,6 +21,12 @@ def test_bench_finetune_quick(tmp_path):
         assert key in figures
     assert figures['speedup_vs_tutorial'] > 0 and figures['matmul_peak_gflops'] > 0 and figures['gflops'] > 0
     assert figures['padding_fraction']['default'] < figures['padding_fraction']['tutorial']
+    if figures['profile'] is not None:  # the per-operator profile, when the C++ kernels build here
+        assert 'outside FullyConnected' in proc.stdout
+        outside = figures['profile']['outside_fully_connected_ms']
+        assert set(outside) == {'mxnet', 'default', 'all'} and all(ms > 0 for ms in outside.values())
+        assert figures['profile']['operators']['mxnet'].get('_backward_LayerNorm', 0) > 0
+        assert 'bert_layer_norm' in ''.join(figures['profile']['operators']['default'])
     if figures['speedup_vs_pytorch'] is None:  # torch and transformers are not dependencies
         assert 'PyTorch comparison skipped' in proc.stdout and figures['pytorch_skipped']
     else:

@@ -120,7 +120,27 @@ def _prediction() -> tuple[list[str], list[list[str]], list[str]]:
     return ['variant', 'sentences/s', 'one sentence', 'test accuracy', 'agrees with float32'], rows, notes
 
 
-TABLES = {'accuracy': _accuracy, 'training-speed': _training_speed, 'prediction': _prediction}
+def _profile() -> tuple[list[str], list[list[str]], list[str]]:
+    r = _load('profile.json')
+    ops, variants = r['operators'], list(r['operators'])
+    ranked = sorted({op for v in variants for op in ops[v]}, key=lambda op: -max(ops[v].get(op, 0.0) for v in variants))
+    rows = [[op] + [f'{ops[v].get(op, 0.0):.1f}' for v in variants] for op in ranked[:14]]
+    outside = r['outside_fully_connected_ms']
+    rows.append(['outside FullyConnected'] + [f'{outside[v]:.1f}' for v in variants])
+    steps = r['step_ms']
+    rows.append(['step, unprofiled'] + ['/'.join(f'{ms:.0f}' for ms in steps[v]) for v in variants])
+    base = variants[0]
+    notes = [f"`python benchmarks/profile_step.py --json benchmarks/results/profile.json`: milliseconds per training "
+             f"step by operator, on the {len(r['batch_shapes'])} batches with the most tokens "
+             f"({', '.join('x'.join(map(str, s)) for s in r['batch_shapes'])}), {r['rounds']} rounds with the variants "
+             f"interleaved; {_machine(r)}."]
+    notes += [f"{base} / {v}: step time " + ', '.join(f'{b / o:.2f}' for b, o in zip(steps[base], steps[v]))
+              + f" per round; time outside FullyConnected {outside[base] / outside[v]:.2f}x less."
+              for v in variants[1:]]
+    return ['operator'] + variants, rows, notes
+
+
+TABLES = {'accuracy': _accuracy, 'training-speed': _training_speed, 'prediction': _prediction, 'profile': _profile}
 
 
 class ResultsTable(Directive):
