@@ -18,7 +18,7 @@ global norm 1 and the optimizer update.
   parameters (the word embedding too), AdamW with the same decay groups, and as many threads as MXNet uses.
 The achieved GFLOP/s of the default pipeline counts the dense and attention matrix products of forward and backward
 on the padded batches. Test accuracies of full runs are read from ``runs/finetune/metrics.json`` (default) and
-``runs/finetune-tutorial/metrics.json`` (the tutorial's pipeline) when they exist; the README says how to make them.
+``runs/finetune-tutorial/metrics.json`` (the tutorial's pipeline) when they exist; docs/speed.md says how to make them.
 Figures go to ``benchmarks/results/finetune.json``.
 """
 from __future__ import annotations
@@ -40,6 +40,7 @@ import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mxnet import autograd, gluon  # noqa: E402
 
+import bert_tutorial  # noqa: E402
 from bert_tutorial import BERTClassifier, FinetuneConfig, build_classifier, get_pretrained_bert  # noqa: E402
 from bert_tutorial.devices import machine_description  # noqa: E402
 from bert_tutorial.hub import builtin_checkpoint_dir  # noqa: E402
@@ -263,6 +264,7 @@ def main() -> None:
             for v in variants[:2]},
         'full_runs': full_run_accuracies(),
         'value_check_ms_per_batch': value_check_ms(default.net, default.batches),
+        'bert_tutorial_version': bert_tutorial.__version__,
         'measured': {'date': datetime.date.today().isoformat(), **machine_description()},
     }
     print(f"default pipeline: {sps['default']:.1f} samples/s, {result['speedup_vs_tutorial']:.2f}x the tutorial's "

@@ -39,6 +39,7 @@ import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 
+import bert_tutorial  # noqa: E402
 from bert_tutorial.devices import machine_description
 from bert_tutorial.finetuning import FinetuneConfig, finetune
 from bert_tutorial.hub import load_model
@@ -197,6 +198,7 @@ def main() -> int:
         'latency_sentences': n_latency, 'batch_size': BATCH_SIZE, 'max_len': max_len,
         'model_dir': str(args.model_dir) if Path(args.model_dir, 'model.params').is_file() else 'tiny (--quick)',
         'omp_num_threads': os.environ.get('OMP_NUM_THREADS'), 'cpu_count': os.cpu_count(),
+        'bert_tutorial_version': bert_tutorial.__version__,
         'measured': {'date': datetime.date.today().isoformat(), **machine_description()},
     })
     results['bars'] = {'int8_speedup_at_least_2x': results['int8_speedup'] >= 2.0,

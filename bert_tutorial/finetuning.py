@@ -119,7 +119,8 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
     gradient raises ``FloatingPointError`` naming the step, or skips the step when ``skip_nonfinite``. The
     tutorial's lines (``Batch``, ``Epoch``, ``Test Accuracy``) are printed; a progress bar is drawn on terminals
     (``progress``); ``callback(record)`` is called at every log line and epoch end with ``epoch`` (fractional),
-    ``train_loss``, ``train_accuracy`` and, at epoch ends, ``test_accuracy`` (for live plots such as d2l's
+    ``train_loss``, ``train_accuracy`` and, at epoch ends, ``test_accuracy`` (``validation_accuracy`` with
+    ``eval_name='Validation'``; for live plots such as d2l's
     ``Animator``).
     """
     check_settings(dict(select=select, eval_name=eval_name), {'select': one_of('last', 'best'),

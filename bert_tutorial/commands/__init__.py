@@ -5,6 +5,14 @@ import argparse
 import dataclasses
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except for flags: ``--no-bucket`` stores False into ``bucket``, whose default
+    (True) would read as if not bucketing were the default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.nargs == 0 else super()._get_help_string(action)
+
+
 def recipe_parser(subparsers, name: str, help: str, config_class: type, recipe) -> argparse.ArgumentParser:
     """The parser of a command that runs ``recipe(config_class(...))``, one flag for each field of the config (the
     caller adds them, named as the fields); the command prints the result's ``summary()``."""
@@ -14,6 +22,6 @@ def recipe_parser(subparsers, name: str, help: str, config_class: type, recipe) 
         print(recipe(config).summary())
         return 0
 
-    parser = subparsers.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = subparsers.add_parser(name, help=help, formatter_class=DefaultsHelpFormatter)
     parser.set_defaults(func=run)
     return parser

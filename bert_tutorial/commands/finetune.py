@@ -57,7 +57,7 @@ def register(subparsers) -> None:
                    help=argparse.SUPPRESS)  # the default since 0.3; accepted from older command lines
     p.add_argument('--ctx', choices=('cpu', 'gpu'), default=D.ctx)
     p.add_argument('--kvstore', choices=('device', 'dist_sync', 'dist_device_sync'), default=D.kvstore,
-                   help='dist_sync: data-parallel over workers started by tools/launch.py or DMLC_* variables')
+                   help='dist_sync: data-parallel over workers started by mxnet/tools/launch.py or DMLC_* variables')
     p.add_argument('--num-workers', type=int, default=D.num_workers, help='data loader worker processes')
     p.add_argument('--seed', type=int, default=D.seed)
     p.add_argument('--out', default=D.out)

@@ -81,8 +81,9 @@ def _training_speed() -> tuple[list[str], list[list[str]], list[str]]:
     def accuracy(name):
         return f"{runs[name]['test_accuracy']:.4f}" if name in runs else '-'
 
+    version = r.get('bert_tutorial_version', 'before 0.3')
     rows = [['tutorial pipeline', f"{r['tutorial_samples_per_second']:.1f}", '1.00x', accuracy('tutorial')],
-            ['default pipeline', f"{r['samples_per_second']:.1f}", f"{r['speedup_vs_tutorial']:.2f}x",
+            [f'default pipeline ({version})', f"{r['samples_per_second']:.1f}", f"{r['speedup_vs_tutorial']:.2f}x",
              accuracy('default')]]
     if r.get('pytorch_samples_per_second'):
         rows.append(['Hugging Face + PyTorch, same batches', f"{r['pytorch_samples_per_second']:.1f}",
@@ -95,6 +96,8 @@ def _training_speed() -> tuple[list[str], list[list[str]], list[str]]:
     if runs:
         notes.append('Test accuracy: the full 3-epoch runs (' + ', '.join(
             f"`{v['run']}`" for v in runs.values()) + ') that the benchmark read when it ran.')
+    if r.get('defaults'):
+        notes.append(f"Defaults: {r['defaults']}.")
     return ['pipeline', 'samples/s', 'vs tutorial', 'test accuracy of a full run'], rows, notes
 
 
@@ -117,6 +120,8 @@ def _prediction() -> tuple[list[str], list[list[str]], list[str]]:
              f"INT8 is {r['int8_speedup']:.2f}x the float32 throughput ({r['int8_sorted_speedup']:.2f}x sorted), "
              f"{100 * r['int8_accuracy_drop']:.2f} points less accurate; {r['int8_dense_layers']} of "
              f"{r['dense_layers']} dense layers run in INT8."]
+    if r.get('defaults'):
+        notes.append(f"The classifier is the default model of the day; defaults {r['defaults']}.")
     return ['variant', 'sentences/s', 'one sentence', 'test accuracy', 'agrees with float32'], rows, notes
 
 
