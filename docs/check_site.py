@@ -161,10 +161,12 @@ def _screenshot_plot(driver, out: Path) -> list[str]:
     if not images:
         return [f'{PLOT_PAGE}: the notebook shows no figure (its stored outputs lost the training plot?)']
     plot = images[0]
-    driver.execute_script('arguments[0].scrollIntoView({block: "center"});', plot)
-    time.sleep(0.2)
-    plot.screenshot(str(out / 'finetuning_training_plot.png'))
+    # The window's screenshot shows the plot in its page: scroll so that it sits near the top.
+    driver.execute_script('window.scrollTo({top: arguments[0].getBoundingClientRect().top + window.scrollY - 120, '
+                          'behavior: "instant"});', plot)  # the theme scrolls smoothly otherwise
+    time.sleep(0.5)
     driver.save_screenshot(str(out / 'finetuning_notebook.png'))
+    plot.screenshot(str(out / 'finetuning_training_plot.png'))
     return []
 
 

@@ -37,6 +37,8 @@ source_suffix = {'.rst': 'restructuredtext', '.md': 'myst-nb', '.ipynb': 'myst-n
 
 # The notebooks are shown as they were executed (a full run takes 20 minutes); nothing runs at build time.
 nb_execution_mode = 'off'
+# Log lines printed one by one are shown as one block, as Jupyter shows them.
+nb_merge_streams = True
 # No widget JavaScript from a CDN: the site must work offline.
 nb_ipywidgets_js = {}
 myst_enable_extensions = ['colon_fence']
