@@ -456,7 +456,9 @@ def test_graphs_for_export_use_mxnet_operators(tiny_vocab):
 
 
 def _run_python(code, tmp_path, **env):
-    environment = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{ROOT / "tests"}', MXNET_HOME=str(tmp_path), **env)
+    # the switch only as the test gives it, not as the shell running the tests has it
+    environment = {k: v for k, v in os.environ.items() if k != kernels.ENV_SWITCH}
+    environment.update(PYTHONPATH=f'{ROOT}{os.pathsep}{ROOT / "tests"}', MXNET_HOME=str(tmp_path), **env)
     return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=environment,
                           cwd=str(tmp_path), timeout=300)
 
@@ -514,6 +516,7 @@ def fresh_kernels(monkeypatch, tmp_path):
     """``load_kernels`` as in a new process (its decision forgotten), with an empty cache."""
     monkeypatch.setattr(kernels, '_state', None)
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))
+    monkeypatch.delenv(kernels.ENV_SWITCH, raising=False)  # each test sets the switch it is about
     return kernels
 
 
