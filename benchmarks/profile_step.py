@@ -28,48 +28,39 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import gluonnlp as nlp  # noqa: E402
 import mxnet as mx  # noqa: E402
-from mxnet import autograd, gluon  # noqa: E402
+from bench_finetune import BATCH, LR, MAX_LEN, MXNetVariant  # noqa: E402
+from mxnet import autograd  # noqa: E402
 
 from bert_tutorial import build_classifier, get_pretrained_bert  # noqa: E402
 from bert_tutorial.devices import machine_description  # noqa: E402
-from bert_tutorial.loop import clipped_update, make_trainer  # noqa: E402
+from bert_tutorial.loop import make_trainer  # noqa: E402
 from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
 from bert_tutorial.speed import load_kernels, use_kernels, use_matmul_layer_norm  # noqa: E402
 
 VARIANTS = ('mxnet', 'matmul', 'default', 'kernels', 'all')
-LR, CLIP, MAX_LEN, BATCH = 5e-5, 1.0, 128, 32
 
 
-class Step:
-    """One variant's classifier, trainer and training step."""
+class Step(MXNetVariant):
+    """One variant's classifier and trainer, stepped as the speed benchmark steps the default pipeline."""
 
     def __init__(self, name: str, ctx: mx.Context):
-        self.name = name
         bert, self.vocab = get_pretrained_bert(ctx=ctx, use_pooler=False)
-        self.net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, hybridize=False,
-                                    matmul_layer_norm=False)
+        net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, hybridize=False, matmul_layer_norm=False)
         if name == 'matmul':
-            use_matmul_layer_norm(self.net)
+            use_matmul_layer_norm(net)
         elif name == 'default':
-            assert use_kernels(self.net, dropout=False)['kernels']
+            assert use_kernels(net, dropout=False)['kernels']
         elif name == 'kernels':
-            assert use_kernels(self.net)['kernels']
+            assert use_kernels(net)['kernels']
         elif name == 'all':
-            counts = use_kernels(self.net, softmax=True, gelu=True)
+            counts = use_kernels(net, softmax=True, gelu=True)
             assert counts['kernels'] and counts['softmax'] and counts['gelu'], counts
-        self.net.hybridize(static_alloc=True)
-        self.trainer = make_trainer(self.net, LR, no_decay_norm_bias=True)
-        self.params = [p for p in self.net.collect_params().values() if p.grad_req != 'null']
-        self.loss_fn = gluon.loss.SoftmaxCELoss()
+        net.hybridize(static_alloc=True)
+        super().__init__(name, net, make_trainer(net, LR, no_decay_norm_bias=True), [], tutorial_step=False)
 
     def __call__(self, batch) -> None:
-        ids, valid_len, segments, label = batch
-        with autograd.record():
-            loss = self.loss_fn(self.net(ids, segments, valid_len), label).mean()
-        loss.backward()
-        self.trainer.allreduce_grads()
-        clipped_update(self.trainer, self.params, CLIP, float(loss.asscalar()), self.name, False)
-        mx.nd.waitall()
+        self.step(batch)
+        mx.nd.waitall()  # the optimizer's update too, not only the loss
 
 
 def profile(step: Step, batches: list) -> dict[str, float]:
