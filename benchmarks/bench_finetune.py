@@ -195,14 +195,14 @@ def value_check_ms(net, batches, repeat: int = 3) -> float:
     return 1000 * best / len(batches)
 
 
-def full_run_accuracies() -> dict:
-    """Test accuracies of finished full fine-tuning runs, by pipeline, where their metrics exist."""
+def full_run_accuracies(root: Path = ROOT) -> dict:
+    """Test accuracies of finished full fine-tuning runs under ``root``, by pipeline, where their metrics exist."""
     found = {}
     for name, run in (('default', 'runs/finetune'), ('tutorial', 'runs/finetune-tutorial')):
-        path = ROOT / run / 'metrics.json'
+        path = root / run / 'metrics.json'
         if path.is_file():
             metrics = json.loads(path.read_text())
-            found[name] = {'test_accuracy': metrics['test_accuracy'], 'epochs': metrics['epochs'],
+            found[name] = {'test_accuracy': metrics['test_accuracy'], 'epochs': len(metrics['history']),
                            'train_samples_per_second': metrics['train_samples_per_second'], 'run': run}
     return found
 

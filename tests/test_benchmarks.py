@@ -54,3 +54,21 @@ def test_bench_predict_quick(tmp_path):
     assert v['exported']['agreement_with_float32'] == v['fused']['agreement_with_float32'] == 1.0
     assert v['int8']['agreement_with_float32'] >= 0.9
     assert v['int8-sorted']['agreement_with_float32'] >= 0.9
+
+
+@pytest.mark.slow
+def test_bench_finetune_reads_the_metrics_finetune_writes(tmp_path, monkeypatch):
+    """The accuracies of full runs come from the ``metrics.json`` that ``finetune`` writes (a tiny run here)."""
+    from bert_tutorial import FinetuneConfig, finetune
+    monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
+    from bench_finetune import full_run_accuracies
+
+    finetune(FinetuneConfig(max_train=32, max_test=16, epochs=2, out=str(tmp_path / 'runs' / 'finetune'),
+                            progress=False))
+    metrics = json.loads((tmp_path / 'runs' / 'finetune' / 'metrics.json').read_text())
+    found = full_run_accuracies(tmp_path)
+    assert list(found) == ['default']
+    assert found['default'] == {'test_accuracy': metrics['test_accuracy'], 'epochs': 2,
+                                'train_samples_per_second': metrics['train_samples_per_second'],
+                                'run': 'runs/finetune'}
+
