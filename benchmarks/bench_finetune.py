@@ -24,7 +24,6 @@ Figures go to ``benchmarks/results/finetune.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import time
@@ -42,7 +41,7 @@ from mxnet import autograd, gluon  # noqa: E402
 
 import bert_tutorial  # noqa: E402
 from bert_tutorial import BERTClassifier, FinetuneConfig, build_classifier, get_pretrained_bert  # noqa: E402
-from bert_tutorial.devices import machine_description  # noqa: E402
+from bert_tutorial.devices import measured  # noqa: E402
 from bert_tutorial.hub import builtin_checkpoint_dir  # noqa: E402
 from bert_tutorial.loop import clipped_update, make_trainer  # noqa: E402
 from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
@@ -265,7 +264,7 @@ def main() -> None:
         'full_runs': full_run_accuracies(),
         'value_check_ms_per_batch': value_check_ms(default.net, default.batches),
         'bert_tutorial_version': bert_tutorial.__version__,
-        'measured': {'date': datetime.date.today().isoformat(), **machine_description()},
+        'measured': measured(),
     }
     print(f"default pipeline: {sps['default']:.1f} samples/s, {result['speedup_vs_tutorial']:.2f}x the tutorial's "
           f"({sps['tutorial']:.1f})")

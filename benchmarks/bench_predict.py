@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import io
 import json
 import logging
@@ -40,7 +39,7 @@ import mxnet as mx
 import numpy as np
 
 import bert_tutorial  # noqa: E402
-from bert_tutorial.devices import machine_description
+from bert_tutorial.devices import measured
 from bert_tutorial.finetuning import FinetuneConfig, finetune
 from bert_tutorial.hub import load_model
 from bert_tutorial.predict import predict_sentiment, predict_sentiments, sentence_batches
@@ -199,7 +198,7 @@ def main() -> int:
         'model_dir': str(args.model_dir) if Path(args.model_dir, 'model.params').is_file() else 'tiny (--quick)',
         'omp_num_threads': os.environ.get('OMP_NUM_THREADS'), 'cpu_count': os.cpu_count(),
         'bert_tutorial_version': bert_tutorial.__version__,
-        'measured': {'date': datetime.date.today().isoformat(), **machine_description()},
+        'measured': measured(),
     })
     results['bars'] = {'int8_speedup_at_least_2x': results['int8_speedup'] >= 2.0,
                        'int8_accuracy_within_1_point': results['int8_accuracy_drop'] <= 0.01}

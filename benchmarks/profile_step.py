@@ -16,7 +16,6 @@ milliseconds per step by operator (forward and ``_backward_`` separately).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import tempfile
@@ -32,7 +31,7 @@ from bench_finetune import BATCH, LR, MAX_LEN, MXNetVariant  # noqa: E402
 from mxnet import autograd  # noqa: E402
 
 from bert_tutorial import build_classifier, get_pretrained_bert  # noqa: E402
-from bert_tutorial.devices import machine_description  # noqa: E402
+from bert_tutorial.devices import measured  # noqa: E402
 from bert_tutorial.loop import make_trainer  # noqa: E402
 from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
 from bert_tutorial.speed import load_kernels, use_kernels, use_matmul_layer_norm  # noqa: E402
@@ -227,7 +226,7 @@ def main() -> None:
     print(report(result))
     if args.json:
         result.update(outside_fully_connected_ms=outside_fully_connected(result),
-                      measured={'date': datetime.date.today().isoformat(), **machine_description()})
+                      measured=measured())
         Path(args.json).write_text(json.dumps(result, indent=1) + '\n')
 
 

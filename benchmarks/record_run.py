@@ -9,13 +9,12 @@ the epoch kept, the time, and the date and machine the run recorded.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import re
 from pathlib import Path
 
 from bert_tutorial.cli import build_parser
-from bert_tutorial.devices import machine_description
+from bert_tutorial.devices import measured
 
 RESULTS = Path(__file__).parent / 'results' / 'runs'
 # Where a run writes and how it reports: not part of the computation a recorded command reproduces.
@@ -53,7 +52,7 @@ def main() -> None:
         raise SystemExit(f'error: {path} does not exist: pass a finished finetune run folder')
     metrics = json.loads(path.read_text())
     if 'measured' not in metrics and args.ran_here_today:
-        metrics['measured'] = {'date': datetime.date.today().isoformat(), **machine_description(),
+        metrics['measured'] = {**measured(),
                                'note': 'machine recorded afterwards, on the machine and the day of the run'}
     if 'measured' not in metrics:
         raise SystemExit(f'error: {path} does not record the date and machine of its run (written before '

@@ -8,7 +8,6 @@ and writes ``benchmarks/results/tfidf_baseline.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from bert_tutorial.devices import machine_description
+from bert_tutorial.devices import measured
 from bert_tutorial.sentiment_data import load_movie_reviews
 
 RESULTS = Path(__file__).parent / 'results' / 'tfidf_baseline.json'
@@ -35,7 +34,7 @@ def main() -> None:
     accuracy = float(model.score([t for t, _ in test], [y for _, y in test]))
     result = {'test_accuracy': accuracy, 'num_train': len(train), 'num_test': len(test), 'seed': args.seed,
               'seconds': time.time() - start, 'model': 'tfidf(1-2 grams) + logistic regression',
-              'measured': {'date': datetime.date.today().isoformat(), **machine_description()}}
+              'measured': measured()}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + '\n')
     print(f"TF-IDF + logistic regression: test accuracy {accuracy:.4f} "

@@ -1,6 +1,7 @@
 """Where to compute: MXNet contexts from the command line's ``cpu``/``gpu``, or as the caller gives them."""
 from __future__ import annotations
 
+import datetime
 import os
 
 import mxnet as mx
@@ -50,3 +51,9 @@ def machine_description(cpuinfo: str = '/proc/cpuinfo') -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
     return {'cpu': model, 'cores': cores,
             'flags': [f for f in CPU_FLAGS_OF_INTEREST if f in flags], 'gpus': mx.context.num_gpus()}
+
+
+def measured() -> dict:
+    """When and where a figure is measured: today's date and ``machine_description()``, as every result records."""
+    return {'date': datetime.date.today().isoformat(), **machine_description()}
+

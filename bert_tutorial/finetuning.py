@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import itertools
 import json
 import logging
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 from .checkpoint import check_fresh_start, check_run_dir, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import check_settings, fraction, integer, one_of, positive, setting
-from .devices import as_context_list, contexts, machine_description
+from .devices import as_context_list, contexts, measured
 from .encoders import GluonBERT, TutorialBERT
 from .files import locked_output, write_atomic
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
@@ -504,7 +503,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
         'seconds': time.time() - started, 'num_train': len(train), 'num_validation': len(data.validation or []),
         'num_test': len(data.test or []), 'max_len': max_len,
         'config': dataclasses.asdict(config), 'history': history,
-        'measured': {'date': datetime.date.today().isoformat(), **machine_description()},
+        'measured': measured(),
     }
     (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
     return FinetuneResult(net, vocabulary, history, metrics, out)

@@ -7,7 +7,6 @@ the loop, and an encoder folder (``TutorialBERT``, ``save_model``) that ``finetu
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import logging
 import time
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 from .checkpoint import check_fresh_start, check_run_dir, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import check_batch_positions, check_settings, fraction, integer, is_concrete, one_of, positive, setting
-from .devices import machine_description
+from .devices import measured
 from .encoders import SIZES, TutorialBERT
 from .files import locked_output
 from .hub import save_model
@@ -311,6 +310,6 @@ def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
     metrics.update(baseline_token=vocab.idx_to_token[baseline], seconds=time.time() - started,
                    vocab_size=len(vocab), num_train_pairs=len(train_set), num_eval_pairs=len(eval_set),
                    model=model.config, config=dataclasses.asdict(config), history=history,
-                   measured={'date': datetime.date.today().isoformat(), **machine_description()})
+                   measured=measured())
     (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
     return PretrainResult(model, vocab, history, metrics, out)
