@@ -25,6 +25,7 @@ from .assets import WheelAsset, fetch, gluonnlp_repo_url, mxnet_home, reachable,
 from .encoders import GluonBERT, TutorialBERT, build_encoder, gluon_bert_config
 from .files import require_files, write_atomic
 from .model import BERTClassifier
+from .speed.kernels import library_operators
 from .vocab import load_vocabulary
 
 log = logging.getLogger(__name__)
@@ -247,8 +248,7 @@ def save_model(folder: str | os.PathLike, block: mx.gluon.HybridBlock, vocabular
     if model_type == 'exported_classifier':
         prefix = folder / f'.model.{os.getpid()}'
         block.export(str(prefix), epoch=0)
-        graph = json.loads(Path(f'{prefix}-symbol.json').read_text())
-        library_ops = sorted({n['op'] for n in graph['nodes'] if n['op'].startswith('bert_')})
+        library_ops = library_operators(json.loads(Path(f'{prefix}-symbol.json').read_text()))
         if library_ops:  # an export must load with MXNet alone, without the package's kernel library
             for suffix in ('-symbol.json', '-0000.params'):
                 Path(f'{prefix}{suffix}').unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from mxnet import gluon, nd
 from ..hub import EXPORT_INPUTS, load_model, save_model
 from ..predict import sentence_batches
 from .kernel_ops import standard_ops
+from .kernels import library_operators
 
 
 def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
@@ -47,7 +48,7 @@ def _graph(block: gluon.HybridBlock, inputs: Sequence[str]) -> tuple[mx.sym.Symb
     MXNet's own operators (the package's C++ kernels swapped back): the graph loads without the kernel library."""
     with standard_ops(block):
         sym = block(*[mx.sym.var(name) for name in inputs])
-    library_ops = sorted({n['op'] for n in json.loads(sym.tojson())['nodes'] if n['op'].startswith('bert_')})
+    library_ops = library_operators(json.loads(sym.tojson()))
     if library_ops:  # e.g. a SymbolBlock imported from a graph that has them
         raise ValueError(f'block: its graph uses operators of the kernel library ({", ".join(library_ops)})')
     params = {p.name: p.data(mx.cpu()) for p in block.collect_params().values() if p.name in set(sym.list_inputs())}

@@ -38,6 +38,12 @@ _OFF, _ON = ('off', '0', 'false', 'no'), ('', 'on', 'auto', '1', 'true', 'yes')
 _state: str | None = None
 
 
+def library_operators(graph: dict) -> list[str]:
+    """The operators of this library in a graph's JSON (``symbol.tojson()``, an export's ``-symbol.json``): an
+    exported graph must have none, so that it loads with MXNet alone."""
+    return sorted({node['op'] for node in graph['nodes'] if node['op'].startswith('bert_')})
+
+
 def kernels_enabled() -> bool:
     """Whether ``$BERT_TUTORIAL_KERNELS`` allows the C++ kernels (unset, ``on``, ``auto``, ``1``: yes;
     ``off``, ``0``: no)."""
