@@ -41,9 +41,10 @@ def read_rotten_tomatoes() -> list[dict[str, str]]:
     return [{k: row[k] for k in ('category', 'text', 'movie_name')} for row in csv.DictReader(io.StringIO(text))]
 
 
-def _check_split(split: str) -> None:
-    if split not in ('train', 'test'):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+def _check_split(split: str, splits: Sequence[str] = ('train', 'test')) -> None:
+    if split not in splits:
+        allowed = ', '.join(repr(s) for s in splits[:-1]) + f' or {splits[-1]!r}'
+        raise ValueError(f'split must be {allowed}, got {split!r}')
 
 
 def _labelled_by_movie() -> dict[str, list[tuple[str, int]]]:
@@ -70,8 +71,7 @@ def load_movie_reviews(split: str, seed: int = 0, test_fraction: float = 0.2,
     ``split_movies``), so no movie is in both splits; the split depends on ``seed`` alone. ``split='validation'``:
     ``validation_fraction`` of the training movies, which ``'train'`` then leaves out.
     """
-    if split not in ('train', 'validation', 'test'):
-        raise ValueError(f"split must be 'train', 'validation' or 'test', got {split!r}")
+    _check_split(split, ('train', 'validation', 'test'))
     if split == 'validation' and not 0 < validation_fraction < 1:
         raise ValueError(f'validation_fraction must be in (0, 1) for the validation split, got {validation_fraction}')
     by_movie = _labelled_by_movie()
