@@ -57,32 +57,29 @@ class KernelGELU(HybridBlock):
         return F.bert_gelu(x)
 
 
+class _LengthSoftmaxOnKernel:
+    """``F`` as GluonNLP's attention cell uses it, except that its length-aware softmax over the last axis runs on
+    ``bert_softmax``: the cell's own ``hybrid_forward`` then needs no copy."""
+
+    def __init__(self, F):
+        self._F = F
+
+    def __getattr__(self, name: str):
+        return getattr(self._F, name)
+
+    def softmax(self, data, *args, **kwargs):
+        if not args and kwargs.get('use_length') and kwargs.get('axis', -1) == -1 and set(kwargs) <= {
+                'length', 'use_length', 'axis'}:
+            return self._F.bert_softmax(data, kwargs['length'])
+        return self._F.softmax(data, *args, **kwargs)
+
+
 class KernelSelfAttentionCell(DotProductSelfAttentionCell):
     """GluonNLP's ``DotProductSelfAttentionCell`` (BERT's self-attention) with the length-aware softmax on the C++
     ``bert_softmax`` operator: the same parameters, inputs and outputs. Without lengths it runs MXNet's softmax."""
 
-    def hybrid_forward(self, F, qkv, valid_len, query_bias, key_bias, value_bias, query_weight, key_weight,
-                       value_weight):
-        # GluonNLP 0.10's DotProductSelfAttentionCell.hybrid_forward with F.softmax(length=...) -> F.bert_softmax
-        heads = self._num_heads
-        in_weight = F.concat(*(w.reshape(shape=(heads, -1, 0), reverse=True)
-                               for w in (query_weight, key_weight, value_weight)), dim=-2)
-        in_weight = in_weight.reshape(shape=(-1, 0), reverse=True)
-        in_bias = F.stack(*(b.reshape(shape=(heads, -1), reverse=True) for b in (query_bias, key_bias, value_bias)),
-                          axis=1).reshape(-1)
-        qkv_proj = F.FullyConnected(data=qkv, weight=in_weight, bias=in_bias, num_hidden=self.units * 3,
-                                    no_bias=False, flatten=False)
-        att_score = F.contrib.interleaved_matmul_selfatt_qk(qkv_proj, heads=heads)
-        if valid_len is not None:
-            valid_len = F.broadcast_axis(F.expand_dims(valid_len, axis=1), axis=1, size=heads)
-            valid_len = valid_len.reshape(shape=(-1, 0), reverse=True)
-            att_weights = F.bert_softmax(att_score, valid_len)
-        else:
-            att_weights = F.softmax(att_score, axis=-1)
-        att_weights = self.dropout_layer(att_weights)
-        context_vec = F.contrib.interleaved_matmul_selfatt_valatt(qkv_proj, att_weights, heads=heads)
-        att_weights = att_weights.reshape(shape=(-1, heads, 0, 0), reverse=True)
-        return context_vec, att_weights
+    def hybrid_forward(self, F, *args, **params):  # the parameters come as keywords
+        return super().hybrid_forward(_LengthSoftmaxOnKernel(F), *args, **params)
 
 
 def _put(parent: Block, name: str, old: Block, new: Block) -> None:
