@@ -91,17 +91,18 @@ def _put(parent: Block, name: str, old: Block, new: Block) -> None:
     # else: children of a Sequential are registered under their position only
 
 
-def _swap(block: Block, replace: Callable[[Block], Block | None]) -> int:
-    """Replace every descendant ``child`` of ``block`` for which ``replace(child)`` is a block; how many."""
-    replaced = 0
+def _swap(block: Block, replace: Callable[[Block], Block | None]) -> list[tuple[Block, str, Block]]:
+    """Replace every descendant ``child`` of ``block`` for which ``replace(child)`` is a block; ``(parent, name,
+    replaced child)`` of each replacement, outermost first."""
+    swapped = []
     for name, child in list(block._children.items()):
         new = replace(child)
-        if new is None:
-            replaced += _swap(child, replace)
-            continue
-        _put(block, name, child, new)
-        replaced += 1 + _swap(new, replace)  # a new attention cell keeps the old one's dropout child
-    return replaced
+        if new is not None:
+            _put(block, name, child, new)
+            swapped.append((block, name, child))
+            child = new  # a new attention cell holds the old one's dropout child: look inside it too
+        swapped += _swap(child, replace)
+    return swapped
 
 
 def _clear_graphs(block: Block) -> None:
@@ -180,17 +181,10 @@ def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True, sof
         return {'kernels': False, 'layer_norm': use_matmul_layer_norm(block) if layer_norm else 0, 'dropout': 0,
                 'softmax': 0, 'gelu': 0}
     counts = {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': 0, 'gelu': 0}
-    replace = _to_kernels(layer_norm, dropout, softmax, gelu)
     kinds = {KernelLayerNorm: 'layer_norm', KernelDropout: 'dropout', KernelSelfAttentionCell: 'softmax',
              KernelGELU: 'gelu'}
-
-    def counting(child: Block) -> Block | None:
-        new = replace(child)
-        if new is not None:
-            counts[kinds[type(new)]] += 1
-        return new
-
-    _swap(block, counting)
+    for parent, name, _ in _swap(block, _to_kernels(layer_norm, dropout, softmax, gelu)):
+        counts[kinds[type(parent._children[name])]] += 1
     _clear_graphs(block)
     return counts
 
@@ -200,19 +194,7 @@ def standard_ops(block: Block) -> Iterator[Block]:
     """Within the ``with``, ``block`` runs MXNet's operators in place of the kernel blocks (``KernelLayerNorm``,
     ``KernelDropout``, ``KernelSelfAttentionCell``, ``KernelGELU``; same parameters): graphs traced or exported
     there load without the library."""
-    originals: list[tuple[Block, str, Block]] = []
-
-    def replace(parent: Block) -> None:
-        for name, child in list(parent._children.items()):
-            new = _to_standard(child)
-            if new is None:
-                replace(child)
-                continue
-            originals.append((parent, name, child))
-            _put(parent, name, child, new)
-            replace(new)  # a swapped-back attention cell holds the kernel one's dropout child
-
-    replace(block)
+    originals = _swap(block, _to_standard)
     _clear_graphs(block)
     try:
         yield block
