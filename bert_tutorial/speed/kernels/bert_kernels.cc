@@ -19,6 +19,19 @@
 //     0.5 * x * (1 + erf(x / sqrt(2))), the math of mx.nd.LeakyReLU(act_type='gelu'), erf as oneDNN's (Abramowitz
 //     and Stegun 7.1.26, |error| < 1.5e-7) on the vectorized exp below.
 //
+// bert_adam_update(weight_0, grad_0, mean_0, var_0, weight_1, ...; num_tensors, lrs, wds, beta1, beta2, epsilon,
+//                  rescale_grad, clip_gradient) -> (new_weight_0, new_weight_1, ...)
+//     GluonNLP's BERTAdam step on num_tensors float32 weights at once; means and vars are mutated inputs and the
+//     weights are updated in place when called with out=weights (like mx.nd.adam_update). Per element, as MXNet's
+//     adamw_update with eta = lr:
+//         g = clip(grad * rescale_grad, clip_gradient)      (no clipping when clip_gradient < 0)
+//         mean = beta1 * mean + (1 - beta1) * g;  var = beta2 * var + (1 - beta2) * g * g
+//         weight = weight - lr * (mean / (sqrt(var) + epsilon) + wd * weight)
+//     lrs and wds are comma-separated, one per tensor. One pass over memory, every tensor split across the threads.
+// bert_sum_sq(data_0, data_1, ...; num_arrays) -> out
+//     out[i] = sum(data_i ** 2), float32 (accumulated in float64 per thread): the squared norms that
+//     gluonnlp.utils.grad_global_norm gets from multi_sum_sq.
+//
 // Built with portable flags; the hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and chosen at load
 // time (target_clones), so one build serves every x86-64 CPU.
 
@@ -642,6 +655,214 @@ REGISTER_OP(bert_gelu)
     .setParseAttrs(gelu_parse)
     .setInferType(gelu_infer_type)
     .setInferShape(gelu_infer_shape);
+
+// ---------------------------------------------------------------------------------------------------- Adam
+
+MULTI_ISA static void adam_range(const float* w, float* out, const float* g, float* m, float* v, int64_t begin, int64_t end, float lr,
+                                 float wd, float beta1, float beta2, float eps, float rescale, float clip) {
+  const float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
+  if (clip >= 0.0f) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) {
+      float gi = g[i] * rescale;
+      gi = gi > clip ? clip : (gi < -clip ? -clip : gi);
+      const float mi = beta1 * m[i] + c1 * gi;
+      const float vi = beta2 * v[i] + c2 * (gi * gi);
+      m[i] = mi;
+      v[i] = vi;
+      out[i] = w[i] - lr * (mi / (std::sqrt(vi) + eps) + wd * w[i]);
+    }
+  } else {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) {
+      const float gi = g[i] * rescale;
+      const float mi = beta1 * m[i] + c1 * gi;
+      const float vi = beta2 * v[i] + c2 * (gi * gi);
+      m[i] = mi;
+      v[i] = vi;
+      out[i] = w[i] - lr * (mi / (std::sqrt(vi) + eps) + wd * w[i]);
+    }
+  }
+}
+
+// A comma-separated list of exactly n numbers.
+static bool parse_list(const Attrs& attrs, const char* key, int64_t n, std::vector<float>* out) {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) return false;
+  out->clear();
+  const std::string& text = it->second;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t stop = text.find(',', start);
+    if (stop == std::string::npos) stop = text.size();
+    const std::string item = text.substr(start, stop - start);
+    try {
+      size_t used = 0;
+      out->push_back(std::stof(item, &used));
+      if (used != item.size()) return false;
+    } catch (...) {
+      return false;
+    }
+    start = stop + 1;
+  }
+  return static_cast<int64_t>(out->size()) == n;
+}
+
+static MXReturnValue adam_parse(const Attrs& attrs, int* num_in, int* num_out) {
+  int64_t n = 0;
+  if (!parse_attr<int64_t>(attrs, "num_tensors", 0, &n) || n < 1) {
+    MX_ERROR_MSG << "bert_adam_update: num_tensors must be an integer >= 1";
+    return MX_FAIL;
+  }
+  *num_in = static_cast<int>(4 * n);
+  *num_out = static_cast<int>(n);
+  return MX_SUCCESS;
+}
+
+static MXReturnValue adam_mutate(const Attrs& attrs, std::vector<int>* indices) {
+  int64_t n = 0;
+  parse_attr<int64_t>(attrs, "num_tensors", 0, &n);
+  for (int64_t k = 0; k < n; ++k) {
+    indices->push_back(static_cast<int>(4 * k + 2));
+    indices->push_back(static_cast<int>(4 * k + 3));
+  }
+  return MX_SUCCESS;
+}
+
+static MXReturnValue adam_infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
+  for (int t : *in) {
+    if (t != kFloat32) {
+      MX_ERROR_MSG << "bert_adam_update: weights, gradients and states must be float32";
+      return MX_FAIL;
+    }
+  }
+  for (auto& t : *out) t = kFloat32;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue adam_infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
+                                      std::vector<std::vector<unsigned>>* out) {
+  for (size_t k = 0; k + 3 < in->size(); k += 4) {
+    for (size_t j = 1; j < 4; ++j) {
+      if (in->at(k + j) != in->at(k)) {
+        MX_ERROR_MSG << "bert_adam_update: tensor " << k / 4 << ": gradient, mean and var need the weight's shape";
+        return MX_FAIL;
+      }
+    }
+    out->at(k / 4) = in->at(k);
+  }
+  return MX_SUCCESS;
+}
+
+static MXReturnValue adam_forward(const Attrs& attrs, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                                  const OpResource& res) {
+  const int64_t n = static_cast<int64_t>(inputs->size() / 4);
+  std::vector<float> lrs, wds;
+  double beta1, beta2, eps, rescale, clip;
+  if (!parse_list(attrs, "lrs", n, &lrs) || !parse_list(attrs, "wds", n, &wds) ||
+      !parse_attr<double>(attrs, "beta1", 0.9, &beta1) || !parse_attr<double>(attrs, "beta2", 0.999, &beta2) ||
+      !parse_attr<double>(attrs, "epsilon", 1e-6, &eps) || !parse_attr<double>(attrs, "rescale_grad", 1.0, &rescale) ||
+      !parse_attr<double>(attrs, "clip_gradient", -1.0, &clip)) {
+    MX_ERROR_MSG << "bert_adam_update: lrs and wds need num_tensors numbers each; beta1, beta2, epsilon, "
+                 << "rescale_grad and clip_gradient must be numbers";
+    return MX_FAIL;
+  }
+  int64_t total = 0;
+  for (int64_t k = 0; k < n; ++k) total += count(inputs->at(4 * k));
+#pragma omp parallel if (total >= kParallelMin)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t size = count(inputs->at(4 * k));
+      adam_range(inputs->at(4 * k).data<float>(), outputs->at(k).data<float>(), inputs->at(4 * k + 1).data<float>(),
+                 inputs->at(4 * k + 2).data<float>(), inputs->at(4 * k + 3).data<float>(), size * t / nt,
+                 size * (t + 1) / nt, lrs[k], wds[k], static_cast<float>(beta1), static_cast<float>(beta2),
+                 static_cast<float>(eps), static_cast<float>(rescale), static_cast<float>(clip));
+    }
+  }
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(bert_adam_update)
+    .setForward(adam_forward, "cpu")
+    .setParseAttrs(adam_parse)
+    .setMutateInputs(adam_mutate)
+    .setInferType(adam_infer_type)
+    .setInferShape(adam_infer_shape);
+
+// -------------------------------------------------------------------------------------------- Sum of squares
+
+MULTI_ISA static double sum_sq_range(const float* x, int64_t begin, int64_t end) {
+  // float32 lanes over blocks, float64 across blocks: the vector loop stays fast and the total stays exact
+  double total = 0.0;
+  const int64_t block = 4096;
+  for (int64_t start = begin; start < end; start += block) {
+    const int64_t stop = start + block < end ? start + block : end;
+    float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+    for (int64_t i = start; i < stop; ++i) part += x[i] * x[i];
+    total += part;
+  }
+  return total;
+}
+
+static MXReturnValue sum_sq_parse(const Attrs& attrs, int* num_in, int* num_out) {
+  int64_t n = 0;
+  if (!parse_attr<int64_t>(attrs, "num_arrays", 0, &n) || n < 1) {
+    MX_ERROR_MSG << "bert_sum_sq: num_arrays must be an integer >= 1";
+    return MX_FAIL;
+  }
+  *num_in = static_cast<int>(n);
+  *num_out = 1;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue sum_sq_infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
+  for (int t : *in) {
+    if (t != kFloat32) {
+      MX_ERROR_MSG << "bert_sum_sq: arrays must be float32";
+      return MX_FAIL;
+    }
+  }
+  out->at(0) = kFloat32;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue sum_sq_infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
+                                        std::vector<std::vector<unsigned>>* out) {
+  out->at(0) = std::vector<unsigned>{static_cast<unsigned>(in->size())};
+  return MX_SUCCESS;
+}
+
+static MXReturnValue sum_sq_forward(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                                    std::vector<MXTensor>* outputs, const OpResource& res) {
+  const int64_t n = static_cast<int64_t>(inputs->size());
+  int64_t total = 0;
+  for (int64_t k = 0; k < n; ++k) total += count(inputs->at(k));
+  const int threads = total >= kParallelMin ? omp_get_max_threads() : 1;
+  std::vector<double> parts(static_cast<size_t>(n * threads), 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t size = count(inputs->at(k));
+      parts[k * threads + t] = sum_sq_range(inputs->at(k).data<float>(), size * t / nt, size * (t + 1) / nt);
+    }
+  }
+  float* out = outputs->at(0).data<float>();
+  for (int64_t k = 0; k < n; ++k) {
+    double s = 0.0;
+    for (int t = 0; t < threads; ++t) s += parts[k * threads + t];
+    out[k] = static_cast<float>(s);
+  }
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(bert_sum_sq)
+    .setForward(sum_sq_forward, "cpu")
+    .setParseAttrs(sum_sq_parse)
+    .setInferType(sum_sq_infer_type)
+    .setInferShape(sum_sq_infer_shape);
 
 MXReturnValue initialize(int version) {
   if (version < 10900) {
