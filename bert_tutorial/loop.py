@@ -17,12 +17,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from .speed.optimizer import FusedBERTAdam
+from .speed.optimizer import FusedBERTAdam, grad_global_norm
 
 log = logging.getLogger(__name__)
 
@@ -208,14 +207,14 @@ def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], cl
     if getattr(trainer, 'distributed', False):  # set by make_trainer
         with watchdog.waiting('the gradients of the other workers'):
             trainer.allreduce_grads()
-            norm = float(nlp.utils.grad_global_norm(params).asscalar())
+            norm = float(grad_global_norm(params).asscalar())
         if not math.isfinite(loss_value) and math.isfinite(norm):
             log.warning('non-finite loss %s at %s on this worker only; the shared gradients are finite', loss_value,
                         where)
         loss_value = 0.0
     else:
         trainer.allreduce_grads()
-        norm = float(nlp.utils.grad_global_norm(params).asscalar())
+        norm = float(grad_global_norm(params).asscalar())
     if not finite_step(loss_value, norm, where, skip_nonfinite):
         return False
     norm *= grad_scale

@@ -714,6 +714,17 @@ static MXReturnValue adam_parse(const Attrs& attrs, int* num_in, int* num_out) {
     MX_ERROR_MSG << "bert_adam_update: num_tensors must be an integer >= 1";
     return MX_FAIL;
   }
+  // Checked here, when the call is made: an error in the forward would surface later, asynchronously.
+  std::vector<float> values;
+  double x;
+  if (!parse_list(attrs, "lrs", n, &values) || !parse_list(attrs, "wds", n, &values) ||
+      !parse_attr<double>(attrs, "beta1", 0.9, &x) || !parse_attr<double>(attrs, "beta2", 0.999, &x) ||
+      !parse_attr<double>(attrs, "epsilon", 1e-6, &x) || !parse_attr<double>(attrs, "rescale_grad", 1.0, &x) ||
+      !parse_attr<double>(attrs, "clip_gradient", -1.0, &x)) {
+    MX_ERROR_MSG << "bert_adam_update: lrs and wds need num_tensors numbers each; beta1, beta2, epsilon, "
+                 << "rescale_grad and clip_gradient must be numbers";
+    return MX_FAIL;
+  }
   *num_in = static_cast<int>(4 * n);
   *num_out = static_cast<int>(n);
   return MX_SUCCESS;
