@@ -1,6 +1,6 @@
 """The C++ kernels (speed.kernels, speed.kernel_ops): LayerNorm against MXNet's, Dropout's exact values and
-statistics, softmax with lengths and GELU against MXNet's, the swaps into a classifier, graphs without the library,
-and the pure-MXNet fallback."""
+statistics, softmax with lengths, GELU and the self-attention products against MXNet's, the swaps into a classifier,
+graphs without the library, and the pure-MXNet fallback."""
 import json
 import logging
 import os
@@ -318,6 +318,154 @@ def test_gelu_matches_mxnet_on_any_shape(shape, scale, seed):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * max(1.0, scale))
 
 
+# --------------------------------------------------------------------------------- self-attention products
+
+def _attention_grads(qk, valatt, qkv, att, d_scores, d_out, heads):
+    x, a = nd.array(qkv), nd.array(att)
+    x.attach_grad()
+    a.attach_grad()
+    with autograd.record():
+        scores = qk(x, heads)
+        out = valatt(x, a, heads)
+    autograd.backward([scores, out], [nd.array(d_scores), nd.array(d_out)])
+    return [scores.asnumpy(), out.asnumpy(), x.grad.asnumpy(), a.grad.asnumpy()]
+
+
+def _attention_float64(qkv, att, d_scores, d_out, heads):
+    """The products in float64 numpy: scores, out, d(qkv) (both ops' parts summed), d(attention)."""
+    seq, batch, width = qkv.shape
+    dim = width // (3 * heads)
+    x = qkv.astype(np.float64).reshape(seq, batch, heads, 3, dim).transpose(3, 1, 2, 0, 4)  # (3, b, h, seq, dim)
+    q, k, v = x.reshape(3, batch * heads, seq, dim)
+    a, gs = att.astype(np.float64), d_scores.astype(np.float64)
+    go = d_out.astype(np.float64).reshape(seq, batch * heads, dim).transpose(1, 0, 2)  # (b * h, seq, dim)
+    scale = 1 / np.sqrt(dim)
+    scores = scale * q @ k.transpose(0, 2, 1)
+    out = (a @ v).transpose(1, 0, 2).reshape(seq, batch, heads * dim)
+    grads = np.stack([scale * gs @ k, scale * gs.transpose(0, 2, 1) @ q, a.transpose(0, 2, 1) @ go])
+    d_qkv = grads.reshape(3, batch, heads, seq, dim).transpose(3, 1, 2, 0, 4).reshape(qkv.shape)
+    return [scores, out, d_qkv, go @ v.transpose(0, 2, 1)]
+
+
+def _mxnet_qk(x, heads):
+    return nd.contrib.interleaved_matmul_selfatt_qk(x, heads=heads)
+
+
+def _mxnet_valatt(x, att, heads):
+    return nd.contrib.interleaved_matmul_selfatt_valatt(x, att, heads=heads)
+
+
+def _check_attention(seq, batch, heads, dim, seed):
+    rng = np.random.RandomState(seed)
+    qkv = rng.normal(size=(seq, batch, 3 * heads * dim)).astype(np.float32)
+    att = rng.uniform(size=(batch * heads, seq, seq)).astype(np.float32)
+    d_scores = rng.normal(size=att.shape).astype(np.float32)
+    d_out = rng.normal(size=(seq, batch, heads * dim)).astype(np.float32)
+    args = (qkv, att, d_scores, d_out, heads)
+    ref = _attention_grads(_mxnet_qk, _mxnet_valatt, *args)
+    ours = _attention_grads(lambda x, h: nd.bert_selfatt_qk(x, heads=h),
+                            lambda x, a, h: nd.bert_selfatt_valatt(x, a, heads=h), *args)
+    exact = _attention_float64(*args)
+    for what, a, b, c in zip(('scores', 'output', 'qkv grad', 'attention grad'), ref, ours, exact):
+        assert b.shape == a.shape == c.shape and b.dtype == np.float32, what
+        # float32 round-off of sums of seq_len or head_dim products
+        tolerance = dict(rtol=1e-5, atol=2e-6 * max(1.0, float(np.abs(c).max())), err_msg=what)
+        np.testing.assert_allclose(b, a, **tolerance)
+        np.testing.assert_allclose(b, c, **tolerance)
+        np.testing.assert_allclose(a, c, **tolerance)  # the reference itself
+    return ours
+
+
+@needs_kernels
+@pytest.mark.parametrize('seq, batch, heads, dim', [
+    (1, 1, 1, 1), (1, 3, 12, 32), (2, 1, 1, 3), (7, 3, 12, 17), (17, 2, 5, 33), (32, 4, 12, 32), (33, 2, 3, 64),
+    (128, 1, 12, 64)])
+def test_selfatt_matches_mxnet(seq, batch, heads, dim):
+    scores, out, d_qkv, d_att = _check_attention(seq, batch, heads, dim, seq * 1000 + dim)
+    assert scores.shape == d_att.shape == (batch * heads, seq, seq) and out.shape == (seq, batch, heads * dim)
+
+
+@needs_kernels
+@settings(max_examples=30, deadline=None)
+@given(seq=st.integers(1, 40), batch=st.integers(1, 5), heads=st.sampled_from([1, 2, 3, 12]),
+       dim=st.integers(1, 40), seed=st.integers(0, 2 ** 31 - 1))
+def test_selfatt_matches_mxnet_on_any_shape(seq, batch, heads, dim, seed):
+    _check_attention(seq, batch, heads, dim, seed)
+
+
+@needs_kernels
+def test_selfatt_gradients_fill_only_their_blocks():
+    rng = np.random.RandomState(3)
+    seq, batch, heads, dim = 5, 2, 3, 4
+    x = nd.array(rng.normal(size=(seq, batch, 3 * heads * dim)))
+    att = nd.array(rng.uniform(size=(batch * heads, seq, seq)))
+    blocks = []
+    for op in (lambda x: nd.bert_selfatt_qk(x, heads=heads), lambda x: nd.bert_selfatt_valatt(x, att, heads=heads)):
+        xx = x.copy()
+        xx.attach_grad()
+        with autograd.record():
+            y = op(xx)
+        y.backward(nd.ones_like(y))
+        blocks.append(xx.grad.asnumpy().reshape(seq, batch, heads, 3, dim))
+    qk, valatt = blocks
+    assert not qk[..., 2, :].any() and qk[..., :2, :].all()  # the v blocks exactly 0
+    assert not valatt[..., :2, :].any() and valatt[..., 2, :].all()  # the q and k blocks exactly 0
+
+
+@needs_kernels
+def test_selfatt_bad_input_is_an_error():
+    with pytest.raises(mx.MXNetError, match='bert_selfatt_qk: queries_keys_values must be float32'):
+        nd.bert_selfatt_qk(nd.ones((4, 2, 12), dtype='float64'), heads=2).wait_to_read()
+    with pytest.raises(mx.MXNetError, match='bert_selfatt_valatt: queries_keys_values and attention must be float32'):
+        nd.bert_selfatt_valatt(nd.ones((4, 2, 12)), nd.ones((4, 4, 4), dtype='float16'), heads=2).wait_to_read()
+    with pytest.raises(mx.MXNetError, match=r'shape \(seq_len, batch, 3 \* heads \* head_dim\)'):
+        nd.bert_selfatt_qk(nd.ones((4, 2, 12)), heads=3).wait_to_read()  # 12 is not a multiple of 9
+    with pytest.raises(mx.MXNetError, match=r'shape \(seq_len, batch, 3 \* heads \* head_dim\)'):
+        nd.bert_selfatt_qk(nd.ones((4, 24)), heads=2).wait_to_read()
+    with pytest.raises(mx.MXNetError, match=r'attention must have shape \(batch \* heads, seq_len, seq_len\) = '
+                                            r'\(4, 4, 4\)'):
+        nd.bert_selfatt_valatt(nd.ones((4, 2, 12)), nd.ones((2, 4, 4)), heads=2).wait_to_read()
+    with pytest.raises(mx.MXNetError, match='heads must be an integer >= 1'):
+        nd.bert_selfatt_qk(nd.ones((4, 2, 12)), heads=0).wait_to_read()
+    with pytest.raises(mx.MXNetError, match='heads must be an integer >= 1'):
+        nd.bert_selfatt_valatt(nd.ones((4, 2, 12)), nd.ones((4, 4, 4))).wait_to_read()
+
+
+@needs_kernels
+@pytest.mark.parametrize('softmax', [False, True])
+@pytest.mark.parametrize('hybridize', [False, True])
+def test_attention_swap_inside_a_classifier(tiny_vocab, hybridize, softmax):
+    from gluonnlp.model.bert import DotProductSelfAttentionCell
+
+    from bert_tutorial.speed import KernelSelfAttentionCell
+
+    net = _classifier(tiny_vocab, dropout=0.1)
+    before, before_grads = _grads(net)
+    names = sorted(net.collect_params())
+    cell = next(b for b in _blocks(net) if type(b) is DotProductSelfAttentionCell)
+    counts = use_kernels(net, layer_norm=False, dropout=False, softmax=softmax, attention=True)
+    assert counts == {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': int(softmax), 'gelu': 0,
+                      'attention': 1}
+    swapped = next(b for b in _blocks(net) if type(b) is KernelSelfAttentionCell)
+    assert swapped.query_weight is cell.query_weight and swapped.dropout_layer is cell.dropout_layer
+    assert sorted(net.collect_params()) == names
+    if hybridize:
+        net.hybridize(static_alloc=True)
+    after, after_grads = _grads(net)
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+    for name, grad in before_grads.items():
+        np.testing.assert_allclose(after_grads[name], grad, rtol=1e-4, atol=1e-6, err_msg=name)
+    graph = _ops(net(*[mx.sym.var(n) for n in ('data0', 'data1', 'data2')]))
+    assert {'bert_selfatt_qk', 'bert_selfatt_valatt'} <= graph and ('bert_softmax' in graph) == softmax
+    assert not {'_contrib_interleaved_matmul_selfatt_qk', '_contrib_interleaved_matmul_selfatt_valatt'} & graph
+    with standard_ops(net):
+        graph = _ops(net(*[mx.sym.var(n) for n in ('data0', 'data1', 'data2')]))
+        assert not any(op.startswith('bert_') for op in graph)
+        assert {'_contrib_interleaved_matmul_selfatt_qk', '_contrib_interleaved_matmul_selfatt_valatt'} <= graph
+        np.testing.assert_allclose(net(*INPUTS).asnumpy(), before, rtol=1e-5, atol=1e-6)
+    assert type(next(b for b in _blocks(net) if isinstance(b, DotProductSelfAttentionCell))) is KernelSelfAttentionCell
+
+
 # ------------------------------------------------------------------------------------- swap and export
 
 def _blocks(block):
@@ -350,7 +498,8 @@ def test_swap_inside_a_classifier(tiny_vocab, tmp_path):
     norms = sum(type(b) is gluon.nn.LayerNorm for b in _blocks(net))
     drops = sum(type(b) is gluon.nn.Dropout for b in _blocks(net))
     assert norms == 3 and drops >= 4  # embedding's and 2 per layer; embedding, attention, 2 in the layer, head
-    assert use_kernels(net) == {'kernels': True, 'layer_norm': norms, 'dropout': drops, 'softmax': 0, 'gelu': 0}
+    assert use_kernels(net) == {'kernels': True, 'layer_norm': norms, 'dropout': drops, 'softmax': 0, 'gelu': 0,
+                                'attention': 0}
     assert not any(type(b) in (gluon.nn.LayerNorm, gluon.nn.Dropout) for b in _blocks(net))
     net.hybridize(static_alloc=True)
     after, after_grads = _grads(net)
@@ -387,7 +536,7 @@ def test_softmax_and_gelu_swap_inside_a_classifier(tiny_vocab, tmp_path, hybridi
     gelus = [b for b in _blocks(net) if type(b) is GELU]
     assert len(cells) == 1 and len(gelus) == 1
     counts = use_kernels(net, layer_norm=False, dropout=False, softmax=True, gelu=True)
-    assert counts == {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': 1, 'gelu': 1}
+    assert counts == {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': 1, 'gelu': 1, 'attention': 0}
     swapped = [b for b in _blocks(net) if type(b) is KernelSelfAttentionCell]
     assert len(swapped) == 1 and sum(type(b) is KernelGELU for b in _blocks(net)) == 1
     assert swapped[0].dropout_layer is cells[0].dropout_layer  # the dropout child is kept
@@ -437,16 +586,17 @@ def _ops(sym):
 @needs_kernels
 def test_graphs_for_export_use_mxnet_operators(tiny_vocab):
     net = _classifier(tiny_vocab, dropout=0.1)
-    use_kernels(net, softmax=True, gelu=True)
+    use_kernels(net, softmax=True, gelu=True, attention=True)
     net.hybridize(static_alloc=True)
     expected = net(*INPUTS).asnumpy()
     names = ('data0', 'data1', 'data2')
-    ours = {'bert_layer_norm', 'bert_dropout', 'bert_softmax', 'bert_gelu'}
+    ours = {'bert_layer_norm', 'bert_dropout', 'bert_softmax', 'bert_gelu', 'bert_selfatt_qk', 'bert_selfatt_valatt'}
     assert ours <= _ops(net(*[mx.sym.var(n) for n in names]))
     with standard_ops(net):
         standard = _ops(net(*[mx.sym.var(n) for n in names]))
         assert not any(op.startswith('bert_') for op in standard)
-        assert {'LayerNorm', 'Dropout', 'softmax', 'LeakyReLU'} <= standard
+        assert {'LayerNorm', 'Dropout', 'softmax', 'LeakyReLU', '_contrib_interleaved_matmul_selfatt_qk',
+                '_contrib_interleaved_matmul_selfatt_valatt'} <= standard
         np.testing.assert_allclose(net(*INPUTS).asnumpy(), expected, rtol=1e-4, atol=1e-5)
     assert ours <= _ops(net(*[mx.sym.var(n) for n in names]))  # restored
     np.testing.assert_allclose(net(*INPUTS).asnumpy(), expected, rtol=1e-5, atol=1e-6)
@@ -523,7 +673,8 @@ def fresh_kernels(monkeypatch, tmp_path):
 def _fallback_classifier_works(tiny_vocab):
     net = _classifier(tiny_vocab, dropout=0.1)
     expected = net(*INPUTS).asnumpy()
-    assert use_kernels(net) == {'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0}
+    assert use_kernels(net) == {'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0,
+                                'attention': 0}
     assert {type(b).__name__ for b in _blocks(net)} >= {'MatmulLayerNorm', 'Dropout'}
     assert not any(isinstance(b, (KernelLayerNorm, KernelDropout)) for b in _blocks(net))
     net.hybridize(static_alloc=True)
@@ -573,8 +724,8 @@ def test_fallback_in_a_new_process_without_compiler(tmp_path):
             'assert not hasattr(mx.nd, "bert_layer_norm")\n')
     done = _run_python(code, tmp_path, CXX=str(tmp_path / 'no-compiler'))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["{'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0}",
-                                        '(1, 2)']
+    assert done.stdout.splitlines() == ["{'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0, "
+                                        "'attention': 0}", '(1, 2)']
     lines = [line for line in done.stderr.splitlines() if line.startswith('bert_tutorial.speed.kernels|')]
     assert lines == [f'bert_tutorial.speed.kernels|bert_tutorial kernels: pure MXNet operators (no C++ compiler: '
                      f'{tmp_path / "no-compiler"} not found)']

@@ -3,7 +3,8 @@
 At BERT-base's shapes on CPU, MXNet's ``LayerNorm`` (forward + backward) and ``Dropout`` are small kernels that
 cost far more than their arithmetic: ``KernelLayerNorm`` and ``KernelDropout`` run one OpenMP pass over rows or
 blocks. ``KernelSelfAttentionCell`` (GluonNLP's BERT self-attention on ``bert_softmax``: MXNet's softmax with
-lengths runs a scalar ``expf``) and ``KernelGELU`` (``bert_gelu``) are opt-in. ``use_kernels`` puts them into a
+lengths runs a scalar ``expf``; and on ``bert_selfatt_qk`` and ``bert_selfatt_valatt``: MXNet's interleaved
+products loop over tiny per-head GEMMs) and ``KernelGELU`` (``bert_gelu``) are opt-in. ``use_kernels`` puts them into a
 model (parameters shared, names unchanged: saved files do not change); without the C++ library it falls back to
 ``MatmulLayerNorm`` and MXNet's operators. ``standard_ops`` swaps MXNet's operators back, for exported graphs that
 must load without the library.
@@ -57,29 +58,61 @@ class KernelGELU(HybridBlock):
         return F.bert_gelu(x)
 
 
-class _LengthSoftmaxOnKernel:
-    """``F`` as GluonNLP's attention cell uses it, except that its length-aware softmax over the last axis runs on
-    ``bert_softmax``: the cell's own ``hybrid_forward`` then needs no copy."""
+class _SelfAttentionProductsOnKernels:
+    """``F.contrib`` as GluonNLP's attention cell uses it, except that the interleaved self-attention products run
+    on ``bert_selfatt_qk`` and ``bert_selfatt_valatt`` (the same math)."""
 
     def __init__(self, F):
         self._F = F
 
     def __getattr__(self, name: str):
+        return getattr(self._F.contrib, name)
+
+    def interleaved_matmul_selfatt_qk(self, *args, **kwargs):
+        if len(args) == 1 and set(kwargs) == {'heads'}:
+            return self._F.bert_selfatt_qk(args[0], heads=kwargs['heads'])
+        return self._F.contrib.interleaved_matmul_selfatt_qk(*args, **kwargs)
+
+    def interleaved_matmul_selfatt_valatt(self, *args, **kwargs):
+        if len(args) == 2 and set(kwargs) == {'heads'}:
+            return self._F.bert_selfatt_valatt(args[0], args[1], heads=kwargs['heads'])
+        return self._F.contrib.interleaved_matmul_selfatt_valatt(*args, **kwargs)
+
+
+class _AttentionOnKernels:
+    """``F`` as GluonNLP's attention cell uses it, except that (with ``softmax``) its length-aware softmax over the
+    last axis runs on ``bert_softmax`` and (with ``products``) ``F.contrib``'s interleaved self-attention products on
+    ``bert_selfatt_qk`` and ``bert_selfatt_valatt``: the cell's own ``hybrid_forward`` then needs no copy."""
+
+    def __init__(self, F, softmax: bool = True, products: bool = False):
+        self._F = F
+        self._softmax = softmax
+        self.contrib = _SelfAttentionProductsOnKernels(F) if products else F.contrib
+
+    def __getattr__(self, name: str):
         return getattr(self._F, name)
 
     def softmax(self, data, *args, **kwargs):
-        if not args and kwargs.get('use_length') and kwargs.get('axis', -1) == -1 and set(kwargs) <= {
-                'length', 'use_length', 'axis'}:
+        if self._softmax and not args and kwargs.get('use_length') and kwargs.get('axis', -1) == -1 and set(
+                kwargs) <= {'length', 'use_length', 'axis'}:
             return self._F.bert_softmax(data, kwargs['length'])
         return self._F.softmax(data, *args, **kwargs)
 
 
 class KernelSelfAttentionCell(DotProductSelfAttentionCell):
-    """GluonNLP's ``DotProductSelfAttentionCell`` (BERT's self-attention) with the length-aware softmax on the C++
-    ``bert_softmax`` operator: the same parameters, inputs and outputs. Without lengths it runs MXNet's softmax."""
+    """GluonNLP's ``DotProductSelfAttentionCell`` (BERT's self-attention) with, given ``softmax``, the length-aware
+    softmax on the C++ ``bert_softmax`` operator (without lengths it runs MXNet's softmax) and, given ``attention``,
+    the interleaved products (scores and weighted values) on ``bert_selfatt_qk`` and ``bert_selfatt_valatt``: the
+    same parameters, inputs and outputs."""
+
+    def __init__(self, *args, softmax: bool = True, attention: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._kernel_softmax = softmax
+        self._kernel_attention = attention
 
     def hybrid_forward(self, F, *args, **params):  # the parameters come as keywords
-        return super().hybrid_forward(_LengthSoftmaxOnKernel(F), *args, **params)
+        return super().hybrid_forward(_AttentionOnKernels(F, self._kernel_softmax, self._kernel_attention), *args,
+                                      **params)
 
 
 def _put(parent: Block, name: str, old: Block, new: Block) -> None:
@@ -126,19 +159,19 @@ def _layer_norm_like(child: nn.LayerNorm, cls: type) -> nn.LayerNorm:
     return new
 
 
-def _attention_like(child: DotProductSelfAttentionCell, cls: type) -> DotProductSelfAttentionCell:
+def _attention_like(child: DotProductSelfAttentionCell, cls: type, **options) -> DotProductSelfAttentionCell:
     new = cls(child.units, child._num_heads, dropout=child._dropout, use_bias=child._use_bias, prefix=child.prefix,
-              params=child.params)
+              params=child.params, **options)
     _put(new, 'dropout_layer', new.dropout_layer, child.dropout_layer)
     assert all(getattr(new, n) is getattr(child, n) for n in ('query_weight', 'key_weight', 'value_weight'))
     return new
 
 
-def _to_kernels(layer_norm: bool, dropout: bool, softmax: bool = False,
-                gelu: bool = False) -> Callable[[Block], Block | None]:
+def _to_kernels(layer_norm: bool, dropout: bool, softmax: bool = False, gelu: bool = False,
+                attention: bool = False) -> Callable[[Block], Block | None]:
     def replace(child: Block) -> Block | None:
-        if softmax and type(child) is DotProductSelfAttentionCell and child._use_bias:
-            return _attention_like(child, KernelSelfAttentionCell)
+        if (softmax or attention) and type(child) is DotProductSelfAttentionCell and child._use_bias:
+            return _attention_like(child, KernelSelfAttentionCell, softmax=softmax, attention=attention)
         if gelu and (type(child) is nn.GELU or (type(child) is GluonNLPGELU and not child._approximate)):
             return KernelGELU(type(child), prefix=child.prefix)
         if (layer_norm and type(child) in (nn.LayerNorm, MatmulLayerNorm) and child._axis == -1 and child._center
@@ -163,28 +196,34 @@ def _to_standard(child: Block) -> Block | None:
 
 
 def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True, softmax: bool = False,
-                gelu: bool = False) -> dict:
+                gelu: bool = False, attention: bool = False) -> dict:
     """Put the C++ kernels into ``block``: with ``layer_norm``, every ``nn.LayerNorm`` (or ``MatmulLayerNorm``)
     over the last axis becomes a ``KernelLayerNorm`` sharing its parameters; with ``dropout``, every
-    ``nn.Dropout`` without ``axes`` a ``KernelDropout``; with ``softmax``, every GluonNLP
-    ``DotProductSelfAttentionCell`` (BERT's self-attention) a ``KernelSelfAttentionCell``; with ``gelu``, every
+    ``nn.Dropout`` without ``axes`` a ``KernelDropout``; with ``softmax`` or ``attention``, every GluonNLP
+    ``DotProductSelfAttentionCell`` (BERT's self-attention) a ``KernelSelfAttentionCell`` whose length-aware
+    softmax (``softmax``) and interleaved products (``attention``) run on the kernels; with ``gelu``, every
     ``nn.GELU`` and GluonNLP ``GELU()`` (erf form) a ``KernelGELU``. Without the kernels (``load_kernels()`` is
     ``False``) the layer norms become ``MatmulLayerNorm`` and the rest stays MXNet's.
 
     Call it after the parameters are initialized or loaded. Returns ``{'kernels': bool, 'layer_norm': n,
-    'dropout': m, 'softmax': k, 'gelu': g}``, the blocks replaced. ``KernelDropout``'s masks differ from MXNet's
-    ``Dropout``'s (both come from the run's seed): a run is reproducible with the same choice. ``softmax`` and
-    ``gelu`` compute MXNet's values up to float32 round-off.
+    'dropout': m, 'softmax': k, 'gelu': g, 'attention': a}``, the blocks replaced (an attention cell counts under
+    ``softmax`` and ``attention`` as they apply). ``KernelDropout``'s masks differ from MXNet's ``Dropout``'s (both
+    come from the run's seed): a run is reproducible with the same choice. ``softmax``, ``gelu`` and ``attention``
+    compute MXNet's values up to float32 round-off.
     """
     on_cpu = all(c.device_type == 'cpu' for p in block.collect_params().values() for c in p.list_ctx())
     if not on_cpu or not load_kernels():  # the kernels are CPU operators
         return {'kernels': False, 'layer_norm': use_matmul_layer_norm(block) if layer_norm else 0, 'dropout': 0,
-                'softmax': 0, 'gelu': 0}
-    counts = {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': 0, 'gelu': 0}
-    kinds = {KernelLayerNorm: 'layer_norm', KernelDropout: 'dropout', KernelSelfAttentionCell: 'softmax',
-             KernelGELU: 'gelu'}
-    for parent, name, _ in _swap(block, _to_kernels(layer_norm, dropout, softmax, gelu)):
-        counts[kinds[type(parent._children[name])]] += 1
+                'softmax': 0, 'gelu': 0, 'attention': 0}
+    counts = {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': 0, 'gelu': 0, 'attention': 0}
+    kinds = {KernelLayerNorm: 'layer_norm', KernelDropout: 'dropout', KernelGELU: 'gelu'}
+    for parent, name, _ in _swap(block, _to_kernels(layer_norm, dropout, softmax, gelu, attention)):
+        new = parent._children[name]
+        if type(new) is KernelSelfAttentionCell:
+            counts['softmax'] += new._kernel_softmax
+            counts['attention'] += new._kernel_attention
+        else:
+            counts[kinds[type(new)]] += 1
     _clear_graphs(block)
     return counts
 
@@ -192,8 +231,8 @@ def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True, sof
 @contextlib.contextmanager
 def standard_ops(block: Block) -> Iterator[Block]:
     """Within the ``with``, ``block`` runs MXNet's operators in place of the kernel blocks (``KernelLayerNorm``,
-    ``KernelDropout``, ``KernelSelfAttentionCell``, ``KernelGELU``; same parameters): graphs traced or exported
-    there load without the library."""
+    ``KernelDropout``, ``KernelSelfAttentionCell`` with its softmax and products, ``KernelGELU``; same parameters):
+    graphs traced or exported there load without the library."""
     originals = _swap(block, _to_standard)
     _clear_graphs(block)
     try:

@@ -18,6 +18,22 @@
 // bert_gelu(data) -> out
 //     0.5 * x * (1 + erf(x / sqrt(2))), the math of mx.nd.LeakyReLU(act_type='gelu'), erf as oneDNN's (Abramowitz
 //     and Stegun 7.1.26, |error| < 1.5e-7) on the vectorized exp below.
+// bert_selfatt_qk(queries_keys_values; heads) -> out
+//     The math of mx.nd.contrib.interleaved_matmul_selfatt_qk (GluonNLP's BERT self-attention scores).
+//     queries_keys_values: (seq_len, batch, 3 * heads * head_dim), per position and sequence `heads` blocks
+//     [q, k, v] of head_dim each; out: (batch * heads, seq_len, seq_len) with, for n = b * heads + h,
+//         out[n, i, j] = scale * sum_d q[i, b, h, d] * k[j, b, h, d],  scale = 1 / sqrt(head_dim)
+//     (scale times the sum, as MXNet's CPU op passes it to sgemm as alpha). Backward, g = d(out):
+//         dq[i] = scale * sum_j g[n, i, j] * k[j],  dk[j] = scale * sum_i g[n, i, j] * q[i],  dv = 0.
+// bert_selfatt_valatt(queries_keys_values, attention; heads) -> out
+//     The math of mx.nd.contrib.interleaved_matmul_selfatt_valatt: attention (batch * heads, seq_len, seq_len)
+//     weighs the v blocks; out: (seq_len, batch, heads * head_dim) with
+//         out[i, b, h * head_dim + d] = sum_j attention[n, i, j] * v[j, b, h, d]
+//     Backward, g = d(out): dv[j] = sum_i attention[n, i, j] * g[i, b, h], dq = dk = 0,
+//         d(attention)[n, i, j] = sum_d g[i, b, h, d] * v[j, b, h, d].
+//     Both run one OpenMP task per (sequence, head); every product is rows of scalar-weighted sums of
+//     contiguous rows (k and v transposed into a scratch block where the sum runs over head_dim), each output
+//     accumulated in index order in its own vector lane.
 //
 // bert_adam_update(weight_0, grad_0, mean_0, var_0, weight_1, ...; num_tensors, lrs, wds, beta1, beta2, epsilon,
 //                  rescale_grad, clip_gradient) -> (new_weight_0, new_weight_1, ...)
@@ -655,6 +671,299 @@ REGISTER_OP(bert_gelu)
     .setParseAttrs(gelu_parse)
     .setInferType(gelu_infer_type)
     .setInferShape(gelu_infer_shape);
+
+// ------------------------------------------------------------------------------------------- Self-attention
+
+static const int kRowBlock = 4, kColBlock = 16;
+
+// C[r * ldc + c] = alpha * sum_{t < k} W[r * wr + t * wt] * B[t * ldb + c] for r < m, c < n: rows of C are
+// scalar-weighted sums of contiguous rows of B. Tiles of kRowBlock x kColBlock outputs stay in registers over the
+// whole sum; each output is summed in order t = 0, 1, ... and scaled once, the same in every ISA version.
+MULTI_ISA static void weighted_rows(const float* W, int64_t wr, int64_t wt, const float* B, int64_t ldb, float* C,
+                                    int64_t ldc, int64_t m, int64_t n, int64_t k, float alpha) {
+  for (int64_t c0 = 0; c0 < n; c0 += kColBlock) {
+    const int64_t w = n - c0 < kColBlock ? n - c0 : kColBlock;
+    int64_t r = 0;
+    if (w == kColBlock) {
+      for (; r + kRowBlock <= m; r += kRowBlock) {
+        float acc[kRowBlock][kColBlock] = {};
+        for (int64_t t = 0; t < k; ++t) {
+          const float* b = B + t * ldb + c0;
+          for (int rr = 0; rr < kRowBlock; ++rr) {
+            const float s = W[(r + rr) * wr + t * wt];
+#pragma omp simd
+            for (int c = 0; c < kColBlock; ++c) acc[rr][c] += s * b[c];
+          }
+        }
+        for (int rr = 0; rr < kRowBlock; ++rr) {
+          float* out = C + (r + rr) * ldc + c0;
+#pragma omp simd
+          for (int c = 0; c < kColBlock; ++c) out[c] = alpha * acc[rr][c];
+        }
+      }
+    }
+    for (; r < m; ++r) {  // the rows left over, and the last columns when n is not a multiple of kColBlock
+      float acc[kColBlock] = {};
+      for (int64_t t = 0; t < k; ++t) {
+        const float* b = B + t * ldb + c0;
+        const float s = W[r * wr + t * wt];
+#pragma omp simd
+        for (int64_t c = 0; c < w; ++c) acc[c] += s * b[c];
+      }
+      float* out = C + r * ldc + c0;
+#pragma omp simd
+      for (int64_t c = 0; c < w; ++c) out[c] = alpha * acc[c];
+    }
+  }
+}
+
+// Rows of one (sequence, head) lie ld floats apart, often a multiple of 4 KB: read in place they would share a few
+// cache sets. Each task copies its operands into contiguous scratch first.
+// dst[j * head_dim + d] = src[j * ld + d]: seq rows of head_dim (stride ld) packed.
+static void pack_rows(const float* src, int64_t ld, float* dst, int64_t seq, int64_t head_dim) {
+  for (int64_t j = 0; j < seq; ++j) std::memcpy(dst + j * head_dim, src + j * ld, sizeof(float) * head_dim);
+}
+
+// dst[d * seq + j] = src[j * ld + d]: seq rows of head_dim (stride ld) as head_dim rows of seq.
+static void transpose_rows(const float* src, int64_t ld, float* dst, int64_t seq, int64_t head_dim) {
+  for (int64_t j = 0; j < seq; ++j)
+    for (int64_t d = 0; d < head_dim; ++d) dst[d * seq + j] = src[j * ld + d];
+}
+
+static void zero_rows(float* dst, int64_t ld, int64_t rows, int64_t width) {
+  for (int64_t r = 0; r < rows; ++r) std::memset(dst + r * ld, 0, sizeof(float) * width);
+}
+
+// The sizes of an interleaved (seq_len, batch, 3 * heads * head_dim) projection.
+struct AttentionShape {
+  int64_t seq, batch, heads, head_dim;
+  int64_t tasks() const { return batch * heads; }
+  int64_t qkv_ld() const { return batch * heads * 3 * head_dim; }  // from one position to the next
+  int64_t out_ld() const { return batch * heads * head_dim; }      // valatt's output and its gradient
+  // multiply-adds of one product: below kParallelMin the team is not woken
+  bool parallel() const { return tasks() * seq * seq * head_dim >= kParallelMin; }
+};
+
+static AttentionShape attention_shape(const MXTensor& qkv, int64_t heads) {
+  return {qkv.shape[0], qkv.shape[1], heads, qkv.shape[2] / (3 * heads)};
+}
+
+static bool attention_heads(const Attrs& attrs, const char* op, int64_t* heads) {
+  if (attrs.find("heads") == attrs.end() || !parse_attr<int64_t>(attrs, "heads", 0, heads) || *heads < 1) {
+    MX_ERROR_MSG << op << ": heads must be an integer >= 1";
+    return false;
+  }
+  return true;
+}
+
+static bool attention_qkv_shape(const std::vector<unsigned>& qkv, int64_t heads, const char* op) {
+  if (qkv.size() != 3 || qkv[2] == 0 || qkv[2] % (3 * heads) != 0) {
+    MX_ERROR_MSG << op << ": queries_keys_values must have shape (seq_len, batch, 3 * heads * head_dim), head_dim >= 1, "
+                 << "with heads = " << heads;
+    return false;
+  }
+  return true;
+}
+
+// Scratch of `per_thread` floats for each thread a parallel region over `shape` may run.
+static float* attention_scratch(const OpResource& res, const AttentionShape& shape, int64_t per_thread,
+                                int* threads) {
+  *threads = shape.parallel() ? omp_get_max_threads() : 1;
+  const int64_t size = per_thread * *threads;
+  return size ? static_cast<float*>(res.alloc_cpu(static_cast<int>(sizeof(float) * size))) : nullptr;
+}
+
+static MXReturnValue qk_parse(const Attrs& attrs, int* num_in, int* num_out) {
+  int64_t heads;
+  if (!attention_heads(attrs, "bert_selfatt_qk", &heads)) return MX_FAIL;
+  *num_in = 1;
+  *num_out = 1;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue qk_infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
+  if (in->at(0) != kFloat32) {
+    MX_ERROR_MSG << "bert_selfatt_qk: queries_keys_values must be float32";
+    return MX_FAIL;
+  }
+  out->at(0) = kFloat32;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue qk_infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
+                                    std::vector<std::vector<unsigned>>* out) {
+  int64_t heads;
+  if (!attention_heads(attrs, "bert_selfatt_qk", &heads)) return MX_FAIL;
+  const std::vector<unsigned>& qkv = in->at(0);
+  if (!attention_qkv_shape(qkv, heads, "bert_selfatt_qk")) return MX_FAIL;
+  out->at(0) = {static_cast<unsigned>(qkv[1] * heads), qkv[0], qkv[0]};
+  return MX_SUCCESS;
+}
+
+// 1 / sqrt(head_dim) as MXNet's op computes it (float sqrt, double division, rounded to float).
+static float qk_scale(int64_t head_dim) { return static_cast<float>(1.0 / std::sqrt(static_cast<float>(head_dim))); }
+
+static MXReturnValue qk_forward(const Attrs& attrs, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                                const OpResource& res) {
+  int64_t heads;
+  if (!attention_heads(attrs, "bert_selfatt_qk", &heads)) return MX_FAIL;
+  const AttentionShape a = attention_shape(inputs->at(0), heads);
+  const float* qkv = inputs->at(0).data<float>();
+  float* out = outputs->at(0).data<float>();
+  const int64_t S = a.seq, D = a.head_dim, ld = a.qkv_ld();
+  const float scale = qk_scale(D);
+  int threads;
+  float* scratch = attention_scratch(res, a, 3 * D * S, &threads);
+#pragma omp parallel num_threads(threads) if (a.parallel())
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    float* q = scratch + 3 * D * S * t;
+    float* k = q + D * S;
+    float* kt = k + D * S;
+    for (int64_t n = a.tasks() * t / nt; n < a.tasks() * (t + 1) / nt; ++n) {
+      pack_rows(qkv + n * 3 * D, ld, q, S, D);
+      pack_rows(qkv + n * 3 * D + D, ld, k, S, D);
+      transpose_rows(k, D, kt, S, D);
+      weighted_rows(q, D, 1, kt, S, out + n * S * S, S, S, S, D, scale);  // out[i, :] = sum_d q[i, d] * kt[d, :]
+    }
+  }
+  return MX_SUCCESS;
+}
+
+// inputs: d(out), queries_keys_values, out; outputs: d(queries_keys_values).
+static MXReturnValue qk_backward(const Attrs& attrs, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                                 const OpResource& res) {
+  int64_t heads;
+  if (!attention_heads(attrs, "bert_selfatt_qk", &heads)) return MX_FAIL;
+  const AttentionShape a = attention_shape(inputs->at(1), heads);
+  const float* g = inputs->at(0).data<float>();
+  const float* qkv = inputs->at(1).data<float>();
+  float* dqkv = outputs->at(0).data<float>();
+  const int64_t S = a.seq, D = a.head_dim, ld = a.qkv_ld();
+  const float scale = qk_scale(D);
+  int threads;
+  float* scratch = attention_scratch(res, a, 2 * D * S, &threads);
+#pragma omp parallel num_threads(threads) if (a.parallel())
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    float* q = scratch + 2 * D * S * t;
+    float* k = q + D * S;
+    for (int64_t n = a.tasks() * t / nt; n < a.tasks() * (t + 1) / nt; ++n) {
+      const float* gn = g + n * S * S;
+      float* dq = dqkv + n * 3 * D;
+      pack_rows(qkv + n * 3 * D, ld, q, S, D);
+      pack_rows(qkv + n * 3 * D + D, ld, k, S, D);
+      weighted_rows(gn, S, 1, k, D, dq, ld, S, D, S, scale);      // dq[i, :] = sum_j g[i, j] * k[j, :]
+      weighted_rows(gn, 1, S, q, D, dq + D, ld, S, D, S, scale);  // dk[j, :] = sum_i g[i, j] * q[i, :]
+      zero_rows(dq + 2 * D, ld, S, D);
+    }
+  }
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(bert_selfatt_qk)
+    .setForward(qk_forward, "cpu")
+    .setBackward(qk_backward, "cpu")
+    .setParseAttrs(qk_parse)
+    .setInferType(qk_infer_type)
+    .setInferShape(qk_infer_shape);
+
+static MXReturnValue valatt_parse(const Attrs& attrs, int* num_in, int* num_out) {
+  int64_t heads;
+  if (!attention_heads(attrs, "bert_selfatt_valatt", &heads)) return MX_FAIL;
+  *num_in = 2;
+  *num_out = 1;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue valatt_infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
+  if (in->at(0) != kFloat32 || in->at(1) != kFloat32) {
+    MX_ERROR_MSG << "bert_selfatt_valatt: queries_keys_values and attention must be float32";
+    return MX_FAIL;
+  }
+  out->at(0) = kFloat32;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue valatt_infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
+                                        std::vector<std::vector<unsigned>>* out) {
+  int64_t heads;
+  if (!attention_heads(attrs, "bert_selfatt_valatt", &heads)) return MX_FAIL;
+  const std::vector<unsigned>& qkv = in->at(0);
+  if (!attention_qkv_shape(qkv, heads, "bert_selfatt_valatt")) return MX_FAIL;
+  const std::vector<unsigned> att = {static_cast<unsigned>(qkv[1] * heads), qkv[0], qkv[0]};
+  if (in->at(1) != att) {
+    MX_ERROR_MSG << "bert_selfatt_valatt: attention must have shape (batch * heads, seq_len, seq_len) = (" << att[0]
+                 << ", " << att[1] << ", " << att[2] << ")";
+    return MX_FAIL;
+  }
+  out->at(0) = {qkv[0], qkv[1], qkv[2] / 3};
+  return MX_SUCCESS;
+}
+
+static MXReturnValue valatt_forward(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                                    std::vector<MXTensor>* outputs, const OpResource& res) {
+  int64_t heads;
+  if (!attention_heads(attrs, "bert_selfatt_valatt", &heads)) return MX_FAIL;
+  const AttentionShape a = attention_shape(inputs->at(0), heads);
+  const float* qkv = inputs->at(0).data<float>();
+  const float* att = inputs->at(1).data<float>();
+  float* out = outputs->at(0).data<float>();
+  const int64_t S = a.seq, D = a.head_dim, ld = a.qkv_ld(), ldo = a.out_ld();
+  int threads;
+  float* scratch = attention_scratch(res, a, D * S, &threads);
+#pragma omp parallel num_threads(threads) if (a.parallel())
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    float* v = scratch + D * S * t;
+    for (int64_t n = a.tasks() * t / nt; n < a.tasks() * (t + 1) / nt; ++n) {
+      pack_rows(qkv + n * 3 * D + 2 * D, ld, v, S, D);
+      weighted_rows(att + n * S * S, S, 1, v, D, out + n * D, ldo, S, D, S, 1.0f);  // out[i, :] = sum_j att[i, j] * v[j, :]
+    }
+  }
+  return MX_SUCCESS;
+}
+
+// inputs: d(out), queries_keys_values, attention, out; outputs: d(queries_keys_values), d(attention).
+static MXReturnValue valatt_backward(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                                     std::vector<MXTensor>* outputs, const OpResource& res) {
+  int64_t heads;
+  if (!attention_heads(attrs, "bert_selfatt_valatt", &heads)) return MX_FAIL;
+  const AttentionShape a = attention_shape(inputs->at(1), heads);
+  const float* g = inputs->at(0).data<float>();
+  const float* qkv = inputs->at(1).data<float>();
+  const float* att = inputs->at(2).data<float>();
+  float* dqkv = outputs->at(0).data<float>();
+  float* datt = outputs->at(1).data<float>();
+  const int64_t S = a.seq, D = a.head_dim, ld = a.qkv_ld(), ldo = a.out_ld();
+  int threads;
+  float* scratch = attention_scratch(res, a, 3 * D * S, &threads);
+#pragma omp parallel num_threads(threads) if (a.parallel())
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    float* gn = scratch + 3 * D * S * t;
+    float* v = gn + D * S;
+    float* vt = v + D * S;
+    for (int64_t n = a.tasks() * t / nt; n < a.tasks() * (t + 1) / nt; ++n) {
+      const float* an = att + n * S * S;
+      float* dq = dqkv + n * 3 * D;
+      pack_rows(g + n * D, ldo, gn, S, D);
+      pack_rows(qkv + n * 3 * D + 2 * D, ld, v, S, D);
+      transpose_rows(v, D, vt, S, D);
+      zero_rows(dq, ld, S, 2 * D);
+      weighted_rows(an, 1, S, gn, D, dq + 2 * D, ld, S, D, S, 1.0f);  // dv[j, :] = sum_i att[i, j] * g[i, :]
+      weighted_rows(gn, D, 1, vt, S, datt + n * S * S, S, S, S, D, 1.0f);  // datt[i, :] = sum_d g[i, d] * vt[d, :]
+    }
+  }
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(bert_selfatt_valatt)
+    .setForward(valatt_forward, "cpu")
+    .setBackward(valatt_backward, "cpu")
+    .setParseAttrs(valatt_parse)
+    .setInferType(valatt_infer_type)
+    .setInferShape(valatt_infer_shape);
 
 // ---------------------------------------------------------------------------------------------------- Adam
 
