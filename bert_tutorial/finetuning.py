@@ -57,6 +57,7 @@ from .sentiment_data import (
     transform_label,
 )
 from .speed.kernel_ops import use_kernels
+from .speed.kernels import load_kernels
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +293,9 @@ class FinetuneConfig:
     bucket: bool = True               # batches of similar length (FixedBucketSampler)
     hybridize: bool = True
     matmul_layer_norm: bool = True    # the C++ kernel LayerNorm (else MatmulLayerNorm) instead of MXNet's (slow on CPU)
-    kernel_dropout: bool = False      # the C++ kernel Dropout: other masks than MXNet's, from the same seed
+    kernel_dropout: bool = True       # the C++ kernel Dropout (other masks than MXNet's, from the same seed); where
+                                      # the kernels do not build, the run records False and uses MXNet's
+    kernel_ops: bool = True           # softmax, GELU and the attention products on the C++ kernels (MXNet's values)
     freeze_word_embed: bool = False   # True: the word embedding stays as pre-trained (faster on CPU)
     ctx: str = 'gpu' if mx.context.num_gpus() else 'cpu'
     kvstore: str = 'device'           # 'dist_sync': data-parallel over workers started by MXNet's launcher
@@ -308,7 +311,7 @@ class FinetuneConfig:
         """The settings a checkpoint of this run depends on: all but where it writes, how it reports, and speed
         settings that give the same values."""
         harmless = {'out', 'resume', 'log_interval', 'progress', 'ctx', 'checkpoint_every', 'num_workers',
-                    'hybridize', 'matmul_layer_norm'}
+                    'hybridize', 'matmul_layer_norm', 'kernel_ops'}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in harmless}
 
     def check(self) -> None:
@@ -349,10 +352,11 @@ class FinetuneResult:
 def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_classes: int = 2,
                      pooling: str = 'mean', dropout: float = 0.1, freeze_word_embed: bool = False,
                      hybridize: bool = True, matmul_layer_norm: bool = True,
-                     kernel_dropout: bool = False) -> BERTClassifier:
+                     kernel_dropout: bool = True, kernel_ops: bool = True) -> BERTClassifier:
     """The classifier as ``finetune`` trains it: a new output layer on ``bert``, with the speed settings:
-    ``matmul_layer_norm``, the package's C++ LayerNorm kernel (``MatmulLayerNorm`` where the kernels do not build),
-    ``kernel_dropout``, its C++ Dropout kernel (MXNet's where the kernels do not build)."""
+    ``matmul_layer_norm``, the package's C++ LayerNorm kernel (``MatmulLayerNorm`` where the kernels do not build);
+    ``kernel_dropout``, its C++ Dropout kernel; ``kernel_ops``, its softmax, GELU and self-attention products (MXNet's
+    operators where the kernels do not build)."""
     if freeze_word_embed:
         # The word embedding is 30522 x units: its dense Adam update is a large fixed cost of a short batch on CPU.
         bert.word_embedding.collect_params().setattr('grad_req', 'null')
@@ -360,8 +364,9 @@ def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_
     net.classifier.initialize(mx.init.Normal(0.02), ctx=ctx)
     if len(ctx) > 1:
         net.collect_params().reset_ctx(ctx)
-    if matmul_layer_norm or kernel_dropout:
-        use_kernels(net, layer_norm=matmul_layer_norm, dropout=kernel_dropout)
+    if matmul_layer_norm or kernel_dropout or kernel_ops:
+        use_kernels(net, layer_norm=matmul_layer_norm, dropout=kernel_dropout, softmax=kernel_ops, gelu=kernel_ops,
+                    attention=kernel_ops)
     if hybridize:
         net.hybridize(static_alloc=True)
     return net
@@ -420,6 +425,11 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Fine-tune a pre-trained BERT for sentiment as ``config`` says; writes the model folder (``save_model``),
     ``metrics.json`` and checkpoints into ``config.out``."""
     config.check()
+    if config.kernel_dropout and not (config.ctx == 'cpu' and load_kernels()):
+        # Recorded as it runs: a resume where the kernels are there then refuses instead of drawing other masks.
+        log.info('kernel_dropout: no C++ kernels here (%s), MXNet\'s Dropout runs (kernel_dropout=False)',
+                 'GPU' if config.ctx == 'gpu' else 'see the line above')
+        config = dataclasses.replace(config, kernel_dropout=False)
     ctx = contexts(config.ctx)
     kvstore, out = config.kvstore, Path(config.out)
     if kvstore.startswith('dist'):
@@ -472,7 +482,8 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
     seed_everything(config.seed)  # the new output layer's initial weights depend on the seed alone
     net = build_classifier(bert, ctx, len(data.labels), pooling=pooling, dropout=config.dropout,
                            freeze_word_embed=config.freeze_word_embed, hybridize=config.hybridize,
-                           matmul_layer_norm=config.matmul_layer_norm, kernel_dropout=config.kernel_dropout)
+                           matmul_layer_norm=config.matmul_layer_norm, kernel_dropout=config.kernel_dropout,
+                           kernel_ops=config.kernel_ops)
     # The package's recipe (GluonNLP's fine-tuning script's choices); train_loop's defaults are the tutorial's.
     recipe = {} if config.tutorial_recipe else dict(no_decay_norm_bias=True, warmup_ratio=config.warmup_ratio,
                                                     loss_reduction='mean')

@@ -160,13 +160,15 @@ def lr_schedule(lr: float, total_steps: int, warmup_steps: int) -> mx.lr_schedul
 
 
 def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: float = 0.01, kvstore: str = 'device',
-                 *, no_decay_norm_bias: bool = False, lr_scheduler: mx.lr_scheduler.LRScheduler | None = None
-                 ) -> gluon.Trainer:
+                 *, no_decay_norm_bias: bool = False, lr_scheduler: mx.lr_scheduler.LRScheduler | None = None,
+                 kernels: bool = True) -> gluon.Trainer:
     """A ``Trainer`` over the trainable parameters of ``net`` (tied weights once).
 
     ``weight_decay`` applies to every parameter, as in the tutorial; ``no_decay_norm_bias`` exempts LayerNorm's
     ``gamma``/``beta`` and biases (GluonNLP's fine-tuning scripts). ``'bertadam'`` runs on ``FusedBERTAdam``
-    (the same update, faster). With ``lr_scheduler`` the learning rate follows the optimizer's update count.
+    (the same update, faster; on the package's C++ kernels unless ``kernels=False`` or they do not build, and then
+    ``clipped_update`` takes the gradient norm on them too). With ``lr_scheduler`` the learning rate follows the
+    optimizer's update count.
     """
     # Keyed by structural names ('bert.encoder...'): Trainer orders parameters by key, and the optimizer states
     # of a checkpoint are stored by that order, so it must not depend on global name counters ('dense99_').
@@ -183,7 +185,7 @@ def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: floa
     if optimizer in ('bertadam', 'adam', 'adamw'):
         opt_args['epsilon'] = 1e-6
     if optimizer == 'bertadam':  # the same update on a faster kernel
-        optimizer = FusedBERTAdam(**opt_args)
+        optimizer = FusedBERTAdam(kernels=kernels, **opt_args)
         opt_args = None
     # update_on_kvstore=False: gradients are clipped between allreduce and update.
     trainer = gluon.Trainer(params, optimizer, opt_args, kvstore=kvstore, update_on_kvstore=False)
@@ -204,17 +206,18 @@ def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], cl
     worker's own loss is not), so that all of them skip or raise together. ``grad_scale`` multiplies the (all-reduced)
     gradients first, e.g. ``1 / workers`` for the mean over every worker's batch.
     """
+    on_kernels = getattr(trainer.optimizer, 'kernels', False)  # FusedBERTAdam's choice: one path for the step
     if getattr(trainer, 'distributed', False):  # set by make_trainer
         with watchdog.waiting('the gradients of the other workers'):
             trainer.allreduce_grads()
-            norm = float(grad_global_norm(params).asscalar())
+            norm = float(grad_global_norm(params, on_kernels).asscalar())
         if not math.isfinite(loss_value) and math.isfinite(norm):
             log.warning('non-finite loss %s at %s on this worker only; the shared gradients are finite', loss_value,
                         where)
         loss_value = 0.0
     else:
         trainer.allreduce_grads()
-        norm = float(grad_global_norm(params).asscalar())
+        norm = float(grad_global_norm(params, on_kernels).asscalar())
     if not finite_step(loss_value, norm, where, skip_nonfinite):
         return False
     norm *= grad_scale

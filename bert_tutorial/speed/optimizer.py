@@ -83,13 +83,13 @@ class FusedBERTAdam(nlp.optimizer.BERTAdam):
         return self.update(index, weight, grad, state)
 
 
-def grad_global_norm(params: Sequence[mx.gluon.Parameter]) -> mx.nd.NDArray:
+def grad_global_norm(params: Sequence[mx.gluon.Parameter], kernels: bool = True) -> mx.nd.NDArray:
     """The L2 norm of all the gradients of ``params`` (``grad_req`` not ``'null'``), shape ``(1,)``:
-    ``gluonnlp.utils.grad_global_norm``, on ``bert_sum_sq`` when the gradients are float32 on one CPU context. That
-    kernel accumulates in float64; MXNet's ``multi_sum_sq`` accumulates in float32 and comes out about 2% low on a
-    30522 x 384 embedding gradient."""
+    ``gluonnlp.utils.grad_global_norm``, on ``bert_sum_sq`` when ``kernels`` and the C++ kernels are there and the
+    gradients are float32 on one CPU context. That kernel accumulates in float64; MXNet's ``multi_sum_sq``
+    accumulates in float32 and comes out about 2% low on a 30522 x 384 embedding gradient."""
     params = [p for p in params if p.grad_req != 'null']
-    grads = [p.grad() for p in params] if params and len(params[0].list_ctx()) == 1 else None
+    grads = [p.grad() for p in params] if kernels and params and len(params[0].list_ctx()) == 1 else None
     if not grads or not _on_kernels(grads):
         return nlp.utils.grad_global_norm(params)
     return mx.nd.bert_sum_sq(*grads, num_arrays=len(grads)).sum().sqrt()
