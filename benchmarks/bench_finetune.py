@@ -291,15 +291,16 @@ def main() -> None:
 
 
 def operator_profile(quick: bool) -> dict | None:
-    """Print and return the per-operator profile of one default step: MXNet's LayerNorm and Dropout ('mxnet')
-    against what ``finetune`` runs ('default') and every C++ kernel ('all'); ``None`` without the kernels."""
+    """Print and return the per-operator profile of one default step: MXNet's operators ('mxnet') against 0.3's
+    default ('v0.3': the LayerNorm kernel) and what ``finetune`` runs now ('default': every C++ kernel); ``None``
+    without the kernels."""
     from profile_step import outside_fully_connected, profile_step, report
 
     from bert_tutorial.speed import load_kernels
     if not load_kernels():
         print('per-operator profile skipped: the C++ kernels did not build or load')
         return None
-    profile = profile_step(rounds=1 if quick else 2, n_batches=1 if quick else 2, variants=('mxnet', 'default', 'all'))
+    profile = profile_step(rounds=1 if quick else 2, n_batches=1 if quick else 2, variants=('mxnet', 'v0.3', 'default'))
     print('\nper-operator profile of one training step (ms), MXNet operators against the kernels:')
     print(report(profile, top=12 if quick else 25))
     return dict(profile, outside_fully_connected_ms=outside_fully_connected(profile))

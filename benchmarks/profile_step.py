@@ -1,14 +1,16 @@
-"""Per-operator profile of one default fine-tuning step: MXNet's LayerNorm and Dropout against the package's.
+"""Per-operator profile of one default fine-tuning step: MXNet's operators against the package's C++ kernels.
 
     python benchmarks/profile_step.py [--rounds N] [--batches N] [--json PATH]
 
 The default pipeline (``build_classifier`` on the built-in model, batch 32, max_len 128, ``FusedBERTAdam`` with
 clipping) in these variants, each its own copy of the model, in one process:
-- mxnet: MXNet's ``LayerNorm`` and ``Dropout``;
-- matmul: ``MatmulLayerNorm`` and MXNet's ``Dropout`` (the default before the C++ kernels);
-- default: ``KernelLayerNorm`` and MXNet's ``Dropout`` (what ``finetune`` runs by default);
-- kernels: ``KernelLayerNorm`` and ``KernelDropout`` (the C++ kernels; ``load_kernels`` must succeed);
-- all: every C++ kernel: ``KernelLayerNorm``, ``KernelDropout``, ``KernelSelfAttentionCell``, ``KernelGELU``.
+- mxnet: MXNet's operators only: ``LayerNorm``, ``Dropout``, softmax, GELU, attention products, and the optimizer
+  on ``adam_update`` with the gradient norm on ``multi_sum_sq``;
+- matmul: ``MatmulLayerNorm``, the rest as mxnet (``finetune``'s default before the C++ kernels, 0.2);
+- v0.3: ``KernelLayerNorm``, the rest as mxnet (``finetune``'s default in 0.3);
+- default: what ``finetune`` runs now: every C++ kernel (``KernelLayerNorm``, ``KernelDropout``,
+  ``KernelSelfAttentionCell`` with its softmax and products, ``KernelGELU``, ``bert_adam_update``, ``bert_sum_sq``).
+``load_kernels`` must succeed for v0.3 and default.
 Rounds interleave the variants (the machine is shared: compare within a round, as ratios). Each round times steps
 without the profiler, then profiles the same steps with ``mx.profiler``'s aggregate statistics; the table gives
 milliseconds per step by operator (forward and ``_backward_`` separately).
@@ -36,7 +38,7 @@ from bert_tutorial.loop import make_trainer  # noqa: E402
 from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
 from bert_tutorial.speed import load_kernels, use_kernels, use_matmul_layer_norm  # noqa: E402
 
-VARIANTS = ('mxnet', 'matmul', 'default', 'kernels', 'all')
+VARIANTS = ('mxnet', 'matmul', 'v0.3', 'default')
 
 
 class Step(MXNetVariant):
@@ -44,18 +46,17 @@ class Step(MXNetVariant):
 
     def __init__(self, name: str, ctx: mx.Context):
         bert, self.vocab = get_pretrained_bert(ctx=ctx, use_pooler=False)
-        net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, hybridize=False, matmul_layer_norm=False)
+        default = name == 'default'
+        net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, hybridize=False, matmul_layer_norm=default,
+                               kernel_dropout=default, kernel_ops=default)
         if name == 'matmul':
             use_matmul_layer_norm(net)
-        elif name == 'default':
+        elif name == 'v0.3':
             assert use_kernels(net, dropout=False)['kernels']
-        elif name == 'kernels':
-            assert use_kernels(net)['kernels']
-        elif name == 'all':
-            counts = use_kernels(net, softmax=True, gelu=True)
-            assert counts['kernels'] and counts['softmax'] and counts['gelu'], counts
         net.hybridize(static_alloc=True)
-        super().__init__(name, net, make_trainer(net, LR, no_decay_norm_bias=True), [], tutorial_step=False)
+        trainer = make_trainer(net, LR, no_decay_norm_bias=True, kernels=default)
+        assert trainer.optimizer.kernels == default, 'the C++ kernels did not load'
+        super().__init__(name, net, trainer, [], tutorial_step=False)
 
     def __call__(self, batch) -> None:
         self.step(batch)
@@ -89,8 +90,8 @@ def timed(step: Step, batches: list) -> float:
 def profile_step(rounds: int = 2, n_batches: int = 2, variants: tuple[str, ...] = VARIANTS) -> dict:
     """``{'step_ms': {variant: [ms per round]}, 'operators': {variant: {op: ms per step}}}`` (operators averaged
     over rounds), the variants interleaved in every round."""
-    if {'default', 'kernels', 'all'} & set(variants) and not load_kernels():
-        raise RuntimeError('the C++ kernels did not build or load: profile without the kernels variant')
+    if {'v0.3', 'default'} & set(variants) and not load_kernels():
+        raise RuntimeError('the C++ kernels did not build or load: profile the mxnet and matmul variants only')
     ctx = mx.cpu()
     mx.random.seed(0)
     steps = [Step(name, ctx) for name in variants]

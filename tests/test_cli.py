@@ -7,9 +7,9 @@ import sys
 import pytest
 
 
-def cli(*args, stdin=None, check=True):
+def cli(*args, stdin=None, check=True, env=None):
     proc = subprocess.run([sys.executable, '-m', 'bert_tutorial', *args], capture_output=True, text=True,
-                          input=stdin, timeout=600)
+                          input=stdin, timeout=600, env=None if env is None else {**os.environ, **env})
     if check and proc.returncode != 0:
         raise AssertionError(f'exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}')
     return proc
@@ -173,3 +173,22 @@ def test_resume_with_another_batch_size_is_refused_harmless_changes_are_not(tmp_
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr
     assert 'was written with batch_size=4, this run has batch_size=8' in proc.stderr
     assert cli(*args, '--resume', '--log-interval', '7').returncode == 0  # how it reports changes nothing
+
+
+@pytest.mark.slow
+def test_dropout_is_recorded_as_it_ran(tmp_path):
+    """Where the C++ kernels are off, the default run records kernel_dropout=False (MXNet's Dropout ran): resuming
+    it where the kernels are on (other masks) is refused, unless --mxnet-dropout asks for MXNet's again; whether
+    the other operators run on the kernels (--mxnet-ops: the same values) does not matter."""
+    from bert_tutorial.speed.kernels import load_kernels
+    if not load_kernels():
+        pytest.skip('no C++ kernels here')
+    args = ['finetune', '--max-train', '32', '--max-test', '16', '--epochs', '1', '--batch-size', '8', '--out',
+            str(tmp_path), '--no-progress']
+    proc = cli(*args, env={'BERT_TUTORIAL_KERNELS': 'off'})
+    assert "MXNet's Dropout runs (kernel_dropout=False)" in proc.stderr
+    assert json.loads((tmp_path / 'metrics.json').read_text())['config']['kernel_dropout'] is False
+    proc = cli(*args, '--resume', check=False)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert 'was written with kernel_dropout=False, this run has kernel_dropout=True' in proc.stderr
+    assert cli(*args, '--resume', '--mxnet-dropout', '--mxnet-ops').returncode == 0
