@@ -14,12 +14,20 @@ clipping) in these variants, each its own copy of the model, in one process:
 Rounds interleave the variants (the machine is shared: compare within a round, as ratios). Each round times steps
 without the profiler, then profiles the same steps with ``mx.profiler``'s aggregate statistics; the table gives
 milliseconds per step by operator (forward and ``_backward_`` separately).
+
+``--processes N`` repeats the whole comparison in N fresh processes and reports the median of each figure, with each
+process's ratios. On these VMs one process in three or so runs the optimizer of one variant (whichever it is, MXNet's
+``adam_update`` or the kernel) 2-3x slower for its whole life, with no page faults in the guest: a property of
+where its arrays landed, which ratios within one process do not cancel.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -183,6 +191,24 @@ def outside_fully_connected(result: dict) -> dict[str, float]:
             for v, ops in result['operators'].items()}
 
 
+def in_processes(n: int, rounds: int, n_batches: int, variants: tuple[str, ...]) -> dict:
+    """``profile_step`` in ``n`` fresh processes, one after another: the median over processes of each operator's
+    time, every process's step times, and ``processes``: each process's time outside ``FullyConnected``."""
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(n):
+            path = Path(tmp) / f'{k}.json'
+            subprocess.run([sys.executable, __file__, '--rounds', str(rounds), '--batches', str(n_batches),
+                            '--variants', ','.join(variants), '--json', str(path)], check=True,
+                           stdout=subprocess.DEVNULL)
+            runs.append(json.loads(path.read_text()))
+    operators = {v: {op: statistics.median(r['operators'][v].get(op, 0.0) for r in runs)
+                     for op in {op for r in runs for op in r['operators'][v]}} for v in variants}
+    return {'step_ms': {v: [ms for r in runs for ms in r['step_ms'][v]] for v in variants},
+            'operators': operators, 'batch_shapes': runs[0]['batch_shapes'], 'rounds': rounds,
+            'processes': [r['outside_fully_connected_ms'] for r in runs]}
+
+
 def report(result: dict, top: int = 25) -> str:
     """The table: ms per step of the operators that cost most in any variant, then the step times and ratios."""
     ops = result['operators']
@@ -203,6 +229,9 @@ def report(result: dict, top: int = 25) -> str:
         ratios = [b / o for b, o in zip(steps[base], steps[v])]
         lines.append(f'{base} / {v} step time, per round: ' + ', '.join(f'{r:.2f}' for r in ratios)
                      + f'; time outside FullyConnected: {outside[base] / outside[v]:.2f}x less')
+        if result.get('processes'):
+            lines.append('    the same, process by process: ' + ', '.join(
+                f'{p[base] / p[v]:.2f}x' for p in result['processes']))
     return '\n'.join(lines)
 
 
@@ -212,6 +241,8 @@ def main() -> None:
     parser.add_argument('--batches', type=int, default=2, help='batches per timed/profiled run')
     parser.add_argument('--variants', default=','.join(VARIANTS), help=f'comma-separated, of {", ".join(VARIANTS)}')
     parser.add_argument('--json', default=None, help='also write the figures here')
+    parser.add_argument('--processes', type=int, default=1,
+                        help='repeat in N fresh processes and report the medians (see above)')
     parser.add_argument('--ops', action='store_true',
                         help='only the operators on one (1024, 384) activation, forward + backward')
     args = parser.parse_args()
@@ -223,7 +254,12 @@ def main() -> None:
     if unknown or not variants:
         raise ValueError(f'--variants: {", ".join(sorted(unknown)) or "none given"}; choose from {VARIANTS}')
     warnings.filterwarnings('ignore')
-    result = profile_step(args.rounds, args.batches, variants)
+    if args.processes < 1:
+        raise ValueError(f'--processes must be >= 1, got {args.processes}')
+    if args.processes > 1:
+        result = in_processes(args.processes, args.rounds, args.batches, variants)
+    else:
+        result = profile_step(args.rounds, args.batches, variants)
     print(report(result))
     if args.json:
         result.update(outside_fully_connected_ms=outside_fully_connected(result),

@@ -140,8 +140,14 @@ def _profile() -> tuple[list[str], list[list[str]], list[str]]:
              f"({', '.join('x'.join(map(str, s)) for s in r['batch_shapes'])}), {r['rounds']} rounds with the variants "
              f"interleaved; {_machine(r)}."]
     notes += [f"{base} / {v}: step time " + ', '.join(f'{b / o:.2f}' for b, o in zip(steps[base], steps[v]))
-              + f" per round; time outside FullyConnected {outside[base] / outside[v]:.2f}x less."
+              + f" per round; time outside FullyConnected {outside[base] / outside[v]:.2f}x less"
+              + (' (process by process: ' + ', '.join(f'{p[base] / p[v]:.2f}x' for p in r['processes']) + ')'
+                 if r.get('processes') else '') + '.'
               for v in variants[1:]]
+    if r.get('processes'):
+        notes.insert(1, f"Run in {len(r['processes'])} fresh processes (`--processes {len(r['processes'])}`): each "
+                        "operator's time is the median over processes; the step times list every round of every "
+                        "process.")
     return ['operator'] + variants, rows, notes
 
 
