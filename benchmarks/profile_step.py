@@ -181,12 +181,13 @@ def report_ops(times: dict[str, list[float]]) -> str:
     return '\n'.join(lines)
 
 
-FULLY_CONNECTED = ('FullyConnected', '_backward_FullyConnected')
+# the dense layers' products: MXNet's operator, or the package's bert_fc in its place
+FULLY_CONNECTED = ('FullyConnected', '_backward_FullyConnected', 'bert_fc', '_backward_bert_fc')
 
 
 def outside_fully_connected(result: dict) -> dict[str, float]:
-    """Milliseconds per step spent in operators other than ``FullyConnected`` (forward and backward), by variant:
-    what the speed issue's kernels are for (the matrix products already run at the matmul peak)."""
+    """Milliseconds per step spent in operators other than the dense layers' products (``FullyConnected``, or
+    ``bert_fc`` in its place; forward and backward), by variant: what the speed issue's small kernels are for."""
     return {v: sum(ms for op, ms in ops.items() if op not in FULLY_CONNECTED)
             for v, ops in result['operators'].items()}
 

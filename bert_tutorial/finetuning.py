@@ -295,7 +295,7 @@ class FinetuneConfig:
     matmul_layer_norm: bool = True    # the C++ kernel LayerNorm (else MatmulLayerNorm) instead of MXNet's (slow on CPU)
     kernel_dropout: bool = True       # the C++ kernel Dropout (other masks than MXNet's, from the same seed); where
                                       # the kernels do not build, the run records False and uses MXNet's
-    kernel_ops: bool = True           # softmax, GELU and the attention products on the C++ kernels (MXNet's values)
+    kernel_ops: bool = True           # dense, softmax, GELU, attention products on the C++ kernels (MXNet's values)
     freeze_word_embed: bool = False   # True: the word embedding stays as pre-trained (faster on CPU)
     ctx: str = 'gpu' if mx.context.num_gpus() else 'cpu'
     kvstore: str = 'device'           # 'dist_sync': data-parallel over workers started by MXNet's launcher
@@ -355,8 +355,8 @@ def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_
                      kernel_dropout: bool = True, kernel_ops: bool = True) -> BERTClassifier:
     """The classifier as ``finetune`` trains it: a new output layer on ``bert``, with the speed settings:
     ``matmul_layer_norm``, the package's C++ LayerNorm kernel (``MatmulLayerNorm`` where the kernels do not build);
-    ``kernel_dropout``, its C++ Dropout kernel; ``kernel_ops``, its softmax, GELU and self-attention products (MXNet's
-    operators where the kernels do not build)."""
+    ``kernel_dropout``, its C++ Dropout kernel; ``kernel_ops``, its dense layers, softmax, GELU and self-attention
+    products (MXNet's operators where the kernels do not build)."""
     if freeze_word_embed:
         # The word embedding is 30522 x units: its dense Adam update is a large fixed cost of a short batch on CPU.
         bert.word_embedding.collect_params().setattr('grad_req', 'null')
@@ -366,7 +366,7 @@ def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_
         net.collect_params().reset_ctx(ctx)
     if matmul_layer_norm or kernel_dropout or kernel_ops:
         use_kernels(net, layer_norm=matmul_layer_norm, dropout=kernel_dropout, softmax=kernel_ops, gelu=kernel_ops,
-                    attention=kernel_ops)
+                    attention=kernel_ops, dense=kernel_ops)
     if hybridize:
         net.hybridize(static_alloc=True)
     return net

@@ -445,7 +445,7 @@ def test_attention_swap_inside_a_classifier(tiny_vocab, hybridize, softmax):
     cell = next(b for b in _blocks(net) if type(b) is DotProductSelfAttentionCell)
     counts = use_kernels(net, layer_norm=False, dropout=False, softmax=softmax, attention=True)
     assert counts == {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': int(softmax), 'gelu': 0,
-                      'attention': 1}
+                      'attention': 1, 'dense': 0}
     swapped = next(b for b in _blocks(net) if type(b) is KernelSelfAttentionCell)
     assert swapped.query_weight is cell.query_weight and swapped.dropout_layer is cell.dropout_layer
     assert sorted(net.collect_params()) == names
@@ -499,7 +499,7 @@ def test_swap_inside_a_classifier(tiny_vocab, tmp_path):
     drops = sum(type(b) is gluon.nn.Dropout for b in _blocks(net))
     assert norms == 3 and drops >= 4  # embedding's and 2 per layer; embedding, attention, 2 in the layer, head
     assert use_kernels(net) == {'kernels': True, 'layer_norm': norms, 'dropout': drops, 'softmax': 0, 'gelu': 0,
-                                'attention': 0}
+                                'attention': 0, 'dense': 0}
     assert not any(type(b) in (gluon.nn.LayerNorm, gluon.nn.Dropout) for b in _blocks(net))
     net.hybridize(static_alloc=True)
     after, after_grads = _grads(net)
@@ -536,7 +536,8 @@ def test_softmax_and_gelu_swap_inside_a_classifier(tiny_vocab, tmp_path, hybridi
     gelus = [b for b in _blocks(net) if type(b) is GELU]
     assert len(cells) == 1 and len(gelus) == 1
     counts = use_kernels(net, layer_norm=False, dropout=False, softmax=True, gelu=True)
-    assert counts == {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': 1, 'gelu': 1, 'attention': 0}
+    assert counts == {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': 1, 'gelu': 1, 'attention': 0,
+                      'dense': 0}
     swapped = [b for b in _blocks(net) if type(b) is KernelSelfAttentionCell]
     assert len(swapped) == 1 and sum(type(b) is KernelGELU for b in _blocks(net)) == 1
     assert swapped[0].dropout_layer is cells[0].dropout_layer  # the dropout child is kept
@@ -674,7 +675,7 @@ def _fallback_classifier_works(tiny_vocab):
     net = _classifier(tiny_vocab, dropout=0.1)
     expected = net(*INPUTS).asnumpy()
     assert use_kernels(net) == {'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0,
-                                'attention': 0}
+                                'attention': 0, 'dense': 0}
     assert {type(b).__name__ for b in _blocks(net)} >= {'MatmulLayerNorm', 'Dropout'}
     assert not any(isinstance(b, (KernelLayerNorm, KernelDropout)) for b in _blocks(net))
     net.hybridize(static_alloc=True)
@@ -725,7 +726,7 @@ def test_fallback_in_a_new_process_without_compiler(tmp_path):
     done = _run_python(code, tmp_path, CXX=str(tmp_path / 'no-compiler'))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["{'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0, "
-                                        "'attention': 0}", '(1, 2)']
+                                        "'attention': 0, 'dense': 0}", '(1, 2)']
     lines = [line for line in done.stderr.splitlines() if line.startswith('bert_tutorial.speed.kernels|')]
     assert lines == [f'bert_tutorial.speed.kernels|bert_tutorial kernels: pure MXNet operators (no C++ compiler: '
                      f'{tmp_path / "no-compiler"} not found)']

@@ -55,8 +55,8 @@ def register(subparsers) -> None:
     p.add_argument('--kernel-dropout', dest='kernel_dropout', action='store_true', default=D.kernel_dropout,
                    help=argparse.SUPPRESS)  # the default since 0.4; accepted from older command lines
     p.add_argument('--mxnet-ops', dest='kernel_ops', action='store_false', default=D.kernel_ops,
-                   help="MXNet's softmax, GELU and self-attention products instead of the package's C++ kernels "
-                   "(the same values up to float32 round-off)")
+                   help="MXNet's FullyConnected, softmax, GELU and self-attention products instead of the package's "
+                   "C++ kernels (the same values up to float32 round-off)")
     p.add_argument('--freeze-word-embed', action='store_true', default=D.freeze_word_embed,
                    help='do not update the word embedding (faster on CPU; the default before 0.3)')
     p.add_argument('--train-word-embed', dest='freeze_word_embed', action='store_false', default=D.freeze_word_embed,

@@ -18,7 +18,7 @@ from gluonnlp.model.bert import DotProductSelfAttentionCell
 from gluonnlp.model.block import GELU as GluonNLPGELU
 from mxnet.gluon import Block, HybridBlock, nn
 
-from .kernels import load_kernels
+from .kernels import dense_available, load_kernels
 from .layer_norm import MatmulLayerNorm, use_matmul_layer_norm
 
 
@@ -58,6 +58,16 @@ class KernelGELU(HybridBlock):
         return F.bert_gelu(x)
 
 
+class KernelDense(nn.Dense):
+    """``nn.Dense`` with ``flatten=False`` and a bias, on the C++ ``bert_fc`` operator: the products run on the
+    CBLAS ``sgemm`` of numpy's OpenBLAS (at BERT's sizes on these CPUs, about twice as fast as MXNet's oneDNN
+    ``FullyConnected``). The same parameters; input ``(..., in_units)``, output ``(..., units)``."""
+
+    def hybrid_forward(self, F, x, weight, bias=None):
+        out = F.bert_fc(x, weight, bias)
+        return self.act(out) if self.act is not None else out
+
+
 class _SelfAttentionProductsOnKernels:
     """``F.contrib`` as GluonNLP's attention cell uses it, except that the interleaved self-attention products run
     on ``bert_selfatt_qk`` and ``bert_selfatt_valatt`` (the same math)."""
@@ -84,13 +94,20 @@ class _AttentionOnKernels:
     last axis runs on ``bert_softmax`` and (with ``products``) ``F.contrib``'s interleaved self-attention products on
     ``bert_selfatt_qk`` and ``bert_selfatt_valatt``: the cell's own ``hybrid_forward`` then needs no copy."""
 
-    def __init__(self, F, softmax: bool = True, products: bool = False):
+    def __init__(self, F, softmax: bool = True, products: bool = False, dense: bool = False):
         self._F = F
         self._softmax = softmax
+        self._dense = dense
         self.contrib = _SelfAttentionProductsOnKernels(F) if products else F.contrib
 
     def __getattr__(self, name: str):
         return getattr(self._F, name)
+
+    def FullyConnected(self, *args, **kwargs):  # noqa: N802 (MXNet's operator name)
+        if self._dense and not args and set(kwargs) <= {'data', 'weight', 'bias', 'num_hidden', 'no_bias', 'flatten'} \
+                and kwargs.get('bias') is not None and not kwargs.get('no_bias') and kwargs.get('flatten') is False:
+            return self._F.bert_fc(kwargs['data'], kwargs['weight'], kwargs['bias'])
+        return self._F.FullyConnected(*args, **kwargs)
 
     def softmax(self, data, *args, **kwargs):
         if self._softmax and not args and kwargs.get('use_length') and kwargs.get('axis', -1) == -1 and set(
@@ -105,14 +122,15 @@ class KernelSelfAttentionCell(DotProductSelfAttentionCell):
     the interleaved products (scores and weighted values) on ``bert_selfatt_qk`` and ``bert_selfatt_valatt``: the
     same parameters, inputs and outputs."""
 
-    def __init__(self, *args, softmax: bool = True, attention: bool = False, **kwargs):
+    def __init__(self, *args, softmax: bool = True, attention: bool = False, dense: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self._kernel_softmax = softmax
         self._kernel_attention = attention
+        self._kernel_dense = dense
 
     def hybrid_forward(self, F, *args, **params):  # the parameters come as keywords
-        return super().hybrid_forward(_AttentionOnKernels(F, self._kernel_softmax, self._kernel_attention), *args,
-                                      **params)
+        proxy = _AttentionOnKernels(F, self._kernel_softmax, self._kernel_attention, self._kernel_dense)
+        return super().hybrid_forward(proxy, *args, **params)
 
 
 def _put(parent: Block, name: str, old: Block, new: Block) -> None:
@@ -167,11 +185,24 @@ def _attention_like(child: DotProductSelfAttentionCell, cls: type, **options) ->
     return new
 
 
+def _dense_like(child: nn.Dense, cls: type) -> nn.Dense:
+    if cls is KernelDense and 'add' in (child.weight.grad_req, child.bias.grad_req):
+        raise ValueError(f"{child.name}: grad_req 'add' (gradient accumulation) needs MXNet's FullyConnected")
+    new = cls(child._units, activation=child.act._act_type if child.act is not None else None, flatten=False,
+              in_units=child._in_units, prefix=child.prefix, params=child.params)
+    if child.act is not None:
+        _put(new, 'act', new.act, child.act)
+    assert new.weight is child.weight and new.bias is child.bias
+    return new
+
+
 def _to_kernels(layer_norm: bool, dropout: bool, softmax: bool = False, gelu: bool = False,
-                attention: bool = False) -> Callable[[Block], Block | None]:
+                attention: bool = False, dense: bool = False) -> Callable[[Block], Block | None]:
     def replace(child: Block) -> Block | None:
-        if (softmax or attention) and type(child) is DotProductSelfAttentionCell and child._use_bias:
-            return _attention_like(child, KernelSelfAttentionCell, softmax=softmax, attention=attention)
+        if (softmax or attention or dense) and type(child) is DotProductSelfAttentionCell and child._use_bias:
+            return _attention_like(child, KernelSelfAttentionCell, softmax=softmax, attention=attention, dense=dense)
+        if dense and type(child) is nn.Dense and not child._flatten and child.bias is not None:
+            return _dense_like(child, KernelDense)
         if gelu and (type(child) is nn.GELU or (type(child) is GluonNLPGELU and not child._approximate)):
             return KernelGELU(type(child), prefix=child.prefix)
         if (layer_norm and type(child) in (nn.LayerNorm, MatmulLayerNorm) and child._axis == -1 and child._center
@@ -186,6 +217,8 @@ def _to_kernels(layer_norm: bool, dropout: bool, softmax: bool = False, gelu: bo
 def _to_standard(child: Block) -> Block | None:
     if type(child) is KernelSelfAttentionCell:
         return _attention_like(child, DotProductSelfAttentionCell)
+    if type(child) is KernelDense:
+        return _dense_like(child, nn.Dense)
     if type(child) is KernelGELU:
         return child._standard(prefix=child.prefix)
     if type(child) is KernelLayerNorm:
@@ -196,32 +229,36 @@ def _to_standard(child: Block) -> Block | None:
 
 
 def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True, softmax: bool = False,
-                gelu: bool = False, attention: bool = False) -> dict:
+                gelu: bool = False, attention: bool = False, dense: bool = False) -> dict:
     """Put the C++ kernels into ``block``: with ``layer_norm``, every ``nn.LayerNorm`` (or ``MatmulLayerNorm``)
     over the last axis becomes a ``KernelLayerNorm`` sharing its parameters; with ``dropout``, every
     ``nn.Dropout`` without ``axes`` a ``KernelDropout``; with ``softmax`` or ``attention``, every GluonNLP
     ``DotProductSelfAttentionCell`` (BERT's self-attention) a ``KernelSelfAttentionCell`` whose length-aware
     softmax (``softmax``) and interleaved products (``attention``) run on the kernels; with ``gelu``, every
-    ``nn.GELU`` and GluonNLP ``GELU()`` (erf form) a ``KernelGELU``. Without the kernels (``load_kernels()`` is
+    ``nn.GELU`` and GluonNLP ``GELU()`` (erf form) a ``KernelGELU``; with ``dense``, every ``nn.Dense`` with
+    ``flatten=False`` and a bias a ``KernelDense``, and the self-attention cells' query/key/value projection runs on
+    ``bert_fc`` (where the BLAS is there: ``dense_available()``). Without the kernels (``load_kernels()`` is
     ``False``) the layer norms become ``MatmulLayerNorm`` and the rest stays MXNet's.
 
     Call it after the parameters are initialized or loaded. Returns ``{'kernels': bool, 'layer_norm': n,
-    'dropout': m, 'softmax': k, 'gelu': g, 'attention': a}``, the blocks replaced (an attention cell counts under
-    ``softmax`` and ``attention`` as they apply). ``KernelDropout``'s masks differ from MXNet's ``Dropout``'s (both
-    come from the run's seed): a run is reproducible with the same choice. ``softmax``, ``gelu`` and ``attention``
-    compute MXNet's values up to float32 round-off.
+    'dropout': m, 'softmax': k, 'gelu': g, 'attention': a, 'dense': d}``, the blocks replaced (an attention cell
+    counts under ``softmax``, ``attention`` and ``dense`` as they apply). ``KernelDropout``'s masks differ from MXNet's
+    ``Dropout``'s (both come from the run's seed): a run is reproducible with the same choice. ``softmax``, ``gelu``,
+    ``attention`` and ``dense`` compute MXNet's values up to float32 round-off.
     """
     on_cpu = all(c.device_type == 'cpu' for p in block.collect_params().values() for c in p.list_ctx())
     if not on_cpu or not load_kernels():  # the kernels are CPU operators
         return {'kernels': False, 'layer_norm': use_matmul_layer_norm(block) if layer_norm else 0, 'dropout': 0,
-                'softmax': 0, 'gelu': 0, 'attention': 0}
-    counts = {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': 0, 'gelu': 0, 'attention': 0}
-    kinds = {KernelLayerNorm: 'layer_norm', KernelDropout: 'dropout', KernelGELU: 'gelu'}
-    for parent, name, _ in _swap(block, _to_kernels(layer_norm, dropout, softmax, gelu, attention)):
+                'softmax': 0, 'gelu': 0, 'attention': 0, 'dense': 0}
+    dense = dense and dense_available()
+    counts = {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': 0, 'gelu': 0, 'attention': 0, 'dense': 0}
+    kinds = {KernelLayerNorm: 'layer_norm', KernelDropout: 'dropout', KernelGELU: 'gelu', KernelDense: 'dense'}
+    for parent, name, _ in _swap(block, _to_kernels(layer_norm, dropout, softmax, gelu, attention, dense)):
         new = parent._children[name]
         if type(new) is KernelSelfAttentionCell:
             counts['softmax'] += new._kernel_softmax
             counts['attention'] += new._kernel_attention
+            counts['dense'] += new._kernel_dense
         else:
             counts[kinds[type(new)]] += 1
     _clear_graphs(block)

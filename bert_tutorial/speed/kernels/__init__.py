@@ -128,6 +128,43 @@ def load_kernels() -> bool:
     return bool(_state)
 
 
+BLAS_SWITCH = 'BERT_TUTORIAL_BLAS'
+_dense: bool | None = None
+
+
+def numpy_openblas() -> Path | None:
+    """The OpenBLAS that numpy's wheel ships (``numpy.libs/libopenblas*.so``), ``None`` when there is none (numpy
+    built against a system BLAS, another platform)."""
+    import numpy
+    found = sorted((Path(numpy.__file__).parent.parent / 'numpy.libs').glob('libopenblas*.so*'))
+    return found[0] if found else None
+
+
+def dense_available() -> bool:
+    """Whether ``bert_fc`` runs here: the kernels are loaded and the CBLAS library ``$BERT_TUTORIAL_BLAS`` names
+    (by default numpy's OpenBLAS) opens and has ``cblas_sgemm``. Decided once per process, with a log line when
+    it does not."""
+    global _dense
+    if _dense is None:
+        _dense = False
+        if not load_kernels():
+            return False
+        if not os.environ.get(BLAS_SWITCH):
+            blas = numpy_openblas()
+            if blas is None:
+                log.info('bert_tutorial kernels: no bert_fc (numpy ships no OpenBLAS here; set %s to a CBLAS '
+                         'library)', BLAS_SWITCH)
+                return False
+            os.environ[BLAS_SWITCH] = str(blas)  # read by the library when bert_fc is first called
+        try:
+            mx.nd.bert_fc(mx.nd.ones((1, 1)), mx.nd.ones((1, 1)), mx.nd.zeros((1,))).wait_to_read()
+        except mx.base.MXNetError as err:
+            log.warning('bert_tutorial kernels: no bert_fc (%s)', str(err).strip().splitlines()[-1])
+            return False
+        _dense = True
+    return _dense
+
+
 def loaded_library() -> Path | None:
     """The path of the loaded library, ``None`` on the pure-MXNet path or before ``load_kernels``."""
     return Path(_state) if _state else None

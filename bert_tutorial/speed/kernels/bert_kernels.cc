@@ -48,14 +48,24 @@
 //     out[i] = sum(data_i ** 2), float32 (accumulated in float64 per thread): the squared norms that
 //     gluonnlp.utils.grad_global_norm gets from multi_sum_sq.
 //
+// bert_fc(data, weight, bias) -> out
+//     out = data . weight^T + bias over the last axis (data (..., in), weight (out, in), bias (out,)): the math of
+//     mx.nd.FullyConnected(data, weight, bias, num_hidden=out, flatten=False). The products run on the CBLAS sgemm of
+//     the library named by $BERT_TUTORIAL_BLAS (numpy's OpenBLAS; ILP64 cblas_sgemm64_ or LP64 cblas_sgemm), opened
+//     on first use; without it the call fails when it is made. Backward: d(data) = d(out) . weight,
+//     d(weight) = d(out)^T . data, d(bias) = d(out) summed over rows (per-thread partial sums added in a fixed order).
+//
 // Built with portable flags; the hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and chosen at load
 // time (target_clones), so one build serves every x86-64 CPU.
 
+#include <dlfcn.h>
 #include <omp.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
@@ -1183,6 +1193,144 @@ REGISTER_OP(bert_sum_sq)
     .setParseAttrs(sum_sq_parse)
     .setInferType(sum_sq_infer_type)
     .setInferShape(sum_sq_infer_shape);
+
+// --------------------------------------------------------------------------------------- Dense (CBLAS sgemm)
+
+enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112 };
+typedef void (*sgemm64_t)(int, int, int, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                          int64_t, float, float*, int64_t);
+typedef void (*sgemm32_t)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
+                          int);
+
+struct Blas {
+  sgemm64_t sgemm64 = nullptr;
+  sgemm32_t sgemm32 = nullptr;
+  std::string error;
+};
+
+static const Blas& blas() {
+  static Blas b;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* path = std::getenv("BERT_TUTORIAL_BLAS");
+    if (path == nullptr || !*path) {
+      b.error = "BERT_TUTORIAL_BLAS names no CBLAS library";
+      return;
+    }
+    void* handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) {
+      b.error = std::string("cannot open ") + path;
+      return;
+    }
+    b.sgemm64 = reinterpret_cast<sgemm64_t>(dlsym(handle, "cblas_sgemm64_"));
+    if (b.sgemm64 == nullptr) b.sgemm32 = reinterpret_cast<sgemm32_t>(dlsym(handle, "cblas_sgemm"));
+    if (b.sgemm64 == nullptr && b.sgemm32 == nullptr) b.error = std::string(path) + " has no cblas_sgemm";
+  });
+  return b;
+}
+
+// Row-major C[m x n] = op(A) . op(B) + beta * C.
+static void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  const Blas& lib = blas();
+  const int ta = trans_a ? kTrans : kNoTrans, tb = trans_b ? kTrans : kNoTrans;
+  if (lib.sgemm64)
+    lib.sgemm64(kRowMajor, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+  else
+    lib.sgemm32(kRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0f, a,
+                static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+}
+
+static MXReturnValue fc_parse(const Attrs& attrs, int* num_in, int* num_out) {
+  const Blas& lib = blas();
+  if (!lib.error.empty()) {
+    MX_ERROR_MSG << "bert_fc: " << lib.error;
+    return MX_FAIL;
+  }
+  *num_in = 3;
+  *num_out = 1;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue fc_infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
+  for (int t : *in) {
+    if (t != kFloat32) {
+      MX_ERROR_MSG << "bert_fc: data, weight and bias must be float32";
+      return MX_FAIL;
+    }
+  }
+  out->at(0) = kFloat32;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue fc_infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned>>* in,
+                                    std::vector<std::vector<unsigned>>* out) {
+  const std::vector<unsigned>&data = in->at(0), &weight = in->at(1), &bias = in->at(2);
+  if (data.empty() || weight.size() != 2 || weight[1] != data.back() || bias.size() != 1 || bias[0] != weight[0]) {
+    MX_ERROR_MSG << "bert_fc: needs data (..., in), weight (out, in) and bias (out,)";
+    return MX_FAIL;
+  }
+  out->at(0) = data;
+  out->at(0).back() = weight[0];
+  return MX_SUCCESS;
+}
+
+static MXReturnValue fc_forward(const Attrs& attrs, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                                const OpResource& res) {
+  MXTensor &data = inputs->at(0), &weight = inputs->at(1);
+  const int64_t n = weight.shape[0], k = weight.shape[1];
+  const int64_t m = k ? count(data) / k : 0;
+  const float* bias = inputs->at(2).data<float>();
+  float* y = outputs->at(0).data<float>();
+  if (m == 0 || n == 0) return MX_SUCCESS;
+#pragma omp parallel for if (m * n >= kParallelMin)
+  for (int64_t r = 0; r < m; ++r) std::memcpy(y + r * n, bias, sizeof(float) * n);
+  if (k) sgemm(false, true, m, n, k, data.data<float>(), k, weight.data<float>(), k, 1.0f, y, n);
+  return MX_SUCCESS;
+}
+
+// inputs: d(out), data, weight, bias, out; outputs: d(data), d(weight), d(bias).
+static MXReturnValue fc_backward(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                                 std::vector<MXTensor>* outputs, const OpResource& res) {
+  const float* dy = inputs->at(0).data<float>();
+  MXTensor &data = inputs->at(1), &weight = inputs->at(2);
+  const int64_t n = weight.shape[0], k = weight.shape[1];
+  const int64_t m = k ? count(data) / k : 0;
+  float *dx = outputs->at(0).data<float>(), *dw = outputs->at(1).data<float>(), *db = outputs->at(2).data<float>();
+  if (m == 0 || n == 0 || k == 0) {
+    std::memset(dx, 0, sizeof(float) * count(data));
+    std::memset(dw, 0, sizeof(float) * n * k);
+    std::memset(db, 0, sizeof(float) * n);
+    return MX_SUCCESS;
+  }
+  sgemm(false, false, m, k, n, dy, n, weight.data<float>(), k, 0.0f, dx, k);
+  sgemm(true, false, n, k, m, dy, n, data.data<float>(), k, 0.0f, dw, k);
+  const int threads = m * n >= kParallelMin ? omp_get_max_threads() : 1;
+  std::vector<float> parts(static_cast<size_t>(threads * n), 0.0f);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    float* part = parts.data() + t * n;
+    for (int64_t r = m * t / nt; r < m * (t + 1) / nt; ++r) {
+      const float* row = dy + r * n;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) part[j] += row[j];
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    float sum = 0.0f;
+    for (int t = 0; t < threads; ++t) sum += parts[t * n + j];
+    db[j] = sum;
+  }
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(bert_fc)
+    .setForward(fc_forward, "cpu")
+    .setBackward(fc_backward, "cpu")
+    .setParseAttrs(fc_parse)
+    .setInferType(fc_infer_type)
+    .setInferShape(fc_infer_shape);
 
 MXReturnValue initialize(int version) {
   if (version < 10900) {
