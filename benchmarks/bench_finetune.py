@@ -10,9 +10,9 @@ global norm 1 and the optimizer update.
   and the tutorial's ``train_loop`` step: GluonNLP's ``BERTAdam`` with weight decay on every parameter, backward on
   the per-example loss vector, clipping that rewrites every gradient (GluonNLP's ``clip_grad_global_norm``);
 - default (what ``python -m bert_tutorial finetune`` trains): length buckets, ``hybridize(static_alloc=True)``,
-  the word embedding trained (``finetune``'s default since 0.3), the C++ LayerNorm kernel (``MatmulLayerNorm``
-  without a compiler), ``FusedBERTAdam``,
-  clipping through the optimizer's gradient rescaling;
+  the word embedding trained (``finetune``'s default since 0.3), every C++ kernel of the package (since 0.4: dense
+  layers, LayerNorm, dropout, attention softmax and products, GELU; ``FusedBERTAdam`` and the gradient norm on
+  theirs), clipping through the optimizer's gradient rescaling;
 - pytorch, when torch and transformers are importable (they are not dependencies): Hugging Face's
   ``BertForSequenceClassification`` on the same checkpoint, the default pipeline's batches, the same trainable
   parameters (the word embedding too), AdamW with the same decay groups, and as many threads as MXNet uses.
