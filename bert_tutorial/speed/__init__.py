@@ -1,13 +1,13 @@
 """Speed, with the same values: C++ kernels (``KernelLayerNorm``, ``KernelDropout``, ``KernelSelfAttentionCell``,
 ``KernelGELU``, ``KernelDense``, ``FusedBERTAdam``'s update), ``MatmulLayerNorm``, oneDNN fusion and INT8 export."""
 from .kernel_ops import (
-                         KernelDense,
-                         KernelDropout,
-                         KernelGELU,
-                         KernelLayerNorm,
-                         KernelSelfAttentionCell,
-                         standard_ops,
-                         use_kernels,
+    KernelDense,
+    KernelDropout,
+    KernelGELU,
+    KernelLayerNorm,
+    KernelSelfAttentionCell,
+    standard_ops,
+    use_kernels,
 )
 from .kernels import dense_available, load_kernels
 from .layer_norm import MatmulLayerNorm, use_matmul_layer_norm
