@@ -15,6 +15,16 @@ def _seed():
 WORDS = ['good', 'great', 'fun', 'bad', 'dull', 'awful', 'movie', 'the', 'a', 'plot', 'is', 'was']
 
 
+@pytest.fixture(scope='session')
+def kernels_loaded():
+    """The package's C++ kernels, built and loaded: a machine with a compiler must get them (a failed build fails
+    here); skips where there is no compiler or they are switched off (the fallback tests cover those machines)."""
+    from bert_tutorial.speed import kernels
+    if not kernels.kernels_enabled() or kernels._compiler() is None:
+        pytest.skip('no C++ compiler, or BERT_TUTORIAL_KERNELS=off: the fallback tests cover this machine')
+    assert kernels.load_kernels(), 'the C++ kernels did not build or load (see the log)'
+
+
 @pytest.fixture
 def tiny_vocab():
     import gluonnlp as nlp

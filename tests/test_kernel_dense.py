@@ -5,17 +5,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mxnet import autograd, gluon, nd
-from test_kernels import INPUTS, _blocks, _classifier, _grads, _ops, _run_python
+from mxnet import gluon, nd
+from test_kernels import INPUTS, _blocks, _classifier, _grads, _op_grads, _ops, _run_python, _same_as_before
 
 from bert_tutorial.speed import kernels
 from bert_tutorial.speed.kernel_ops import KernelDense, standard_ops, use_kernels
 
 
 @pytest.fixture(scope='module')
-def dense_loaded():
-    if not kernels.kernels_enabled() or kernels._compiler() is None:
-        pytest.skip('no C++ compiler, or BERT_TUTORIAL_KERNELS=off')
+def dense_loaded(kernels_loaded):
     if kernels.numpy_openblas() is None:
         pytest.skip("this numpy ships no OpenBLAS: bert_fc has no BLAS (the fallback test covers it)")
     assert kernels.dense_available(), 'bert_fc did not run (see the log)'
@@ -24,24 +22,14 @@ def dense_loaded():
 needs_dense = pytest.mark.usefixtures('dense_loaded')
 
 
-def _fc_grads(op, x, w, b, dy):
-    arrays = [nd.array(a) for a in (x, w, b)]
-    for a in arrays:
-        a.attach_grad()
-    with autograd.record():
-        y = op(*arrays)
-    y.backward(nd.array(dy))
-    return [y.asnumpy()] + [a.grad.asnumpy() for a in arrays]
-
-
 def _check_fc(shape, units, seed):
     rng = np.random.RandomState(seed)
     x = rng.normal(size=shape).astype(np.float32)
     w = rng.normal(size=(units, shape[-1])).astype(np.float32)
     b = rng.normal(size=(units,)).astype(np.float32)
     dy = rng.normal(size=shape[:-1] + (units,)).astype(np.float32)
-    ref = _fc_grads(lambda *a: nd.FullyConnected(*a, num_hidden=units, flatten=False), x, w, b, dy)
-    ours = _fc_grads(lambda *a: nd.bert_fc(*a), x, w, b, dy)
+    ref = _op_grads(lambda *a: nd.FullyConnected(*a, num_hidden=units, flatten=False), (x, w, b), dy)
+    ours = _op_grads(lambda *a: nd.bert_fc(*a), (x, w, b), dy)
     x64, w64, dy64 = (a.astype(np.float64).reshape(-1, a.shape[-1]) for a in (x, w, dy))
     exact = [(x64 @ w64.T + b).reshape(dy.shape), (dy64 @ w64).reshape(x.shape), dy64.T @ x64, dy64.sum(0)]
     for what, a, o, e in zip(('output', 'data grad', 'weight grad', 'bias grad'), ref, ours, exact):
@@ -93,12 +81,7 @@ def test_dense_swap_inside_a_classifier(tiny_vocab, hybridize):
     assert sum(type(b) is KernelDense for b in _blocks(net)) == len(dense)
     assert not any(type(b) is DotProductSelfAttentionCell for b in _blocks(net))
     assert sorted(net.collect_params()) == names
-    if hybridize:
-        net.hybridize(static_alloc=True)
-    after, after_grads = _grads(net)
-    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
-    for name, grad in before_grads.items():
-        np.testing.assert_allclose(after_grads[name], grad, rtol=1e-4, atol=1e-6, err_msg=name)
+    _same_as_before(net, before, before_grads, hybridize)
     graph = _ops(net(*[mx.sym.var(n) for n in ('data0', 'data1', 'data2')]))
     assert 'bert_fc' in graph
     with standard_ops(net):

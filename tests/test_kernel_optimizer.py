@@ -11,14 +11,6 @@ from mxnet import gluon, nd
 from bert_tutorial.speed import kernels, optimizer
 from bert_tutorial.speed.optimizer import KERNEL_AGGREGATE, grad_global_norm
 
-
-@pytest.fixture(scope='module')
-def kernels_loaded():
-    if not kernels.kernels_enabled() or kernels._compiler() is None:
-        pytest.skip('no C++ compiler, or BERT_TUTORIAL_KERNELS=off: the fallback tests below cover this machine')
-    assert kernels.load_kernels(), 'the C++ kernels did not build or load (see the log)'
-
-
 needs_kernels = pytest.mark.usefixtures('kernels_loaded')
 
 

@@ -24,21 +24,14 @@ from bert_tutorial.speed.kernel_ops import KernelDropout, KernelLayerNorm, stand
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope='module')
-def kernels_loaded():
-    """The kernels, built and loaded: a machine with a compiler must get them (a failed build fails here)."""
-    if not kernels.kernels_enabled() or kernels._compiler() is None:
-        pytest.skip('no C++ compiler, or BERT_TUTORIAL_KERNELS=off: the fallback tests below cover this machine')
-    assert kernels.load_kernels(), 'the C++ kernels did not build or load (see the log)'
-
-
 needs_kernels = pytest.mark.usefixtures('kernels_loaded')
 
 
 # ------------------------------------------------------------------------------------------------ LayerNorm
 
-def _layer_norm_grads(op, x, gamma, beta, dy):
-    arrays = [nd.array(a) for a in (x, gamma, beta)]
+def _op_grads(op, inputs, dy):
+    """``op``'s output on the numpy ``inputs`` and their gradients for the output gradient ``dy``."""
+    arrays = [nd.array(a) for a in inputs]
     for a in arrays:
         a.attach_grad()
     with autograd.record():
@@ -48,8 +41,8 @@ def _layer_norm_grads(op, x, gamma, beta, dy):
 
 
 def _check_layer_norm(x, gamma, beta, dy, eps):
-    ref = _layer_norm_grads(lambda a, g, b: nd.LayerNorm(a, g, b, axis=-1, eps=eps), x, gamma, beta, dy)
-    ours = _layer_norm_grads(lambda a, g, b: nd.bert_layer_norm(a, g, b, eps=eps)[0], x, gamma, beta, dy)
+    ref = _op_grads(lambda a, g, b: nd.LayerNorm(a, g, b, axis=-1, eps=eps), (x, gamma, beta), dy)
+    ours = _op_grads(lambda a, g, b: nd.bert_layer_norm(a, g, b, eps=eps)[0], (x, gamma, beta), dy)
     if x.shape[-1] == 1:
         # One unit: the output is beta whatever x, so x's gradient is exactly 0. Ours is; MXNet's is its round-off
         # times 1 / sqrt(eps) (up to 1e6), which no tolerance can cover.
@@ -449,12 +442,7 @@ def test_attention_swap_inside_a_classifier(tiny_vocab, hybridize, softmax):
     swapped = next(b for b in _blocks(net) if type(b) is KernelSelfAttentionCell)
     assert swapped.query_weight is cell.query_weight and swapped.dropout_layer is cell.dropout_layer
     assert sorted(net.collect_params()) == names
-    if hybridize:
-        net.hybridize(static_alloc=True)
-    after, after_grads = _grads(net)
-    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
-    for name, grad in before_grads.items():
-        np.testing.assert_allclose(after_grads[name], grad, rtol=1e-4, atol=1e-6, err_msg=name)
+    _same_as_before(net, before, before_grads, hybridize)
     graph = _ops(net(*[mx.sym.var(n) for n in ('data0', 'data1', 'data2')]))
     assert {'bert_selfatt_qk', 'bert_selfatt_valatt'} <= graph and ('bert_softmax' in graph) == softmax
     assert not {'_contrib_interleaved_matmul_selfatt_qk', '_contrib_interleaved_matmul_selfatt_valatt'} & graph
@@ -488,6 +476,17 @@ def _grads(net):
         y = net(*INPUTS)
     y.backward()
     return y.asnumpy(), {p.name: p.grad().asnumpy().copy() for p in net.collect_params().values()}
+
+
+def _same_as_before(net, before, before_grads, hybridize):
+    """``net`` (hybridized if asked) gives the output and gradients it gave before its blocks were swapped, within
+    float32 round-off."""
+    if hybridize:
+        net.hybridize(static_alloc=True)
+    after, after_grads = _grads(net)
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+    for name, grad in before_grads.items():
+        np.testing.assert_allclose(after_grads[name], grad, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 @needs_kernels
@@ -543,12 +542,7 @@ def test_softmax_and_gelu_swap_inside_a_classifier(tiny_vocab, tmp_path, hybridi
     assert swapped[0].dropout_layer is cells[0].dropout_layer  # the dropout child is kept
     assert all(getattr(swapped[0], n) is getattr(cells[0], n) for n in ('query_weight', 'value_bias'))
     assert sorted(net.collect_params()) == names
-    if hybridize:
-        net.hybridize(static_alloc=True)
-    after, after_grads = _grads(net)
-    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
-    for name, grad in before_grads.items():
-        np.testing.assert_allclose(after_grads[name], grad, rtol=1e-4, atol=1e-6, err_msg=name)
+    _same_as_before(net, before, before_grads, hybridize)
     # with the other kernels too: the attention cell's dropout becomes a KernelDropout
     counts = use_kernels(net, softmax=True, gelu=True)
     assert counts['layer_norm'] == 3 and counts['dropout'] >= 4 and counts['softmax'] == counts['gelu'] == 0
