@@ -241,22 +241,15 @@ def in_processes(args: argparse.Namespace) -> dict:
     """``measure`` in ``args.processes`` fresh processes, one after another: the median of each rate and ratio over
     the processes (the best matmul peak), and ``processes``: every process's ratios."""
     import statistics
-    import subprocess
-    import sys
-    import tempfile
 
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for k in range(args.processes):
-            print(f'process {k + 1} of {args.processes}', flush=True)
-            path = Path(tmp) / f'{k}.json'
-            command = [sys.executable, __file__, '--no-profile', '--results', str(path)]
-            command += ['--quick'] if args.quick else []
-            command += ['--no-pytorch'] if args.no_pytorch else []
-            command += ['--examples', str(args.examples)] if args.examples else []
-            command += ['--rounds', str(args.rounds)] if args.rounds else []
-            subprocess.run(command, check=True)
-            runs.append(json.loads(path.read_text()))
+    from fresh_processes import run_fresh
+
+    command = ['--no-profile']
+    command += ['--quick'] if args.quick else []
+    command += ['--no-pytorch'] if args.no_pytorch else []
+    command += ['--examples', str(args.examples)] if args.examples else []
+    command += ['--rounds', str(args.rounds)] if args.rounds else []
+    runs = run_fresh(__file__, command, '--results', args.processes, echo=True)
     result = dict(runs[0])
     for key in ('samples_per_second', 'tutorial_samples_per_second', 'pytorch_samples_per_second', 'gflops',
                 'value_check_ms_per_batch', *RATIOS):

@@ -26,8 +26,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -38,6 +36,7 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 import gluonnlp as nlp  # noqa: E402
 import mxnet as mx  # noqa: E402
 from bench_finetune import BATCH, LR, MAX_LEN, MXNetVariant  # noqa: E402
+from fresh_processes import run_fresh  # noqa: E402
 from mxnet import autograd  # noqa: E402
 
 from bert_tutorial import build_classifier, get_pretrained_bert  # noqa: E402
@@ -195,14 +194,8 @@ def outside_fully_connected(result: dict) -> dict[str, float]:
 def in_processes(n: int, rounds: int, n_batches: int, variants: tuple[str, ...]) -> dict:
     """``profile_step`` in ``n`` fresh processes, one after another: the median over processes of each operator's
     time, every process's step times, and ``processes``: each process's time outside ``FullyConnected``."""
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for k in range(n):
-            path = Path(tmp) / f'{k}.json'
-            subprocess.run([sys.executable, __file__, '--rounds', str(rounds), '--batches', str(n_batches),
-                            '--variants', ','.join(variants), '--json', str(path)], check=True,
-                           stdout=subprocess.DEVNULL)
-            runs.append(json.loads(path.read_text()))
+    args = ['--rounds', str(rounds), '--batches', str(n_batches), '--variants', ','.join(variants)]
+    runs = run_fresh(__file__, args, '--json', n, echo=False)
     operators = {v: {op: statistics.median(r['operators'][v].get(op, 0.0) for r in runs)
                      for op in {op for r in runs for op in r['operators'][v]}} for v in variants}
     return {'step_ms': {v: [ms for r in runs for ms in r['step_ms'][v]] for v in variants},
