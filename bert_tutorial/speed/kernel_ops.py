@@ -2,9 +2,10 @@
 
 At BERT-base's shapes on CPU, MXNet's ``LayerNorm`` (forward + backward) and ``Dropout`` are small kernels that
 cost far more than their arithmetic: ``KernelLayerNorm`` and ``KernelDropout`` run one OpenMP pass over rows or
-blocks. ``KernelSelfAttentionCell`` (GluonNLP's BERT self-attention on ``bert_softmax``: MXNet's softmax with
-lengths runs a scalar ``expf``; and on ``bert_selfatt_qk`` and ``bert_selfatt_valatt``: MXNet's interleaved
-products loop over tiny per-head GEMMs) and ``KernelGELU`` (``bert_gelu``) are opt-in. ``use_kernels`` puts them into a
+blocks. ``KernelSelfAttentionCell`` is GluonNLP's BERT self-attention on ``bert_softmax`` (MXNet's softmax with
+lengths runs a scalar ``expf``), ``bert_selfatt_qk`` and ``bert_selfatt_valatt`` (MXNet's interleaved products loop
+over tiny per-head GEMMs) and ``bert_fc``; ``KernelGELU`` runs ``bert_gelu``; ``KernelDense`` runs ``bert_fc``
+(numpy's OpenBLAS ``sgemm``, about twice MXNet's oneDNN ``FullyConnected`` here). ``use_kernels`` puts them into a
 model (parameters shared, names unchanged: saved files do not change); without the C++ library it falls back to
 ``MatmulLayerNorm`` and MXNet's operators. ``standard_ops`` swaps MXNet's operators back, for exported graphs that
 must load without the library.
@@ -91,8 +92,9 @@ class _SelfAttentionProductsOnKernels:
 
 class _AttentionOnKernels:
     """``F`` as GluonNLP's attention cell uses it, except that (with ``softmax``) its length-aware softmax over the
-    last axis runs on ``bert_softmax`` and (with ``products``) ``F.contrib``'s interleaved self-attention products on
-    ``bert_selfatt_qk`` and ``bert_selfatt_valatt``: the cell's own ``hybrid_forward`` then needs no copy."""
+    last axis runs on ``bert_softmax``, (with ``products``) ``F.contrib``'s interleaved self-attention products on
+    ``bert_selfatt_qk`` and ``bert_selfatt_valatt``, and (with ``dense``) its query/key/value projection on
+    ``bert_fc``: the cell's own ``hybrid_forward`` then needs no copy."""
 
     def __init__(self, F, softmax: bool = True, products: bool = False, dense: bool = False):
         self._F = F
@@ -118,9 +120,9 @@ class _AttentionOnKernels:
 
 class KernelSelfAttentionCell(DotProductSelfAttentionCell):
     """GluonNLP's ``DotProductSelfAttentionCell`` (BERT's self-attention) with, given ``softmax``, the length-aware
-    softmax on the C++ ``bert_softmax`` operator (without lengths it runs MXNet's softmax) and, given ``attention``,
-    the interleaved products (scores and weighted values) on ``bert_selfatt_qk`` and ``bert_selfatt_valatt``: the
-    same parameters, inputs and outputs."""
+    softmax on the C++ ``bert_softmax`` operator (without lengths it runs MXNet's softmax), given ``attention``, the
+    interleaved products (scores and weighted values) on ``bert_selfatt_qk`` and ``bert_selfatt_valatt``, and given
+    ``dense``, the query/key/value projection on ``bert_fc``: the same parameters, inputs and outputs."""
 
     def __init__(self, *args, softmax: bool = True, attention: bool = False, dense: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -268,7 +270,8 @@ def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True, sof
 @contextlib.contextmanager
 def standard_ops(block: Block) -> Iterator[Block]:
     """Within the ``with``, ``block`` runs MXNet's operators in place of the kernel blocks (``KernelLayerNorm``,
-    ``KernelDropout``, ``KernelSelfAttentionCell`` with its softmax and products, ``KernelGELU``; same parameters):
+    ``KernelDropout``, ``KernelSelfAttentionCell`` with its softmax, products and projection, ``KernelGELU``,
+    ``KernelDense``; same parameters):
     graphs traced or exported there load without the library."""
     originals = _swap(block, _to_standard)
     _clear_graphs(block)

@@ -39,11 +39,12 @@ class FusedBERTAdam(nlp.optimizer.BERTAdam):
         # The Updater passes lists of up to aggregate_num weights; 0 means one weight a call (adam_update's form).
         self.aggregate_num = KERNEL_AGGREGATE if self.kernels else 0
 
-    def _rescale(self) -> float:
+    def _rescale_and_clip(self) -> dict:
+        """The ``rescale_grad`` and ``clip_gradient`` arguments of the kernels (-1: no clipping)."""
         rescale = self.rescale_grad
         if isinstance(rescale, mx.nd.NDArray):  # BERTAdam keeps it as an array once it has run
             rescale = float(rescale.asscalar())
-        return rescale
+        return {'rescale_grad': rescale, 'clip_gradient': self.clip_gradient if self.clip_gradient else -1.0}
 
     def update(self, index, weight, grad, state):
         """One step on ``weight`` (or lists of them) in place."""
@@ -61,8 +62,7 @@ class FusedBERTAdam(nlp.optimizer.BERTAdam):
             mx.nd.bert_adam_update(*arrays, out=list(weight), num_tensors=len(weight),
                                    lrs=','.join(repr(float(lr)) for lr in lrs),
                                    wds=','.join(repr(float(wd)) for wd in wds), beta1=self.beta1,
-                                   beta2=self.beta2, epsilon=self.epsilon, rescale_grad=self._rescale(),
-                                   clip_gradient=self.clip_gradient if self.clip_gradient else -1.0)
+                                   beta2=self.beta2, epsilon=self.epsilon, **self._rescale_and_clip())
             return
         if weight.dtype != np.float32:
             return super().update(index, weight, grad, state)
@@ -72,8 +72,7 @@ class FusedBERTAdam(nlp.optimizer.BERTAdam):
             weight *= 1.0 - lr * wd
         mean, var = state
         mx.nd.adam_update(weight, grad, mean, var, out=weight, lr=lr, wd=0.0, beta1=self.beta1, beta2=self.beta2,
-                          epsilon=self.epsilon, rescale_grad=self._rescale(),
-                          clip_gradient=self.clip_gradient if self.clip_gradient else -1.0, lazy_update=False)
+                          epsilon=self.epsilon, lazy_update=False, **self._rescale_and_clip())
 
     def update_multi_precision(self, index, weight, grad, state):
         """``update``, or ``BERTAdam``'s float32 master-weight path for float16 weights."""
