@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mxnet import gluon, nd
-from test_kernels import INPUTS, _blocks, _classifier, _grads, _op_grads, _ops, _run_python, _same_as_before
+from test_kernels import INPUTS, _blocks, _classifier, _grads, _op_grads, _ops, _same_as_before, _swap_in_new_process
 
 from bert_tutorial.speed import kernels
 from bert_tutorial.speed.kernel_ops import KernelDense, standard_ops, use_kernels
@@ -118,17 +118,8 @@ def test_without_a_blas_the_dense_layers_stay_mxnets(tmp_path):
     """BERT_TUTORIAL_BLAS naming no usable library: one log line, dense=True swaps nothing, the model runs."""
     if not kernels.kernels_enabled() or kernels._compiler() is None:
         pytest.skip('no C++ compiler, or BERT_TUTORIAL_KERNELS=off')
-    code = ('import logging, mxnet as mx\n'
-            'logging.basicConfig(level=logging.INFO, format="%(name)s|%(message)s")\n'
-            'from conftest import tiny_bert_config\n'
-            'from bert_tutorial import BERTClassifier, build_encoder\n'
-            'from bert_tutorial.speed import use_kernels\n'
-            'net = BERTClassifier(build_encoder(tiny_bert_config(20)), 2)\n'
-            'net.initialize()\n'
-            'print(use_kernels(net, dense=True)["dense"])\n'
-            'net.hybridize()\n'
-            'print(net(mx.nd.array([[2, 5, 3]]), mx.nd.zeros((1, 3)), mx.nd.array([3])).shape)\n')
-    done = _run_python(code, tmp_path, BERT_TUTORIAL_BLAS=str(tmp_path / 'no-blas.so'))
+    done = _swap_in_new_process(tmp_path, 'use_kernels(net, dense=True)["dense"]',
+                                BERT_TUTORIAL_BLAS=str(tmp_path / 'no-blas.so'))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ['0', '(1, 2)']
     lines = [line for line in done.stderr.splitlines() if 'no bert_fc' in line]

@@ -705,19 +705,27 @@ def test_bad_switch_value(fresh_kernels, monkeypatch):
         fresh_kernels.load_kernels()
 
 
-def test_fallback_in_a_new_process_without_compiler(tmp_path):
+def _swap_in_new_process(tmp_path, swap, dropout=0.0, check='', **env):
+    """A tiny classifier in a new Python process (``env`` added to its environment, logs on standard error):
+    prints ``swap`` (an expression on ``net``, e.g. ``use_kernels(net)``), then the shape of a hybridized forward,
+    then runs ``check``."""
     code = ('import logging, mxnet as mx\n'
             'logging.basicConfig(level=logging.INFO, format="%(name)s|%(message)s")\n'
             'from conftest import tiny_bert_config\n'
             'from bert_tutorial import BERTClassifier, build_encoder\n'
             'from bert_tutorial.speed import use_kernels\n'
-            'net = BERTClassifier(build_encoder(tiny_bert_config(20, dropout=0.1)), 2)\n'
+            f'net = BERTClassifier(build_encoder(tiny_bert_config(20, dropout={dropout})), 2)\n'
             'net.initialize()\n'
-            'print(use_kernels(net))\n'
+            f'print({swap})\n'
             'net.hybridize()\n'
             'print(net(mx.nd.array([[2, 5, 3]]), mx.nd.zeros((1, 3)), mx.nd.array([3])).shape)\n'
-            'assert not hasattr(mx.nd, "bert_layer_norm")\n')
-    done = _run_python(code, tmp_path, CXX=str(tmp_path / 'no-compiler'))
+            f'{check}\n')
+    return _run_python(code, tmp_path, **env)
+
+
+def test_fallback_in_a_new_process_without_compiler(tmp_path):
+    done = _swap_in_new_process(tmp_path, 'use_kernels(net)', dropout=0.1,
+                                check='assert not hasattr(mx.nd, "bert_layer_norm")', CXX=str(tmp_path / 'no-compiler'))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["{'kernels': False, 'layer_norm': 3, 'dropout': 0, 'softmax': 0, 'gelu': 0, "
                                         "'attention': 0, 'dense': 0}", '(1, 2)']
