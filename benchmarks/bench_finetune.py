@@ -176,7 +176,7 @@ def mxnet_variants(examples, ctx) -> list[MXNetVariant]:
             trainer = gluon.Trainer(net.collect_params(), 'bertadam', {'learning_rate': LR, 'wd': 0.01,
                                                                         'epsilon': 1e-6})
         else:
-            trainer = make_trainer(net, LR, no_decay_norm_bias=True)
+            trainer = make_trainer(net, LR, 'fusedbertadam', no_decay_norm_bias=True)
         out.append(MXNetVariant(name, net, trainer, batches, tutorial_step=name == 'tutorial'))
     return out
 

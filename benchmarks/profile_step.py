@@ -61,7 +61,7 @@ class Step(MXNetVariant):
         elif name == 'v0.3':
             assert use_kernels(net, dropout=False)['kernels']
         net.hybridize(static_alloc=True)
-        trainer = make_trainer(net, LR, no_decay_norm_bias=True, kernels=default)
+        trainer = make_trainer(net, LR, 'fusedbertadam', no_decay_norm_bias=True, kernels=default)
         assert trainer.optimizer.kernels == default, 'the C++ kernels did not load'
         super().__init__(name, net, trainer, [], tutorial_step=False)
 

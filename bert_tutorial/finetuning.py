@@ -105,11 +105,15 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
     ``validation_accuracy``), and ``select='best'`` leaves ``net`` with the parameters of its best epoch (kept
     beside the checkpoints, so a resumed run selects the same) instead of the last epoch's.
 
-    Called with the tutorial's seven arguments it runs the tutorial's recipe: BERTAdam with weight decay 0.01 on
-    every parameter, ``warmup_steps=50`` of linear warm-up then linear decay to 0 (``loop.lr_schedule``), the
-    gradient of the batch's summed loss (``loss_reduction='sum'``) clipped to global norm 1, the tutorial's log
-    line every 50 batches. ``finetune`` asks for ``no_decay_norm_bias=True``, ``warmup_ratio=0.1`` (warm-up over
-    that share of all steps, instead of ``warmup_steps``) and ``loss_reduction='mean'``.
+    Called with the tutorial's seven arguments it runs the tutorial's recipe on MXNet's and GluonNLP's operators
+    alone (nothing compiled, no library loaded): GluonNLP's ``BERTAdam`` with weight decay 0.01 on every parameter,
+    ``warmup_steps=50`` of linear warm-up then linear decay to 0 (``loop.lr_schedule``), the gradient of the batch's
+    summed loss (``loss_reduction='sum'``) clipped to global norm 1 (GluonNLP's ``grad_global_norm``), the
+    tutorial's log line every 50 batches. ``optimizer='fusedbertadam'`` brings in the package's speed plug-in for
+    the update: the same update on ``FusedBERTAdam`` (its C++ kernels, compiled on first use, and their gradient
+    norm), as ``finetune`` and ``pretrain`` do. ``finetune`` also asks for ``no_decay_norm_bias=True``,
+    ``warmup_ratio=0.1`` (warm-up over that share of all steps, instead of ``warmup_steps``) and
+    ``loss_reduction='mean'``.
 
     Batches are ``(token_ids, valid_length, segment_ids, label)``; ``ctx`` is a context or a list of contexts
     (each batch is split across them). With ``checkpoint_dir``, a checkpoint is written after every epoch (and
@@ -146,7 +150,9 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
                            lr_scheduler=lr_schedule(lr, total_steps, warmup_steps))
     params = [p for p in net.collect_params().values() if p.grad_req != 'null']
 
-    settings = dict(run_settings or {}, num_epoch=num_epoch, lr=lr, optimizer=str(optimizer), weight_decay=weight_decay,
+    # The update rule, not its implementation: 'fusedbertadam' is BERTAdam's update (runs of either resume alike).
+    rule = 'bertadam' if optimizer == 'fusedbertadam' else str(optimizer)
+    settings = dict(run_settings or {}, num_epoch=num_epoch, lr=lr, optimizer=rule, weight_decay=weight_decay,
                     no_decay_norm_bias=no_decay_norm_bias, warmup_steps=warmup_steps, loss_reduction=loss_reduction,
                     clip=clip, seed=seed, steps_per_epoch=steps_per_epoch)
     history: list[dict] = []
@@ -487,6 +493,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
     # The package's recipe (GluonNLP's fine-tuning script's choices); train_loop's defaults are the tutorial's.
     recipe = {} if config.tutorial_recipe else dict(no_decay_norm_bias=True, warmup_ratio=config.warmup_ratio,
                                                     loss_reduction='mean')
+    recipe['optimizer'] = 'fusedbertadam'  # BERTAdam's update, fast (the C++ kernels, or adam_update without them)
     # Epochs are scored on the validation data when there is some (the test data is then scored once, at the end,
     # with the selected parameters), else on the test data, as the tutorial does.
     scored = validation_data if validation_data is not None else test_data

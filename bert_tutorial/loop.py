@@ -17,11 +17,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
-
-from .speed.optimizer import FusedBERTAdam, grad_global_norm
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +164,11 @@ def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: floa
     """A ``Trainer`` over the trainable parameters of ``net`` (tied weights once).
 
     ``weight_decay`` applies to every parameter, as in the tutorial; ``no_decay_norm_bias`` exempts LayerNorm's
-    ``gamma``/``beta`` and biases (GluonNLP's fine-tuning scripts). ``'bertadam'`` runs on ``FusedBERTAdam``
-    (the same update, faster; on the package's C++ kernels unless ``kernels=False`` or they do not build, and then
-    ``clipped_update`` takes the gradient norm on them too). With ``lr_scheduler`` the learning rate follows the
-    optimizer's update count.
+    ``gamma``/``beta`` and biases (GluonNLP's fine-tuning scripts). ``optimizer`` is a name in MXNet's registry:
+    ``'bertadam'`` is GluonNLP's ``BERTAdam`` itself (MXNet's operators, nothing compiled: the tutorial's);
+    ``'fusedbertadam'`` is the same update on the package's ``FusedBERTAdam`` (faster; on its C++ kernels, built on
+    first use, unless ``kernels=False`` or they do not build, and then ``clipped_update`` takes the gradient norm on
+    them too). With ``lr_scheduler`` the learning rate follows the optimizer's update count.
     """
     # Keyed by structural names ('bert.encoder...'): Trainer orders parameters by key, and the optimizer states
     # of a checkpoint are stored by that order, so it must not depend on global name counters ('dense99_').
@@ -182,9 +182,10 @@ def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: floa
     opt_args = {'learning_rate': lr, 'wd': weight_decay}
     if lr_scheduler is not None:
         opt_args['lr_scheduler'] = lr_scheduler
-    if optimizer in ('bertadam', 'adam', 'adamw'):
+    if optimizer in ('bertadam', 'fusedbertadam', 'adam', 'adamw'):
         opt_args['epsilon'] = 1e-6
-    if optimizer == 'bertadam':  # the same update on a faster kernel
+    if optimizer == 'fusedbertadam':  # BERTAdam's update on a faster kernel
+        from .speed.optimizer import FusedBERTAdam  # the speed plug-in, only when asked for
         optimizer = FusedBERTAdam(kernels=kernels, **opt_args)
         opt_args = None
     # update_on_kvstore=False: gradients are clipped between allreduce and update.
@@ -192,6 +193,15 @@ def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: floa
     trainer.distributed = is_distributed(kvstore)
     trainer.workers = kvstore.num_workers if trainer.distributed else 1
     return trainer
+
+
+def gradient_norm(params: Sequence[gluon.Parameter], on_kernels: bool) -> float:
+    """The global L2 norm of the gradients of ``params``: GluonNLP's ``grad_global_norm`` (what the tutorial's
+    ``clip_grad_global_norm`` takes), or with ``on_kernels`` the package's ``bert_sum_sq`` kernel."""
+    if on_kernels:
+        from .speed.optimizer import grad_global_norm  # the speed plug-in, only for FusedBERTAdam on its kernels
+        return float(grad_global_norm(params).asscalar())
+    return float(nlp.utils.grad_global_norm(params).asscalar())
 
 
 def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], clip: float | None, loss_value: float,
@@ -210,14 +220,14 @@ def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], cl
     if getattr(trainer, 'distributed', False):  # set by make_trainer
         with watchdog.waiting('the gradients of the other workers'):
             trainer.allreduce_grads()
-            norm = float(grad_global_norm(params, on_kernels).asscalar())
+            norm = gradient_norm(params, on_kernels)
         if not math.isfinite(loss_value) and math.isfinite(norm):
             log.warning('non-finite loss %s at %s on this worker only; the shared gradients are finite', loss_value,
                         where)
         loss_value = 0.0
     else:
         trainer.allreduce_grads()
-        norm = float(grad_global_norm(params, on_kernels).asscalar())
+        norm = gradient_norm(params, on_kernels)
     if not finite_step(loss_value, norm, where, skip_nonfinite):
         return False
     norm *= grad_scale

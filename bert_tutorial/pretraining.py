@@ -132,8 +132,9 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
     epoch with the epoch's seed (pass the dataset's ``resample`` to draw new pairs and masks each epoch). Every
     ``eval_every`` steps (default: every epoch) it logs MLM loss/accuracy and NSP accuracy on ``eval_data`` and writes
     a checkpoint to ``checkpoint_dir``; ``resume=True`` continues from the newest (refusing one written with other
-    settings: the loop's, and ``run_settings``, what the caller's data and model depend on). BERTAdam with weight
-    decay except on LayerNorm and biases, the tutorial's schedule with ``warmup_ratio`` of the steps as warm-up.
+    settings: the loop's, and ``run_settings``, what the caller's data and model depend on). BERTAdam's update (on
+    the package's ``FusedBERTAdam``: its C++ kernels where they build) with weight decay except on LayerNorm and
+    biases, the tutorial's schedule with ``warmup_ratio`` of the steps as warm-up.
     """
     if num_steps < 1 or lr <= 0:
         raise ValueError(f'num_steps must be >= 1 and lr > 0, got {num_steps} and {lr}')
@@ -142,7 +143,7 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
         raise ValueError('train_data is empty')
     eval_every = eval_every or steps_per_epoch
     warmup = max(1, int(warmup_ratio * num_steps))
-    trainer = make_trainer(model, lr, 'bertadam', weight_decay, no_decay_norm_bias=True,
+    trainer = make_trainer(model, lr, 'fusedbertadam', weight_decay, no_decay_norm_bias=True,
                            lr_scheduler=lr_schedule(lr, num_steps, warmup))
     params = [p for p in model.collect_params().values() if p.grad_req != 'null']
     mlm_loss_fn, nsp_loss_fn = gluon.loss.SoftmaxCELoss(), gluon.loss.SigmoidBCELoss()

@@ -5,7 +5,12 @@ attention without an output projection, scores divided by sqrt(units / num_heads
 (masked scores set to -1e18, weights multiplied by the mask), GELU, ``LayerNorm`` with epsilon 1e-5. Parameter
 files are written the way ``save_parameters`` writes them: ``nd.save`` of a dict keyed by structural names.
 """
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import gluonnlp as nlp
 import mxnet as mx
@@ -289,14 +294,15 @@ def _toy_loaders(vocab, n_train, batch_size):
 def test_train_loop_with_seven_arguments_is_the_tutorials_recipe(tiny_vocab, tmp_path, capsys):
     """Parameters after train_loop(net, train, test, 2, lr, ctx, loss) equal those of the tutorial's loop written
     out: Trainer(collect_params(), 'bertadam', wd 0.01), 50 warm-up steps, backward on the loss vector,
-    clip_grad_global_norm(params, 1), trainer.update(1). 2 epochs of 30 batches: warm-up and decay both run."""
+    clip_grad_global_norm(params, 1), trainer.update(1). 2 epochs of 30 batches: warm-up and decay both run, and
+    clipping both acts and does not."""
     from bert_tutorial import build_encoder
     config = tiny_bert_config(len(tiny_vocab))
     train, test = _toy_loaders(tiny_vocab, 120, 4)
     assert len(train) == 30
     lr, num_epoch = 5e-3, 2
     init = tmp_path / 'init.params'
-    results = []
+    results, norms = [], []
     for ours in (True, False):
         net = BERTClassifier(build_encoder(config), 2)
         net.classifier.initialize(mx.init.Normal(0.02))
@@ -316,17 +322,84 @@ def test_train_loop_with_seven_arguments_is_the_tutorials_recipe(tiny_vocab, tmp
                         loss = gluon.loss.SoftmaxCELoss()(net(inputs, token_types, seq_len), label)
                     loss.backward()
                     trainer.allreduce_grads()
-                    nlp.utils.clip_grad_global_norm(params, 1)
+                    norms.append(nlp.utils.clip_grad_global_norm(params, 1))
                     trainer.update(1)
         results.append({k: p.data().asnumpy() for k, p in net._collect_params_with_prefix().items()})
+    assert min(norms) < 1 < max(norms)  # some steps clipped, some not: both branches of the clipping compared
     start = {k: v.asnumpy() for k, v in nd.load(str(init)).items()}
+    # Bit for bit, on any CPU: step by step, train_loop runs on the same arrays the (deterministic) MXNet operators
+    # the loop above runs: the same forward and backward, GluonNLP's grad_global_norm (multi_sum_sq + add_n over the
+    # parameters in the same order), BERTAdam's multi_adamw_update (each weight's update on its own elements). The
+    # one number computed another way is the clip factor: train_loop passes it as the optimizer's rescale_grad,
+    # 1 / (1 / (1 / norm)) in float64 rounded to float32, where clip_grad_global_norm multiplies the gradients by
+    # float32 1 / norm. Both are fl32(1 / norm): three float64 roundings stay within 2**-51 of 1 / norm, and 1 / norm
+    # (norm a float32: 24 significant bits) is never within 2**-49 (relative) of a float32 rounding midpoint;
+    # grad * scale is then the same float32 product in either place (exactly 1 when not clipped). The learning
+    # rates (float64 arithmetic, the same on every CPU) are the same float32 numbers, checked here. So no
+    # tolerance: any difference is a change of recipe. (Adam turns a single ulp into 1e-5 within 60 steps here,
+    # where a gradient is a small difference of large terms: a tolerance would only be one some CPU's rounding meets.)
+    schedule = lr_schedule(lr, total, 50)
+    assert [np.float32(schedule(n)) for n in range(1, total + 1)] == \
+        [np.float32(tutorial_lr(n, lr, total)) for n in range(1, total + 1)]
     for key, ref in results[1].items():
-        np.testing.assert_allclose(results[0][key], ref, rtol=1e-4, atol=2e-5, err_msg=key)
-    assert sum(not np.allclose(start[k], results[1][k], atol=1e-4) for k in start) > len(start) // 2  # trained
+        np.testing.assert_array_equal(results[0][key], ref, err_msg=key)
+    # trained: Adam moves a weight by up to lr = 5e-3 a step, and 60 steps move most tensors well past 1e-4
+    assert sum(not np.allclose(start[k], results[1][k], rtol=0, atol=1e-4) for k in start) > len(start) // 2
     out = capsys.readouterr().out
     # a log line every 50 batches: batch 0 of each epoch only (30 batches an epoch)
     assert out.count('Batch 0 Accuracy') == 2 and 'Batch 50' not in out
     assert "Epoch 1, Accuracy ('accuracy', " in out and out.count('Test Accuracy') == 2
+
+
+# Run in a new process: MXNet cannot unload a library, and this process may hold the package's kernels already.
+SEVEN_ARGUMENTS = """
+import json, sys
+import gluonnlp as nlp, mxnet as mx
+from mxnet import gluon
+from conftest import tiny_bert_config, toy_reviews, WORDS
+from bert_tutorial import BERTClassifier, build_encoder, finetuning, train_loop
+from bert_tutorial.sentiment_data import sentiment_loader
+from bert_tutorial.speed import kernels
+
+trainers = []
+make_trainer = finetuning.make_trainer
+finetuning.make_trainer = lambda *a, **k: trainers.append(make_trainer(*a, **k)) or trainers[-1]
+tokens = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + WORDS
+vocab = nlp.vocab.BERTVocab(nlp.data.count_tokens(tokens), token_to_idx={t: i for i, t in enumerate(tokens)})
+tok = nlp.data.BERTTokenizer(vocab, lower=True)
+train = sentiment_loader(toy_reviews(16, seed=1), tok, vocab, 16, 8, shuffle=True)
+test = sentiment_loader(toy_reviews(8, seed=2), tok, vocab, 16, 8)
+
+def run(**options):
+    net = BERTClassifier(build_encoder(tiny_bert_config(len(vocab), model_type='tutorial_bert', dropout=0.1)), 2)
+    net.initialize(mx.init.Normal(0.02))
+    train_loop(net, train, test, 1, 5e-5, mx.cpu(), gluon.loss.SoftmaxCELoss(), **options)
+    optimizer = type(trainers[-1].optimizer)
+    return {'bertadam': optimizer is nlp.optimizer.BERTAdam, 'optimizer': optimizer.__name__,
+            'library': str(kernels.loaded_library()), 'ops': sorted(n for n in dir(mx.nd) if n.startswith('bert_'))}
+
+report = {'seven': run()}
+if kernels.kernels_enabled() and kernels._compiler():  # the control: the keyword brings the kernels in
+    report['fused'] = run(optimizer='fusedbertadam')
+print(json.dumps(report))
+"""
+
+
+def test_seven_argument_train_loop_loads_no_library_and_runs_gluonnlps_bert_adam():
+    """train_loop(net, train, test, num_epoch, lr, ctx, loss) on a tutorial model, in a new process: GluonNLP's
+    BERTAdam itself, no C++ library loaded, no ``bert_`` operator in ``mx.nd``; then (where a compiler is there) the
+    same process with ``optimizer='fusedbertadam'`` has them, so the checks can see a loaded library."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=f'{root}{os.pathsep}{root / "tests"}')
+    done = subprocess.run([sys.executable, '-c', SEVEN_ARGUMENTS], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report['seven'] == {'bertadam': True, 'optimizer': 'BERTAdam', 'library': 'None', 'ops': []}
+    if 'fused' in report:
+        fused = report['fused']
+        assert fused['optimizer'] == 'FusedBERTAdam' and fused['library'] != 'None'
+        assert 'bert_adam_update' in fused['ops'] and 'bert_sum_sq' in fused['ops']
 
 
 def test_train_loop_rejects_bad_recipe_options(tiny_bert, tiny_vocab):
