@@ -154,6 +154,9 @@ def test_tutorial_parameter_file_loads_and_gives_the_reference_outputs(tmp_path,
     words, segments = tutorial_batch()
     mask = tutorial_mask()
     for m in (None, mask, None, mask):  # both forms of the graph, and back
+        # float32 round-off, the same sums in other orders (the reference is plain nd ops): per layer an output sums
+        # at most HIDDEN = 20 products of O(1) values (error <= 20 * 2**-24 ~ 1.2e-6 of the sum of |terms|), LayerNorm
+        # renormalises; 2 layers: 1e-5 holds with room
         np.testing.assert_allclose(enc(words, segments, m).asnumpy(), ref_encoder(params, words, segments, m).asnumpy(),
                                    rtol=1e-5, atol=1e-5)
 
@@ -165,16 +168,21 @@ def test_valid_lengths_are_the_padding_mask():
     lengths = np.array([9, 4, 1])
     matrix = nd.array(np.broadcast_to(np.arange(9)[None, None, :] < lengths[:, None, None], (3, 9, 9)))
     expected = enc(words, segments, matrix).asnumpy()
+    # the same operators with the mask made two ways: masked weights are exactly 0 either way, so only the order of
+    # float32 sums can differ (a few ulps of O(1) values)
     np.testing.assert_allclose(enc(words, segments, nd.array(lengths)).asnumpy(), expected, rtol=1e-6, atol=1e-6)
     enc.hybridize()
+    # hybridized, MXNet may reorder the graph's sums: float32 round-off as in the test above (1e-5)
     np.testing.assert_allclose(enc(words, segments, nd.array(lengths)).asnumpy(), expected, rtol=1e-5, atol=1e-5)
     # The lower layers accept both forms too.
     att = MultiHeadAttention(UNITS, HEADS, 0.0)
     att.initialize()
     X = nd.random.normal(shape=(3, 9, UNITS))
+    # masked weights exactly 0 either way: only float32 round-off of the attention sums (UNITS = 12 terms)
     np.testing.assert_allclose(att(X, X, X, nd.array(lengths)).asnumpy(), att(X, X, X, matrix).asnumpy(), atol=1e-6)
     blk = EncoderBlock(UNITS, HIDDEN, HEADS, 0.0)
     blk.initialize()
+    # as above, through the FFN (20 terms) and LayerNorm: round-off only
     np.testing.assert_allclose(blk(X, nd.array(lengths)).asnumpy(), blk(X, matrix).asnumpy(), atol=1e-6)
 
 
@@ -218,6 +226,8 @@ def test_heads_match_the_reference(tmp_path):
     p = ns_params
     expected = ref_dense(nd.tanh(ref_dense(X[:, 0, :], p['classifier.0.weight'], p['classifier.0.bias'])),
                          p['classifier.1.weight'], p['classifier.1.bias'])
+    # dense layers of UNITS = 12 inputs, N(0, 1) weights and inputs: round-off <= 12 * 2**-24 * sum |terms| ~ 1e-5 at
+    # the largest sums
     np.testing.assert_allclose(ns(X).asnumpy(), expected.asnumpy(), rtol=1e-5, atol=1e-5)
     positions = nd.array([[0, 2, 1], [4, 8, 0]])
     picked = nd.stack(X[0, 4], X[2, 8], X[1, 0])
@@ -225,6 +235,7 @@ def test_heads_match_the_reference(tmp_path):
     hidden = ref_layer_norm(ref_gelu(ref_dense(picked, p['decoder.0.weight'], p['decoder.0.bias'])),
                             p['decoder.2.gamma'], p['decoder.2.beta'])
     expected = ref_dense(hidden, p['decoder.3.weight'], p['decoder.3.bias'])
+    # the same operators after the gather (gelu, LayerNorm, dense of 12 inputs): round-off as above
     np.testing.assert_allclose(mlm(X, positions).asnumpy(), expected.asnumpy(), rtol=1e-5, atol=1e-5)
 
 
@@ -257,6 +268,7 @@ def test_tutorial_classifier_file_loads_into_the_package_classifier(tmp_path):
     theirs.save_parameters(str(tmp_path / 'net.params'))
     ours = BERTClassifier(gluonnlp_bert(), 2)
     ours.load_parameters(str(tmp_path / 'net.params'))
+    # the same parameters through the same GluonNLP operators: round-off only (1 layer, 12 units, 20 hidden)
     np.testing.assert_allclose(ours(words, segments, valid).asnumpy(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -270,6 +282,7 @@ def tutorial_lr(step_num, lr, num_train_steps, num_warmup_steps=50):
 def test_lr_schedule_is_the_tutorials():
     schedule = lr_schedule(2e-5, 300, 50)
     got = [schedule(n) for n in range(1, 301)]
+    # float64 arithmetic, two formulas for the same numbers: a few ulps (2**-52 ~ 2e-16 each) of values <= 2e-5
     np.testing.assert_allclose(got, [tutorial_lr(n, 2e-5, 300) for n in range(1, 301)], rtol=1e-12, atol=1e-15)
     assert got[49] == pytest.approx(2e-5) and got[-1] == 0
 
@@ -420,4 +433,5 @@ def test_masks_of_any_type_of_zeros_and_ones_are_taken():
     mask = tutorial_mask()
     expected = enc(words, segments, mask).asnumpy()
     for dtype in ('int32', 'uint8', 'float64'):
+        # the same 0/1 mask after a cast: the same operators, at most the round-off of a reordered sum
         np.testing.assert_allclose(enc(words, segments, mask.astype(dtype)).asnumpy(), expected, rtol=1e-6)

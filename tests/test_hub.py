@@ -46,6 +46,8 @@ def test_parity_with_hugging_face(minilm):
     seq = seq.asnumpy()
     assert len(ids) == 10 and segments.max() == 1
     for i, n in enumerate(valid):  # padded positions differ by design (masked softmax vs additive mask)
+        # PyTorch against MXNet, float32, 6 layers of 384-1536-term dot products: round-off ~sqrt(1536) * 2**-24 of
+        # the sums typically, 1536 * 2**-24 ~ 1e-4 at worst (LayerNorm'd values O(1)); 5e-6 measured on two CPUs
         assert np.abs(seq[i, :n] - ref['last_hidden_state'][i, :n]).max() < 1e-4
     assert np.abs(pooled.asnumpy() - ref['pooler_output']).max() < 1e-4
 
@@ -130,6 +132,8 @@ def test_tiny_checkpoint_matches_numpy_bert(tmp_path):
     ids, segments = np.array([2, 5, 6, 3, 7, 8, 3]), np.array([0, 0, 0, 0, 1, 1, 1])
     seq, pooled = model(nd.array(ids[None]), nd.array(segments[None]), nd.array([7]))
     ref_seq, ref_pooled = _numpy_bert(tensors, CONFIG, ids, segments)
+    # float32 against float64 numpy, 2 layers of 8-16-term sums with N(0, 0.5) weights (values up to ~10 before
+    # LayerNorm): round-off well under 1e-4
     np.testing.assert_allclose(seq.asnumpy()[0], ref_seq, atol=1e-4)
     np.testing.assert_allclose(pooled.asnumpy()[0], ref_pooled, atol=1e-4)
     # Without the pooler: the same encodings, and the pooler's tensors are not used.
@@ -242,6 +246,7 @@ def test_zoo_uses_preplaced_files(tmp_path, monkeypatch):
     assert isinstance(model, GluonBERT) and vocab == 'vocab' and model.config['units'] == 8
     x = (nd.array([[2, 5, 7, 3]]), nd.array([[0, 0, 1, 1]]), nd.array([4]))
     for ours, theirs in zip(model(*x), made[0](*x)):  # the zoo's weights, in the package's encoder
+        # the zoo's weights in the same GluonNLP operators: identical but for the order of sums
         np.testing.assert_allclose(ours.asnumpy(), theirs.asnumpy(), rtol=1e-6, atol=1e-6)
     (args, kwargs), = calls
     assert args == ('bert_12_768_12',) and kwargs['dataset_name'] == 'book_corpus_wiki_en_uncased'

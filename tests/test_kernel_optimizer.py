@@ -147,6 +147,8 @@ def test_fused_bert_adam_on_the_kernel_equals_bert_adam(monkeypatch):
     start = [p.data().asnumpy() for p in _net(7).collect_params().values()]
     for a, b, c, w0 in zip(single, multi, ours, start):
         np.testing.assert_array_equal(c, a)
+        # multi_adamw_update (BERTAdam's default) rounds the same update in another order (the exact match above is
+        # the check): a few ulps a step of |w| <= ~2, 4 steps, so 1e-5 (1/1000 of an lr = 1e-2 step)
         np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-5)
         assert not np.allclose(c, w0)  # trained
 
@@ -158,6 +160,7 @@ def test_fused_bert_adam_without_the_kernels_equals_bert_adam(monkeypatch):
     trainer, ours = _train('fusedbertadam', args)
     assert not trainer._optimizer.kernels and trainer._optimizer.aggregate_num == 0
     for a, b in zip(ref, ours):
+        # a few ulps of |w| a step (w * (1 - lr * wd) rounded first), 4 steps: 1e-5 is 1/1000 of an lr = 1e-2 step
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)  # adam_update on w * (1 - lr * wd) rounds apart
 
 
@@ -177,5 +180,6 @@ def test_grad_global_norm_equals_gluonnlp(on_kernels, monkeypatch):
     assert ours.shape == (1,)
     exact = np.sqrt(sum(float((p.grad().asnumpy().astype(np.float64) ** 2).sum())
                         for p in params if p.grad_req != 'null'))
+    # multi_sum_sq accumulates in float32: relative error <= n * 2**-24 for the n (< 200) squares of a tensor
     np.testing.assert_allclose(ours.asscalar(), nlp.utils.grad_global_norm(params).asscalar(), rtol=1e-5)
     np.testing.assert_allclose(ours.asscalar(), exact, rtol=1e-5)

@@ -80,6 +80,7 @@ def test_layer_norm_saves_mean_and_inverse_std():
     x = np.random.RandomState(0).normal(1.0, 2.0, (4, 3, 16)).astype(np.float32)
     out, mean, rstd = nd.bert_layer_norm(nd.array(x), nd.ones(16), nd.zeros(16), eps=1e-5)
     assert mean.shape == rstd.shape == (4, 3, 1)
+    # means and 1 / sqrt(var + eps) of 16 values ~N(1, 2) against numpy: float32 sums of 16 terms, ~16 * 2**-24
     np.testing.assert_allclose(mean.asnumpy(), x.mean(-1, keepdims=True), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rstd.asnumpy(), 1 / np.sqrt(x.var(-1, keepdims=True) + 1e-5), rtol=1e-5)
 
@@ -105,6 +106,7 @@ def test_kernel_layer_norm_block(hybridize):
         y.backward(dy)
         results.append([y.asnumpy(), xx.grad.asnumpy(), block.gamma.grad().asnumpy().copy()])
     for a, b in zip(*results):
+        # float32 round-off of sums over a row of 24 (output, data grad) or over 18 rows (gamma grad)
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
 
 
@@ -249,6 +251,7 @@ def test_softmax_matches_mxnet(keys, dtype):
     length[0] = 1                        # one key
     length[1] = keys                     # all keys
     out, _ = _check_softmax(x, length, rng.normal(size=x.shape).astype(np.float32), dtype)
+    # a float32 sum of <= 30 probabilities: within 30 * 2**-24 ~ 2e-6 of 1
     np.testing.assert_allclose(out.sum(-1), 1, rtol=1e-5)
     np.testing.assert_array_equal(out[0, :, 0], 1)
 
@@ -271,6 +274,7 @@ def test_softmax_length_zero_and_extreme_scores():
     out, grad = _value_and_grad(lambda a: nd.bert_softmax(a, nd.array(length, dtype='int32')), x, np.ones_like(x))
     ref = nd.softmax(nd.array(x[:, 1:]), nd.array(length[:, 1:], dtype='int32'), axis=-1, use_length=True)
     assert not out[0, 0].any() and not grad[0, 0].any()  # length 0: zeros, as MXNet's
+    # the same softmax of <= 3 entries: a few ulps
     np.testing.assert_allclose(out[:, 1:], ref.asnumpy(), rtol=1e-6, atol=1e-30)
     np.testing.assert_array_equal(out[0, 3], [0.5, 0.5, 0])
 
@@ -308,6 +312,7 @@ def test_gelu_matches_mxnet_on_any_shape(shape, scale, seed):
     ref = _value_and_grad(lambda a: nd.LeakyReLU(a, act_type='gelu'), x, dy)
     ours = _value_and_grad(lambda a: nd.bert_gelu(a), x, dy)
     for a, b in zip(ref, ours):
+        # as above: erf within 1.5e-7 and the round-off of 0.5 x (1 + erf), scaled by the inputs' size
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * max(1.0, scale))
 
 
@@ -450,6 +455,8 @@ def test_attention_swap_inside_a_classifier(tiny_vocab, hybridize, softmax):
         graph = _ops(net(*[mx.sym.var(n) for n in ('data0', 'data1', 'data2')]))
         assert not any(op.startswith('bert_') for op in graph)
         assert {'_contrib_interleaved_matmul_selfatt_qk', '_contrib_interleaved_matmul_selfatt_valatt'} <= graph
+        # MXNet's operators against the kernels: the same sums in other orders in a 1-layer, 16-unit classifier with
+        # N(0, 0.02) weights: scores O(0.1), round-off ~1e-7
         np.testing.assert_allclose(net(*INPUTS).asnumpy(), before, rtol=1e-5, atol=1e-6)
     assert type(next(b for b in _blocks(net) if isinstance(b, DotProductSelfAttentionCell))) is KernelSelfAttentionCell
 
@@ -484,8 +491,11 @@ def _same_as_before(net, before, before_grads, hybridize):
     if hybridize:
         net.hybridize(static_alloc=True)
     after, after_grads = _grads(net)
+    # the same sums in other orders (1 layer, 16 units, scores O(0.1)): round-off ~1e-7
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
     for name, grad in before_grads.items():
+        # weight gradients sum products over 7 tokens that partly cancel (LayerNorm's backward subtracts means): their
+        # round-off is relative to the largest term, not to the result: the absolute term bounds it
         np.testing.assert_allclose(after_grads[name], grad, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
@@ -502,8 +512,10 @@ def test_swap_inside_a_classifier(tiny_vocab, tmp_path):
     assert not any(type(b) in (gluon.nn.LayerNorm, gluon.nn.Dropout) for b in _blocks(net))
     net.hybridize(static_alloc=True)
     after, after_grads = _grads(net)
+    # MatmulLayerNorm's reductions as FullyConnected and the kernels' sums: other orders, round-off only
     np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
     for name, grad in before_grads.items():
+        # gradients whose terms cancel (LayerNorm's backward): round-off relative to the largest term; atol bounds it
         np.testing.assert_allclose(after_grads[name], grad, rtol=1e-3, atol=1e-5, err_msg=name)
     net.save_parameters(str(tmp_path / 'after.params'))
     saved = [nd.load(str(tmp_path / f'{name}.params')) for name in ('before', 'after')]
@@ -550,8 +562,10 @@ def test_softmax_and_gelu_swap_inside_a_classifier(tiny_vocab, tmp_path, hybridi
     assert not any(type(b) in (gluon.nn.LayerNorm, gluon.nn.Dropout, GELU, DotProductSelfAttentionCell)
                    for b in _blocks(net))
     again, again_grads = _grads(net)
+    # every kernel at once: the same sums in other orders, round-off only
     np.testing.assert_allclose(again, before, rtol=1e-4, atol=1e-5)
     for name, grad in before_grads.items():
+        # gradients whose terms cancel (LayerNorm's backward): round-off relative to the largest term; atol bounds it
         np.testing.assert_allclose(again_grads[name], grad, rtol=1e-3, atol=1e-5, err_msg=name)
 
 
@@ -568,6 +582,7 @@ def test_package_blocks_gelu_swap():
     ffn.hybridize()
     after = _value_and_grad(ffn, x.asnumpy(), np.ones((2, 3, 8), np.float32))
     for a, b in zip(before, after):
+        # GELU's kernel and MXNet's: erf within 1.5e-7, round-off of O(1) values
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
     with standard_ops(ffn):
         assert type(ffn.activation) is gluon.nn.GELU
@@ -592,11 +607,14 @@ def test_graphs_for_export_use_mxnet_operators(tiny_vocab):
         assert not any(op.startswith('bert_') for op in standard)
         assert {'LayerNorm', 'Dropout', 'softmax', 'LeakyReLU', '_contrib_interleaved_matmul_selfatt_qk',
                 '_contrib_interleaved_matmul_selfatt_valatt'} <= standard
+        # other operators (MatmulLayerNorm, MXNet's) on the same parameters: round-off of O(0.1) scores
         np.testing.assert_allclose(net(*INPUTS).asnumpy(), expected, rtol=1e-4, atol=1e-5)
     assert ours <= _ops(net(*[mx.sym.var(n) for n in names]))  # restored
+    # back on the kernels: round-off of O(0.1) scores at most
     np.testing.assert_allclose(net(*INPUTS).asnumpy(), expected, rtol=1e-5, atol=1e-6)
     fused = fuse_classifier(net)
     assert not any(op.startswith('bert_') for op in _ops(fused(*[mx.sym.var(n) for n in names])))
+    # oneDNN's fused graph: the same sums in other orders, round-off of O(0.1) scores
     np.testing.assert_allclose(fused(*INPUTS).asnumpy(), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -631,6 +649,7 @@ def test_export_loads_without_the_library(tiny_bert, tiny_vocab, tmp_path):
             'np.save("scores.npy", block(ids, seg, valid).asnumpy())\n')
     done = _run_python(code, tmp_path, BERT_TUTORIAL_KERNELS='off')
     assert done.returncode == 0, done.stderr
+    # the export run by MXNet alone in another process: other operators, the same sums: round-off of O(0.1) scores
     np.testing.assert_allclose(np.load(tmp_path / 'scores.npy'), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -673,6 +692,7 @@ def _fallback_classifier_works(tiny_vocab):
     assert {type(b).__name__ for b in _blocks(net)} >= {'MatmulLayerNorm', 'Dropout'}
     assert not any(isinstance(b, (KernelLayerNorm, KernelDropout)) for b in _blocks(net))
     net.hybridize(static_alloc=True)
+    # other operators (MatmulLayerNorm, MXNet's) on the same parameters: round-off of O(0.1) scores
     np.testing.assert_allclose(net(*INPUTS).asnumpy(), expected, rtol=1e-4, atol=1e-5)
 
 

@@ -30,6 +30,8 @@ def test_matches_layer_norm(shape, hybridize):
         ours.hybridize(static_alloc=True)
     x, dy = nd.array(rng.normal(2.0, 3.0, shape)), nd.array(rng.normal(size=shape))
     for a, b, what in zip(_run(ref, x, dy), _run(ours, x, dy), ('output', 'input grad', 'gamma grad', 'beta grad')):
+        # reductions as FullyConnected against a ones vector (another order of the same sums of 16 values ~N(2, 3)):
+        # round-off ~16 * 2**-24 relative, not amplified (var ~9 >> eps)
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=what)
 
 
@@ -44,6 +46,7 @@ def test_swap_inside_a_classifier(tiny_bert, tmp_path):
     assert use_matmul_layer_norm(net) == n_norms
     assert not any(type(b) is gluon.nn.LayerNorm for b in _blocks(net))
     net.hybridize(static_alloc=True)
+    # the same LayerNorm values (above) inside a 1-layer classifier: round-off only
     np.testing.assert_allclose(net(ids, segments, valid).asnumpy(), before, rtol=1e-4, atol=1e-5)
     # the saved file is the one MXNet's LayerNorm writes: same names, same values
     net.save_parameters(str(tmp_path / 'after.params'))

@@ -40,6 +40,7 @@ def test_segment_embedding_changes_output(encoder):
     words, segments = batch()
     a = encoder(words, segments, None).asnumpy()
     b = encoder(words, nd.zeros_like(segments), None).asnumpy()
+    # another segment embedding moves these rows by O(0.1), far past allclose's 1e-5
     assert not np.allclose(a[0, 4:], b[0, 4:])
 
 
@@ -53,6 +54,7 @@ def test_masking_hides_padding(encoder, hybridize):
     words2 = words.copy()
     words2[0, 5:] = (words2[0, 5:] + 1) % VOCAB
     b = encoder(words2, segments, valid).asnumpy()
+    # padded keys get weight exactly 0 (masked softmax), so only float32 round-off of O(1) encodings could differ
     np.testing.assert_allclose(a[0, :5], b[0, :5], atol=1e-5)
     np.testing.assert_allclose(a[1], b[1], atol=1e-5)
     # Without the mask, the same change leaks into every position.
@@ -68,6 +70,7 @@ def test_inference_is_deterministic_training_is_not(encoder):
     with autograd.record():
         a = encoder(words, segments, None)
         b = encoder(words, segments, None)
+    # dropout's masks change outputs by O(0.1): far past allclose's 1e-5
     assert not np.allclose(a.asnumpy(), b.asnumpy())
 
 
@@ -165,6 +168,7 @@ def test_classifier_on_gluonnlp_bert_hybridizes():
     clf.hybridize(static_alloc=True)
     b = clf(words, segments, valid)
     assert a.shape == (2, 2)
+    # hybridized: the same operators, sums possibly reordered: float32 round-off of O(1) scores
     np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), atol=1e-5)
     with pytest.raises(ValueError, match=r'inputs must be token ids in \[0, 50\)'):
         clf(words + VOCAB, segments, valid)
@@ -178,6 +182,7 @@ def test_classifier_mean_pooling_ignores_padding(encoder):
     a = clf(words, segments, valid).asnumpy()
     X = encoder(words, segments, valid).asnumpy()
     expected = clf.classifier(nd.array(np.stack([X[0, :5].mean(0), X[1].mean(0)]))).asnumpy()
+    # the mean of <= 5 float32 rows taken two ways, then the same dense layer: round-off of O(1) scores
     np.testing.assert_allclose(a, expected, atol=1e-5)
     with pytest.raises(ValueError, match="pooling must be 'cls' or 'mean'"):
         BERTClassifier(encoder, 2, pooling='max')
@@ -192,6 +197,7 @@ def test_embedding_sum():
     W, S, P = (x.data().asnumpy() for x in (enc.word_embed.weight, enc.segment_embed.weight,
                                             enc.pos_encoding.embed.weight))
     expected = W[words.asnumpy().astype(int)] + S[segments.asnumpy().astype(int)] + P[None, :8]
+    # three float32 additions each way (numpy and MXNet) of N(0, 1) values: a few ulps
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -225,6 +231,7 @@ def test_classifier_takes_any_integer_ids_and_refuses_what_would_be_wrong(tiny_v
     expected = clf(nd.array(ids), nd.array(segments), nd.array(valid)).asnumpy()
     for dtype in ('int32', 'int64', 'uint8', 'float64'):
         got = clf(nd.array(ids, dtype=dtype), nd.array(segments, dtype=dtype), nd.array(valid, dtype=dtype))
+        # the same ids after a cast: the same operators, round-off of a reordered sum at most
         np.testing.assert_allclose(got.asnumpy(), expected, rtol=1e-6)
     with pytest.raises(ValueError, match='inputs must hold integers .an integer or float32 array., got dtype float16'):
         clf(nd.array(ids, dtype='float16'), nd.array(segments), nd.array(valid))

@@ -19,6 +19,7 @@ def test_positional_encoding_is_a_learned_embedding_added():
     assert pe.embed.weight.shape == (50, 6)
     X = nd.random.normal(shape=(2, 10, 6))
     out = pe(X).asnumpy()
+    # one float32 addition each way: equal to the ulp
     np.testing.assert_allclose(out, X.asnumpy() + pe.embed.weight.data().asnumpy()[None, :10], atol=1e-6)
     with pytest.raises(ValueError, match='X has 51 positions, more than max_len=50'):
         pe(nd.zeros((1, 51, 6)))
@@ -48,6 +49,7 @@ def test_multi_head_attention_matches_numpy_reference():
             scores[:, int(valid[b].asscalar()):] = -np.inf
             heads_out.append(_softmax(scores) @ v[:, sl])
         expected[b] = np.concatenate(heads_out, axis=1)
+    # float32 against the numpy reference: sums of 8 products and a softmax; round-off ~1e-6 of O(1) values
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -63,6 +65,8 @@ def test_add_norm_and_ffn_shapes_and_values():
     out = addnorm(X, Y).asnumpy()
     s = (X + Y).asnumpy()
     expected = (s - s.mean(-1, keepdims=True)) / np.sqrt(s.var(-1, keepdims=True) + 1e-5)
+    # LayerNorm of 4 values whose variance can be small: 1 / sqrt(var + 1e-5) (up to ~300) amplifies the float32
+    # round-off of x - mean (~1e-7 |x|), hence 1e-4
     np.testing.assert_allclose(out, expected, atol=1e-4)
 
     ffn = PositionWiseFFN(4, 16)
@@ -84,9 +88,12 @@ def test_encoder_block_shape_and_mask(hybridize):
     X2 = X.copy()
     X2[0, 3:] = 100.0
     out2 = blk(X2, valid)
+    # padded keys get weight exactly 0: only float32 round-off of O(1) outputs could differ
     np.testing.assert_allclose(out[0, :3].asnumpy(), out2[0, :3].asnumpy(), atol=1e-5)
+    # the padded rows themselves change by O(1)
     assert not np.allclose(out[0, 3:].asnumpy(), out2[0, 3:].asnumpy())
     # In training mode dropout makes two calls differ.
     with autograd.record():
         a, b = blk(X, valid), blk(X, valid)
+    # dropout's masks change outputs by O(0.1)
     assert not np.allclose(a.asnumpy(), b.asnumpy())
