@@ -57,3 +57,37 @@ def toy_reviews(n, seed=0):
         filler.insert(rng.randint(0, len(filler)), key)
         out.append((' '.join(filler), label))
     return out
+
+
+def share_kernel_cache(home):
+    """Give a new ``MXNET_HOME`` folder this session's C++ kernel cache (a link), so that a process started with it
+    loads the library instead of compiling it again: one build per test session."""
+    from bert_tutorial.speed import kernels
+    assert kernels.load_kernels(), 'the C++ kernels did not build or load (see the log)'
+    (home / 'bert_tutorial').mkdir(parents=True, exist_ok=True)
+    (home / 'bert_tutorial' / 'kernels').symlink_to(kernels.loaded_library().parent.parent, target_is_directory=True)
+
+
+def run_cli(*args, stdin=None, check=True):
+    """``python -m bert_tutorial ARGS`` in this process (``cli.main``; ``stdin`` its standard input): a
+    ``CompletedProcess`` with its exit code, standard output and standard error."""
+    import contextlib
+    import io
+    import subprocess
+    import sys
+
+    from bert_tutorial.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdin
+    sys.stdin = io.StringIO(stdin or '')
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    except SystemExit as exit:  # argparse's usage errors
+        code = exit.code
+    finally:
+        sys.stdin = saved
+    proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f'exit {code}\n{proc.stdout}\n{proc.stderr}')
+    return proc

@@ -45,8 +45,10 @@ def test_bench_predict_quick(tmp_path):
     proc = subprocess.run([sys.executable, script, '--model-dir', str(tmp_path / 'none')],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode != 0 and 'python -m bert_tutorial finetune --out' in proc.stderr
-    proc = subprocess.run([sys.executable, script, '--quick', '--model-dir', str(tmp_path / 'none'),
-                           '--results', str(results)], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    # 64 test sentences (every variant, 2 interleaved rounds) and 4 timed one by one: the figures, at half the work
+    proc = subprocess.run([sys.executable, script, '--quick', '--test', '64', '--latency', '4', '--model-dir',
+                           str(tmp_path / 'none'), '--results', str(results)], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'int8 vs float32 predict_sentiments' in proc.stdout and 'bars:' in proc.stdout
     figures = json.loads(results.read_text())

@@ -1,11 +1,10 @@
 """Labelled files, the classification report, ``evaluate`` and ``predict``'s file and JSON options."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import mxnet as mx
 import pytest
+from conftest import run_cli
 
 from bert_tutorial import BERTClassifier, save_model
 from bert_tutorial.hub import classifier_config
@@ -52,6 +51,7 @@ def test_classification_report_by_hand():
     predicted = ['a', 'a', 'b', 'b', 'c', 'c']
     report = classification_report(actual, predicted, ['a', 'b', 'c'])
     assert report['confusion'] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    # float divisions of counts: equal to the last ulp
     assert report['accuracy'] == pytest.approx(4 / 6)
     assert report['classes']['a'] == {'precision': 1.0, 'recall': pytest.approx(2 / 3), 'f1': pytest.approx(0.8),
                                       'support': 3}
@@ -67,8 +67,7 @@ def model_dir(tiny_bert, tiny_vocab, tmp_path):
 
 
 def cli(*args, check=True):
-    return subprocess.run([sys.executable, '-m', 'bert_tutorial', *args], capture_output=True, text=True,
-                          check=check, timeout=300)
+    return run_cli(*args, check=check)  # in this process: the commands' output, not a new process, is the point
 
 
 def test_evaluate_and_predict_from_files(model_dir, tmp_path):
@@ -85,6 +84,7 @@ def test_evaluate_and_predict_from_files(model_dir, tmp_path):
     assert [p['text'] for p in predictions] == ['the movie was good', 'a dull plot', 'great fun', 'awful']
     predicted = [p['label'] for p in predictions]
     actual = ['positive', 'negative', 'positive', 'negative']
+    # float divisions of counts: equal to the last ulp
     assert report['accuracy'] == pytest.approx(sum(a == p for a, p in zip(actual, predicted)) / 4)
     bad = tmp_path / 'bad.csv'
     bad.write_text('text,label\nfine,neutral\n')

@@ -284,7 +284,7 @@ def test_lr_schedule_is_the_tutorials():
     got = [schedule(n) for n in range(1, 301)]
     # float64 arithmetic, two formulas for the same numbers: a few ulps (2**-52 ~ 2e-16 each) of values <= 2e-5
     np.testing.assert_allclose(got, [tutorial_lr(n, 2e-5, 300) for n in range(1, 301)], rtol=1e-12, atol=1e-15)
-    assert got[49] == pytest.approx(2e-5) and got[-1] == 0
+    assert got[49] == pytest.approx(2e-5) and got[-1] == 0  # float64: approx's 1e-6 is far above its round-off
 
 
 @pytest.mark.parametrize('total', [1, 2, 10, 50])
@@ -293,7 +293,7 @@ def test_short_runs_cap_the_warmup(total):
     lrs = [schedule(n) for n in range(1, total + 1)]
     assert lrs[-1] == 0 and all(0 <= x <= 1 for x in lrs)
     if total > 1:
-        assert max(lrs) == pytest.approx(1.0)  # the run leaves the warm-up
+        assert max(lrs) == pytest.approx(1.0)  # the run leaves the warm-up (float64, to round-off)
 
 
 def _toy_loaders(vocab, n_train, batch_size):

@@ -9,7 +9,7 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[1] / 'notebooks'
 SMALL = {
     'bert_pretraining.ipynb': {'pretrain_steps': 20, 'pretrain_units': 32, 'pretrain_layers': 1, 'eval_every': 10},
-    'bert_finetuning.ipynb': {'num_epoch': 1, 'max_train': 64, 'max_test': 32},
+    'bert_finetuning.ipynb': {'num_epoch': 1, 'max_train': 64, 'max_test': 32, 'max_len': 32},
 }
 
 
@@ -92,7 +92,7 @@ def test_finetuning_notebook_is_the_command(tmp_path):
     small = SMALL['bert_finetuning.ipynb']
     command = subprocess.run([sys.executable, '-m', 'bert_tutorial', 'finetune', '--epochs', str(small['num_epoch']),
                               '--max-train', str(small['max_train']), '--max-test', str(small['max_test']),
-                              '--out', str(tmp_path / 'command'), '--no-progress'],
+                              '--max-len', str(small['max_len']), '--out', str(tmp_path / 'command'), '--no-progress'],
                              capture_output=True, text=True, check=True, timeout=900)
 
     def lines(text):

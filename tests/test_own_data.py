@@ -2,13 +2,11 @@
 import csv
 import json
 import random
-import subprocess
-import sys
 
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import toy_reviews
+from conftest import run_cli, toy_reviews
 from mxnet import gluon
 
 from bert_tutorial import BERTClassifier, FinetuneConfig, finetune, train_loop
@@ -49,25 +47,27 @@ def test_three_classes_from_a_file_with_a_validation_split_and_the_best_epoch(tm
     rng = random.Random(0)
     rows = read_rotten_tomatoes()
     by = {c: [r['text'] for r in rows if r['category'] == c and r['text'].strip()] for c in ('fresh', 'rotten', 'plot')}
-    examples = [(t, c) for c in by for t in rng.sample(by[c], 160)]
+    # 80 snippets a class (the smallest size at which 2 epochs learn well past chance; batches of 16 for steps)
+    examples = [(t, c) for c in by for t in rng.sample(by[c], 80)]
     rng.shuffle(examples)
-    train = write_csv(tmp_path / 'train.csv', ['text', 'label'], examples[:360])
-    test = write_csv(tmp_path / 'test.csv', ['text', 'label'], examples[360:])
+    train = write_csv(tmp_path / 'train.csv', ['text', 'label'], examples[:180])
+    test = write_csv(tmp_path / 'test.csv', ['text', 'label'], examples[180:])
     result = finetune(FinetuneConfig(train=str(train), test=str(test), validation_fraction=0.2, select='best',
-                                     epochs=2, max_len=64, out=str(tmp_path / 'out'), progress=False))
+                                     epochs=2, max_len=48, batch_size=16, lr=1e-4, out=str(tmp_path / 'out'),
+                                     progress=False))
     m = result.metrics
-    assert m['labels'] == ['fresh', 'plot', 'rotten'] and (m['num_train'], m['num_validation']) == (288, 72)
+    assert m['labels'] == ['fresh', 'plot', 'rotten'] and (m['num_train'], m['num_validation']) == (144, 36)
     scores = [h['validation_accuracy'] for h in result.history]
     assert m['selected_epoch'] == int(np.argmax(scores)) and m['validation_accuracy'] == max(scores)
     assert m['test_accuracy'] > 0.5  # chance: 1/3
     config = json.loads((tmp_path / 'out' / 'config.json').read_text())
     assert config['labels'] == ['fresh', 'plot', 'rotten'] and config['num_classes'] == 3
     # evaluate, on the same file, scores the saved (selected) model as the recipe did
-    out = subprocess.run([sys.executable, '-m', 'bert_tutorial', 'evaluate', '--model-dir', str(tmp_path / 'out'),
-                          '--data', str(test)], capture_output=True, text=True, check=True, timeout=300)
+    out = run_cli('evaluate', '--model-dir', str(tmp_path / 'out'), '--data', str(test))
     report = json.loads((tmp_path / 'out' / 'evaluation.json').read_text())
-    assert report['accuracy'] == pytest.approx(m['test_accuracy'], abs=1.5 / 120), out.stdout
-    assert report['labels'] == ['fresh', 'plot', 'rotten'] and sum(map(sum, report['confusion'])) == 120
+    # the same model and file in other batches: at most one near-tie example may round to the other side
+    assert report['accuracy'] == pytest.approx(m['test_accuracy'], abs=1.5 / 60), out.stdout
+    assert report['labels'] == ['fresh', 'plot', 'rotten'] and sum(map(sum, report['confusion'])) == 60
 
 
 @pytest.mark.slow
@@ -79,22 +79,21 @@ def test_sentence_pairs_learn_a_relation_between_the_two_texts(tmp_path):
              and len(r['text'].split()) >= 6]
     rng.shuffle(texts)
     pairs = []
-    for i, a in enumerate(texts[:700]):
+    for i, a in enumerate(texts[:220]):  # 160 to train on (2 epochs learn it: ~0.97 measured), 60 to test
         same = rng.random() < 0.5
-        words = (a if same else texts[700 + i]).split()
+        words = (a if same else texts[220 + i]).split()
         rng.shuffle(words)
         pairs.append((a, ' '.join(words), 'same' if same else 'other'))
     header = ['text', 'text_pair', 'label']
-    train = write_csv(tmp_path / 'train.csv', header, pairs[:500])
-    test = write_csv(tmp_path / 'test.csv', header, pairs[500:])
+    train = write_csv(tmp_path / 'train.csv', header, pairs[:160])
+    test = write_csv(tmp_path / 'test.csv', header, pairs[160:])
     result = finetune(FinetuneConfig(train=str(train), test=str(test), text_pair_column='text_pair', epochs=2,
-                                     max_len=64, lr=1e-4, out=str(tmp_path / 'out'), progress=False))
+                                     max_len=64, lr=1e-4, batch_size=16, out=str(tmp_path / 'out'), progress=False))
     assert result.metrics['labels'] == ['other', 'same']
-    assert result.metrics['test_accuracy'] > 0.8  # chance 0.5; 200 test pairs
-    lines = subprocess.run([sys.executable, '-m', 'bert_tutorial', 'predict', '--model-dir', str(tmp_path / 'out'),
-                            '--pairs', '--json', '-'], input=f'{pairs[600][0]}\t{pairs[600][1]}\n', text=True,
-                           capture_output=True, check=True, timeout=300).stdout.splitlines()
-    assert json.loads(lines[0])['label'] == pairs[600][2]
+    assert result.metrics['test_accuracy'] > 0.8  # chance 0.5; 60 test pairs
+    lines = run_cli('predict', '--model-dir', str(tmp_path / 'out'), '--pairs', '--json', '-',
+                    stdin=f'{pairs[200][0]}\t{pairs[200][1]}\n').stdout.splitlines()
+    assert json.loads(lines[0])['label'] == pairs[200][2]
 
 
 @pytest.mark.parametrize('on_disk', [False, True])
