@@ -54,6 +54,9 @@ def machine_description(cpuinfo: str = '/proc/cpuinfo') -> dict:
 
 
 def measured() -> dict:
-    """When and where a figure is measured: today's date and ``machine_description()``, as every result records."""
-    return {'date': datetime.date.today().isoformat(), **machine_description()}
+    """When, where and with what a figure is measured: today's date, ``machine_description()`` and the versions of
+    the package and MXNet, as every result records."""
+    from . import __version__
+    return {'date': datetime.date.today().isoformat(), **machine_description(), 'bert_tutorial': __version__,
+            'mxnet': mx.__version__}
 
