@@ -1,6 +1,7 @@
 """Speed, with the same values: C++ kernels (``KernelLayerNorm``, ``KernelDropout``, ``KernelSelfAttentionCell``,
 ``KernelGELU``, ``KernelDense``, ``FusedBERTAdam``'s update), each where it beats MXNet's operator on the machine
 (``choice``), ``MatmulLayerNorm``, oneDNN fusion and INT8 export."""
+from .choice import choice_record, kernel_choice, use_chosen_kernels
 from .kernel_ops import (
     KernelDense,
     KernelDropout,
@@ -10,7 +11,6 @@ from .kernel_ops import (
     standard_ops,
     use_kernels,
 )
-from .choice import choice_record, kernel_choice, use_chosen_kernels
 from .kernels import dense_available, load_kernels
 from .layer_norm import MatmulLayerNorm, use_matmul_layer_norm
 from .optimizer import FusedBERTAdam, grad_global_norm

@@ -34,6 +34,7 @@ CHOICE_FILE = 'choice.json'
 MARGIN = 0.9
 ROUNDS = 5
 FORMAT = 1  # of choice.json; a new measurement when it changes
+CPUINFO = '/proc/cpuinfo'
 
 # BERT-like sizes: a batch of 32 sequences of 32 tokens, BERT-small/MiniLM widths.
 BATCH, TOKENS, UNITS, HIDDEN, HEADS = 32, 32, 384, 1536, 12
@@ -69,12 +70,12 @@ def decide(timings: Mapping[str, Sequence[tuple[float, float]]], margin: float =
             for op, pairs in timings.items()}
 
 
-def machine_key(cpuinfo: str = '/proc/cpuinfo') -> dict:
+def machine_key(cpuinfo: str | None = None) -> dict:
     """What a measurement holds for: the CPU model and every flag of ``cpuinfo``, the threads MXNet uses, the BLAS
     ``bert_fc`` runs on, and the measurement's format."""
     model, flags = 'unknown', []
     try:
-        with open(cpuinfo, encoding='utf-8') as f:
+        with open(cpuinfo or CPUINFO, encoding='utf-8') as f:
             for line in f:
                 key, _, value = line.partition(':')
                 if key.strip() == 'model name' and model == 'unknown':
@@ -247,7 +248,7 @@ def _measured_choice() -> dict:
     key = machine_key()
     cached = _read_cache(path, key) if path else None
     if cached is not None:
-        return dict(cached, decided_by='measurement cached in ' + str(path))
+        return dict(cached, decided_by=f"measured on this machine on {cached.get('measured')}", cache=str(path))
     log.info('bert_tutorial kernels: timing each C++ kernel against the MXNet operator it replaces on this CPU (%s; '
              'a few seconds, once per machine): a kernel runs only where it is at least %d%% faster', key['cpu'],
              round(100 * (1 - MARGIN)))
@@ -262,7 +263,7 @@ def _measured_choice() -> dict:
                                   'mxnet': round(1000 * min(m for _, m in pairs), 3)} for op, pairs in timings.items()}}
     if path:
         _write_cache(path, record)
-    return dict(record, decided_by='measured now')
+    return dict(record, decided_by='measured now', cache=str(path) if path else None)
 
 
 def choice_record() -> dict:
@@ -328,3 +329,13 @@ def use_chosen_kernels(block, layer_norm: bool = True, dropout: bool = True, ops
         counts['layer_norm'] = use_matmul_layer_norm(block)
     log.info('bert_tutorial kernels: %s', describe(record))
     return dict(counts, choice=record)
+
+
+def prepare_kernels() -> str:
+    """Build and load the C++ kernels and make this machine's choice now (``python -m bert_tutorial download``);
+    one line saying what runs, and from where."""
+    record = choice_record()
+    library = loaded_library()
+    if library is None:
+        return "not available here (see the log above): MXNet's operators run"
+    return f'{describe(record)}; library and choice in {library.parent}'
