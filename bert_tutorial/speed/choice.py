@@ -14,12 +14,13 @@ chosen here: its masks are part of a run's identity (``kernel_dropout``).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from .kernels import dense_available, dense_blas, load_kernels, loaded_library
@@ -286,6 +287,22 @@ def choice_record() -> dict:
     if base['kernels']['dense'] and not dense_available():
         base['kernels']['dense'] = False  # forced on, but there is no BLAS here (dense_available logged why)
     return dict(base, override=override, blas=dense_blas())
+
+
+@contextlib.contextmanager
+def override(value: str) -> Iterator[None]:
+    """Within the ``with``, ``$BERT_TUTORIAL_KERNEL_CHOICE`` is ``value`` (checked first): what a benchmark uses to
+    build a variant on a given set of kernels (``'all'``: 0.4's default) next to the machine's choice."""
+    parse_override(value)
+    old = os.environ.get(CHOICE_SWITCH)
+    os.environ[CHOICE_SWITCH] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(CHOICE_SWITCH, None)
+        else:
+            os.environ[CHOICE_SWITCH] = old
 
 
 def kernel_choice() -> dict[str, bool]:
