@@ -125,6 +125,28 @@ def test_measured_again_when_the_machine_changes(fake_machine, monkeypatch, chan
     assert json.loads(fake_machine['path'].read_text())['kernels']['dense'] is False  # the cache follows
 
 
+def test_processes_starting_together_share_one_measurement(fake_machine):
+    """A process that finds another measuring (workers of a cluster starting at once) waits for it and reads its
+    result: the same kernels everywhere, and no measurement disturbed by another."""
+    import threading
+    import time
+
+    from bert_tutorial.assets import _lock
+
+    found = []
+    with _lock(fake_machine['path'].parent):  # "another process" measuring
+        waiting = threading.Thread(target=lambda: found.append(choice.choice_record()))
+        waiting.start()
+        time.sleep(0.5)
+        assert waiting.is_alive() and not found
+        kernels = dict(dict.fromkeys(choice.OPERATORS, False), gelu=True)
+        fake_machine['path'].write_text(json.dumps({'kernels': kernels, 'machine': choice.machine_key(),
+                                                    'measured': '2026-12-07'}))
+    waiting.join(timeout=60)
+    assert found[0]['kernels'] == kernels and fake_machine['calls'] == 0
+    assert found[0]['decided_by'] == 'measured on this machine on 2026-12-07'
+
+
 def test_override(fake_machine, monkeypatch):
     for value, expected in (('all', True), ('none', False)):
         monkeypatch.setenv(choice.CHOICE_SWITCH, value)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from .kernels import dense_available, dense_blas, load_kernels, loaded_library
+from .kernels import dense_available, dense_blas, directory_lock, load_kernels, loaded_library
 
 log = logging.getLogger(__name__)
 
@@ -246,10 +246,22 @@ def _measured_choice() -> dict:
     """This machine's decision without the override: from the cache when it holds for this machine, else measured
     now and cached."""
     path = choice_path()
-    key = machine_key()
-    cached = _read_cache(path, key) if path else None
-    if cached is not None:
-        return dict(cached, decided_by=f"measured on this machine on {cached.get('measured')}", cache=str(path))
+    if path is None:
+        return _measure_and_cache(None, machine_key())
+    # One measurement at a time (workers starting together): the others wait, then read it, and all run the same.
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(directory_lock(path.parent))
+        except OSError:  # a read-only cache: measure without the lock (and the cache write says it failed)
+            pass
+        key = machine_key()
+        cached = _read_cache(path, key)
+        if cached is not None:
+            return dict(cached, decided_by=f"measured on this machine on {cached.get('measured')}", cache=str(path))
+        return _measure_and_cache(path, key)
+
+
+def _measure_and_cache(path: Path | None, key: dict) -> dict:
     log.info('bert_tutorial kernels: timing each C++ kernel against the MXNet operator it replaces on this CPU (%s; '
              'a few seconds, once per machine): a kernel runs only where it is at least %d%% faster', key['cpu'],
              round(100 * (1 - MARGIN)))

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import mxnet as mx
 
+from ...assets import _lock as directory_lock  # flock on the folder's .lock
 from ...assets import mxnet_home
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,12 @@ def build(compiler: str) -> Path:
     target = library_path(compiler)
     if verified(target):
         return target
+    # One build at a time (workers of a cluster starting together): the others wait, then find it built.
+    with directory_lock(target.parent):
+        return target if verified(target) else _build(compiler, target)
+
+
+def _build(compiler: str, target: Path) -> Path:
     if target.exists():
         log.warning('bert_tutorial kernels: the cached %s does not match its checksum (damaged, cut short or from '
                     'an older version): rebuilding it', target)
