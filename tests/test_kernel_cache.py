@@ -130,3 +130,25 @@ def test_operator_errors_are_one_clean_line():
     assert 'bert_kernels.cc[' in str(caught.value)
     assert kernels.error_line(caught.value) == 'bert_layer_norm: gamma and beta must have shape (3,)'
     assert kernels.error_line(OSError('first\n\nlast line')) == 'last line'
+
+
+@needs_kernels
+def test_first_build_is_announced_by_the_command_line(cache):
+    """``python -m bert_tutorial download`` on a machine without the library: the command's log shows, before the
+    build, what it does and how long it takes; then the build, the library and the choice."""
+    from bert_tutorial.hub import builtin_checkpoint_dir
+
+    kernels.checksum_path(cache['target']).unlink()
+    cache['target'].unlink()
+    model = builtin_checkpoint_dir()
+    (cache['home'] / 'bert_tutorial' / model.name).symlink_to(model)  # no refetch
+    done = _run_python('import sys\nfrom bert_tutorial import cli\nsys.exit(cli.main(["download"]))', cache['home'],
+                       CXX=cache['copy'], BERT_TUTORIAL_KERNEL_CHOICE='all')  # 'all': nothing to time
+    assert done.returncode == 0, done.stderr
+    log = [line.split(' ', 1)[1] for line in done.stderr.splitlines() if 'bert_tutorial.speed' in line]
+    assert log[0].startswith(f'INFO bert_tutorial.speed.kernels: bert_tutorial kernels: compiling the C++ kernels '
+                             f'with {cache["copy"]} (once per machine, MXNet version and compiler; 10-30 s on 2 '
+                             f'cores) into {cache["target"].parent}'), log
+    assert log[1].startswith('INFO bert_tutorial.speed.kernels: bert_tutorial kernels: built in')
+    assert 'C++ kernels: C++ kernels for layer_norm, softmax, gelu, attention' in done.stdout  # dense: where a BLAS is
+    assert kernels.verified(cache['target'])
