@@ -292,6 +292,7 @@ class FinetuneConfig:
     bert_dropout: float = 0.1         # inside BERT
     bucket: bool = True               # batches of similar length (FixedBucketSampler)
     hybridize: bool = True
+    # The operator kernels below run where this machine's choice picks them (speed.choice: timed once, cached).
     matmul_layer_norm: bool = True    # the C++ kernel LayerNorm (else MatmulLayerNorm) instead of MXNet's (slow on CPU)
     kernel_dropout: bool = True       # the C++ kernel Dropout (other masks than MXNet's, from the same seed); where
                                       # the kernels do not build, the run records False and uses MXNet's
