@@ -104,8 +104,8 @@ def test_measured_once_then_read_from_the_cache(fake_machine, caplog):
     assert again['decided_by'].startswith('measured on this machine on ')
 
 
-@pytest.mark.parametrize('change', ['model', 'flags', 'threads', 'damaged'])
-def test_measured_again_when_the_machine_changes(fake_machine, monkeypatch, change):
+@pytest.mark.parametrize('change', ['model', 'flags', 'threads', 'blas', 'damaged'])
+def test_measured_again_when_the_machine_changes(fake_machine, monkeypatch, tmp_path, change):
     choice.choice_record()
     assert fake_machine['calls'] == 1
     fake_machine['timings'] = dict(fake_machine['timings'], dense=[(2.0, 1.0)])
@@ -116,6 +116,10 @@ def test_measured_again_when_the_machine_changes(fake_machine, monkeypatch, chan
     elif change == 'threads':
         fake_machine['set_cpu']('CPU A')
         monkeypatch.setenv('OMP_NUM_THREADS', '7')
+    elif change == 'blas':  # another BLAS for bert_fc: another candidate
+        fake_machine['set_cpu']('CPU A')
+        (tmp_path / 'libother.so').write_bytes(b'0' * 10)
+        monkeypatch.setenv('BERT_TUTORIAL_BLAS', str(tmp_path / 'libother.so'))
     else:
         fake_machine['set_cpu']('CPU A')
         fake_machine['path'].write_text('{"kernels": ')

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from .kernels import dense_available, dense_blas, directory_lock, load_kernels, loaded_library
+from .kernels import blas_path, dense_available, dense_blas, directory_lock, load_kernels, loaded_library
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,13 @@ def machine_key(cpuinfo: str | None = None) -> dict:
     except OSError:
         pass  # not Linux: the model stays 'unknown'
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    blas = blas_path()
+    try:  # another build of the BLAS (an upgrade) is another candidate: its size tells them apart
+        blas_bytes = os.path.getsize(blas) if blas else None
+    except OSError:
+        blas_bytes = None
     return {'format': FORMAT, 'cpu': model, 'flags': flags,
-            'threads': int(os.environ.get('OMP_NUM_THREADS') or cores or 1),
-            'blas': os.environ.get('BERT_TUTORIAL_BLAS') or None}
+            'threads': int(os.environ.get('OMP_NUM_THREADS') or cores or 1), 'blas': blas, 'blas_bytes': blas_bytes}
 
 
 def choice_path() -> Path | None:

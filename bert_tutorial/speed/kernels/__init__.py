@@ -235,6 +235,12 @@ def default_blas() -> Path | None:
     return scipy_openblas() or numpy_openblas()
 
 
+def blas_path() -> str | None:
+    """The CBLAS library ``bert_fc`` uses (or would use) here: ``$BERT_TUTORIAL_BLAS``, else ``default_blas()``."""
+    chosen = os.environ.get(BLAS_SWITCH) or default_blas()
+    return str(chosen) if chosen else None
+
+
 def blas_problem(path: str) -> str | None:
     """Why ``bert_fc`` cannot run on the library at ``path`` (it does not open, or has no CBLAS ``sgemm`` under
     any of ``SGEMM_SYMBOLS``), ``None`` when it can: the same test the library makes, from Python, so that the
