@@ -31,13 +31,10 @@ def contexts(kind: str) -> list[mx.Context]:
 CPU_FLAGS_OF_INTEREST = ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_bf16', 'amx_int8')
 
 
-def machine_description(cpuinfo: str = '/proc/cpuinfo') -> dict:
-    """The CPU a figure was measured on, read at run time: ``{'cpu', 'cores', 'flags', 'gpus'}``.
-
-    ``flags`` lists the present members of ``CPU_FLAGS_OF_INTEREST``; the model differs between machines of the
-    same kind, so benchmarks record it next to every figure.
-    """
-    model, flags = 'unknown', set()
+def read_cpuinfo(cpuinfo: str = '/proc/cpuinfo') -> tuple[str, list[str]]:
+    """The first CPU's model name and all its flags (sorted) in ``cpuinfo``; ``('unknown', [])`` where there is
+    no such file (not Linux)."""
+    model, flags = 'unknown', []
     try:
         with open(cpuinfo, encoding='utf-8') as f:
             for line in f:
@@ -45,11 +42,25 @@ def machine_description(cpuinfo: str = '/proc/cpuinfo') -> dict:
                 if key.strip() == 'model name' and model == 'unknown':
                     model = value.strip()
                 elif key.strip() == 'flags' and not flags:
-                    flags = set(value.split())
+                    flags = sorted(set(value.split()))
     except OSError:
         pass  # not Linux: the model stays 'unknown' rather than guessed
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    return {'cpu': model, 'cores': cores,
+    return model, flags
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def machine_description(cpuinfo: str = '/proc/cpuinfo') -> dict:
+    """The CPU a figure was measured on, read at run time: ``{'cpu', 'cores', 'flags', 'gpus'}``.
+
+    ``flags`` lists the present members of ``CPU_FLAGS_OF_INTEREST``; the model differs between machines of the
+    same kind, so benchmarks record it next to every figure.
+    """
+    model, flags = read_cpuinfo(cpuinfo)
+    return {'cpu': model, 'cores': cores(),
             'flags': [f for f in CPU_FLAGS_OF_INTEREST if f in flags], 'gpus': mx.context.num_gpus()}
 
 

@@ -23,7 +23,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from .kernels import blas_path, dense_available, dense_blas, directory_lock, load_kernels, loaded_library
+from ..devices import cores, read_cpuinfo
+from .kernels import (
+    blas_path,
+    dense_available,
+    dense_blas,
+    directory_lock,
+    load_kernels,
+    loaded_library,
+    write_atomically,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,25 +83,14 @@ def decide(timings: Mapping[str, Sequence[tuple[float, float]]], margin: float =
 def machine_key(cpuinfo: str | None = None) -> dict:
     """What a measurement holds for: the CPU model and every flag of ``cpuinfo``, the threads MXNet uses, the BLAS
     ``bert_fc`` runs on, and the measurement's format."""
-    model, flags = 'unknown', []
-    try:
-        with open(cpuinfo or CPUINFO, encoding='utf-8') as f:
-            for line in f:
-                key, _, value = line.partition(':')
-                if key.strip() == 'model name' and model == 'unknown':
-                    model = value.strip()
-                elif key.strip() == 'flags' and not flags:
-                    flags = sorted(value.split())
-    except OSError:
-        pass  # not Linux: the model stays 'unknown'
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    model, flags = read_cpuinfo(cpuinfo or CPUINFO)
     blas = blas_path()
     try:  # another build of the BLAS (an upgrade) is another candidate: its size tells them apart
         blas_bytes = os.path.getsize(blas) if blas else None
     except OSError:
         blas_bytes = None
     return {'format': FORMAT, 'cpu': model, 'flags': flags,
-            'threads': int(os.environ.get('OMP_NUM_THREADS') or cores or 1), 'blas': blas, 'blas_bytes': blas_bytes}
+            'threads': os.environ.get('OMP_NUM_THREADS') or str(cores()), 'blas': blas, 'blas_bytes': blas_bytes}
 
 
 def choice_path() -> Path | None:
@@ -113,14 +111,10 @@ def _read_cache(path: Path, key: dict) -> dict | None:
 
 
 def _write_cache(path: Path, record: dict) -> None:
-    partial = path.with_name(f'{path.name}.{os.getpid()}.partial')
     try:
-        partial.write_text(json.dumps(record, indent=2) + '\n')
-        os.replace(partial, path)
+        write_atomically(path, (json.dumps(record, indent=2) + '\n').encode())
     except OSError as err:  # a read-only cache: the next process measures again
         log.warning('bert_tutorial kernels: could not cache the choice in %s (%s)', path, err)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------------ measurement

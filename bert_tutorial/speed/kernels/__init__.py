@@ -108,7 +108,8 @@ def verified(library: Path) -> bool:
         return False
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` under a private name, then rename: no reader sees a part of it."""
     partial = path.with_name(f'{path.name}.{os.getpid()}.partial')
     try:
         partial.write_bytes(data)
@@ -150,7 +151,7 @@ def _build(compiler: str, target: Path) -> Path:
     finally:
         partial.unlink(missing_ok=True)
     # After the library: a library without its checksum (a build killed in between) is rebuilt, never trusted.
-    _write_atomically(checksum_path(target), checksum.encode() + b'\n')
+    write_atomically(checksum_path(target), checksum.encode() + b'\n')
     if not verified(target):  # another process replaced it in between, or the disk does not keep what it wrote
         raise RuntimeError(f'{target} does not match its checksum right after the build')
     log.info('bert_tutorial kernels: built in %.0f s', time.monotonic() - started)
