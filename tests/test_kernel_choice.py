@@ -185,7 +185,7 @@ def test_without_the_kernels_nothing_is_chosen_or_measured(fake_machine, monkeyp
 @needs_kernels
 def test_measure_times_every_operator():
     from bert_tutorial.speed.kernels import dense_available
-    timings = choice.measure(rounds=2)
+    timings = choice.measure(rounds=2, budget=0)
     expected = set(choice.OPERATORS) - ({'dense'} if not dense_available() else set())
     assert set(timings) == expected
     assert all(len(pairs) == 2 and all(k > 0 and m > 0 for k, m in pairs) for pairs in timings.values())
@@ -265,3 +265,20 @@ def test_download_builds_and_chooses_ahead_of_time(monkeypatch, capsys):
                                 "MXNet's operators for dense (")
     assert cli.main(['download', '--no-kernels']) == 0
     assert 'C++ kernels' not in capsys.readouterr().out
+
+
+def test_download_can_measure_again(fake_machine, monkeypatch, capsys):
+    from bert_tutorial import cli
+    from bert_tutorial.commands import download
+
+    monkeypatch.setattr(download, 'BUILTIN', {})  # no model to fetch: the kernels step alone
+    monkeypatch.setattr(download, 'ZOO_MODELS', {'zoo': None})
+    monkeypatch.setattr(download, 'load_zoo_bert', lambda name: None)
+    monkeypatch.setattr(download, 'zoo_files', lambda name: [])
+    assert cli.main(['download', 'zoo']) == 0 and fake_machine['calls'] == 1
+    fake_machine['set_cpu']('CPU A')  # a new process: the cached choice
+    assert cli.main(['download', 'zoo']) == 0 and fake_machine['calls'] == 1
+    assert 'measured on this machine on' in capsys.readouterr().out
+    fake_machine['set_cpu']('CPU A')
+    assert cli.main(['download', 'zoo', '--measure-again']) == 0 and fake_machine['calls'] == 2
+    assert '(measured now)' in capsys.readouterr().out

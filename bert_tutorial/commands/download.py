@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     if args.kernels:
         print('C++ kernels: building them if needed (10-30 s the first time) and timing them against MXNet\'s '
               'operators on this CPU (a few seconds, once per machine)', flush=True)
-        print(f'C++ kernels: {prepare_kernels()}')
+        print(f'C++ kernels: {prepare_kernels(args.measure_again)}')
     return 0
 
 
@@ -34,4 +34,7 @@ def register(subparsers) -> None:
     p.add_argument('--no-kernels', dest='kernels', action='store_false',
                    help='do not build the C++ kernels nor time them (default: build and time them now, not at the '
                    'first finetune)')
+    p.add_argument('--measure-again', action='store_true',
+                   help='time the kernels again even if this machine has a cached choice (it is timed once per '
+                   'machine; do this on a quiet machine if the first timing ran next to other work)')
     p.set_defaults(func=run)

@@ -3,9 +3,10 @@
 A kernel that is fast on one CPU can be slow on another (``bert_fc`` on OpenBLAS beat oneDNN's ``FullyConnected`` on
 an AMD EPYC and lost to it on an Intel Xeon with AMX), so the first use on a machine times every operator kernel
 against the operator that runs without it, at BERT-like sizes (32 x 32 tokens of 384 units, 1536 hidden, 12 heads),
-forward and backward, in interleaved rounds (a few seconds in all), and keeps a kernel only when its best time is
-at most ``MARGIN`` (90%) of the other's. The decision is cached next to the library (``choice.json``) with the CPU
-model, its flags, the thread count and the BLAS, and measured again when any of them changes.
+forward and backward, in interleaved rounds (a few seconds in all; more rounds for the quick operators), and keeps a
+kernel only when its best time is at most ``MARGIN`` (90%) of the other's. The decision is cached next to the library
+(``choice.json``) with the CPU model, its flags, the thread count and the BLAS, and measured again when any of them
+changes.
 
 ``$BERT_TUTORIAL_KERNEL_CHOICE`` overrides it: ``all`` (every kernel that loads), ``none`` (MXNet's operators, and
 ``MatmulLayerNorm`` for LayerNorm), or a comma-separated list of ``OPERATOR=on`` / ``OPERATOR=off`` that forces those
@@ -42,7 +43,7 @@ CHOICE_SWITCH = 'BERT_TUTORIAL_KERNEL_CHOICE'
 CHOICE_FILE = 'choice.json'
 # A kernel is kept when its median time is at most this share of the other operator's: at least 10% faster.
 MARGIN = 0.9
-ROUNDS = 5
+ROUNDS, MAX_ROUNDS, BUDGET = 5, 100, 0.4  # rounds per operator, at least and at most; seconds per operator
 FORMAT = 1  # of choice.json; a new measurement when it changes
 CPUINFO = '/proc/cpuinfo'
 
@@ -220,23 +221,26 @@ def _candidates() -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
     return found
 
 
-def measure(rounds: int = ROUNDS) -> dict[str, list[tuple[float, float]]]:
-    """``{operator: [(kernel seconds, other seconds), ...]}``, one pair a round, every operator and both of its
-    candidates interleaved in each round (which of the two goes first alternates), after one warm-up call each.
-    Needs the loaded kernels."""
+def measure(rounds: int = ROUNDS, budget: float = BUDGET) -> dict[str, list[tuple[float, float]]]:
+    """``{operator: [(kernel seconds, other seconds), ...]}``, one pair a round, the two candidates of an operator
+    interleaved (which goes first alternates), after one warm-up call each: at least ``rounds`` rounds, and more
+    while the operator's rounds have taken less than ``budget`` seconds (up to ``MAX_ROUNDS``): on a busy machine,
+    the more short rounds, the likelier some run undisturbed. Needs the loaded kernels."""
     candidates = _candidates()
     for pair in candidates.values():
         for run in pair:
             run()
-    timings: dict[str, list[tuple[float, float]]] = {op: [] for op in candidates}
-    for r in range(rounds):
-        for op, (kernel, other) in candidates.items():
+    timings: dict[str, list[tuple[float, float]]] = {}
+    for op, (kernel, other) in candidates.items():
+        pairs = timings[op] = []
+        started = time.perf_counter()
+        while len(pairs) < rounds or (time.perf_counter() - started < budget and len(pairs) < MAX_ROUNDS):
             seconds = {}
-            for name, run in (('kernel', kernel), ('other', other))[::1 if r % 2 == 0 else -1]:
+            for name, run in (('kernel', kernel), ('other', other))[::1 if len(pairs) % 2 == 0 else -1]:
                 start = time.perf_counter()
                 run()
                 seconds[name] = time.perf_counter() - start
-            timings[op].append((seconds['kernel'], seconds['other']))
+            pairs.append((seconds['kernel'], seconds['other']))
     return timings
 
 
@@ -358,9 +362,14 @@ def use_chosen_kernels(block, layer_norm: bool = True, dropout: bool = True, ops
     return dict(counts, choice=record)
 
 
-def prepare_kernels() -> str:
-    """Build and load the C++ kernels and make this machine's choice now (``python -m bert_tutorial download``);
-    one line saying what runs, and from where."""
+def prepare_kernels(measure_again: bool = False) -> str:
+    """Build and load the C++ kernels and make this machine's choice now (``python -m bert_tutorial download``),
+    with ``measure_again`` afresh (the cached choice is dropped: e.g. it was measured while other work ran); one
+    line saying what runs, and from where."""
+    global _measured
+    if measure_again and load_kernels():
+        choice_path().unlink(missing_ok=True)
+        _measured = None
     record = choice_record()
     library = loaded_library()
     if library is None:
