@@ -161,11 +161,11 @@ def _build(compiler: str, target: Path) -> Path:
 def error_line(err: BaseException) -> str:
     """One line for a log or an error message from an exception, MXNet's included: an ``MXNetError`` from an
     external operator (``Traceback ... Extension Traceback: [0] .../bert_kernels.cc[1247]: bert_fc: ...``) gives
-    the operator's own message (``bert_fc: ...``), others their last non-empty line."""
+    the operator's own latest message (``bert_fc: ...``), others their last non-empty line."""
     text = str(err).strip()
     ours = re.findall(r'\[\d+\] \S+\[\d+\]: (.+)', text)
-    if ours:
-        return ours[0].strip()
+    if ours:  # the library's messages pile up from call to call (MXNet never clears them): the last is this one
+        return ours[-1].strip()
     lines = [line.strip() for line in text.splitlines()
              if line.strip() and not line.startswith(('Traceback', '  File', 'Stack trace'))]
     # MXNet's errors end with their reason; "MXNetError: " is the class name, not news to the reader
