@@ -34,12 +34,14 @@ def _fake_compiler(tmp_path, name: str, build: str) -> str:
 
 
 @pytest.fixture
-def cache(tmp_path):
+def cache(tmp_path, monkeypatch):
     """A fresh cache (``home``) holding this session's library at the path the real compiler's key gives, with its
     checksum; ``good``: the library's bytes; ``copy``: a compiler that 'builds' it by copying it."""
     built = kernels.loaded_library()
     home = tmp_path / 'home'
-    target = home / built.relative_to(kernels.mxnet_home())
+    with monkeypatch.context() as m:
+        m.setenv('MXNET_HOME', str(home))
+        target = kernels.library_path(kernels._compiler())
     target.parent.mkdir(parents=True)
     good = built.read_bytes()
     target.write_bytes(good)
