@@ -45,7 +45,7 @@ def cache(tmp_path, monkeypatch):
     target.parent.mkdir(parents=True)
     good = built.read_bytes()
     target.write_bytes(good)
-    kernels.checksum_path(target).write_text(kernels._sha256(target) + '\n')
+    kernels.checksum_path(target).write_text(kernels.sha256_file(target) + '\n')
     return {'home': home, 'target': target, 'good': good,
             'copy': _fake_compiler(tmp_path, 'copying-g++', f'exec cp {built} "$out"'),
             'fail': _fake_compiler(tmp_path, 'failing-g++', 'echo "failing-g++: cannot compile" >&2; exit 1')}
@@ -112,7 +112,7 @@ def test_a_library_that_does_not_load_gives_one_clean_line(cache):
     """A file that passes its checksum but is no shared library (written so by hand): MXNet refuses it, and the
     warning is one line with the reason, not MXNet's traceback."""
     cache['target'].write_bytes(b'not a shared library\n' * 100)
-    kernels.checksum_path(cache['target']).write_text(kernels._sha256(cache['target']) + '\n')
+    kernels.checksum_path(cache['target']).write_text(kernels.sha256_file(cache['target']) + '\n')
     done = _run_python(LOAD, cache['home'], CXX=cache['fail'])
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ['False', 'False']

@@ -30,7 +30,7 @@ from pathlib import Path
 import mxnet as mx
 
 from ...assets import _lock as directory_lock  # flock on the folder's .lock
-from ...assets import mxnet_home
+from ...assets import mxnet_home, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +86,6 @@ def library_path(compiler: str) -> Path:
     return mxnet_home() / 'bert_tutorial' / 'kernels' / digest.hexdigest()[:16] / LIBRARY_NAME
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def checksum_path(library: Path) -> Path:
     """The file holding the sha256 of ``library``'s bytes, written after the build."""
     return library.with_name(library.name + CHECKSUM_SUFFIX)
@@ -103,7 +95,7 @@ def verified(library: Path) -> bool:
     """Whether ``library`` is there and its bytes match the checksum written after it was built (a library without
     a checksum, from before 0.5 or from a build killed between the two writes, does not pass)."""
     try:
-        return checksum_path(library).read_text().strip() == _sha256(library)
+        return checksum_path(library).read_text().strip() == sha256_file(library)
     except OSError:
         return False
 
@@ -146,7 +138,7 @@ def _build(compiler: str, target: Path) -> Path:
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if line.strip()]
             raise RuntimeError(f'{compiler} failed ({done.returncode}): {lines[-1] if lines else "no message"}')
-        checksum = _sha256(partial)
+        checksum = sha256_file(partial)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
