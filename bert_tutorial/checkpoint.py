@@ -146,16 +146,51 @@ def check_fresh_start(run_dir: str | os.PathLike) -> None:
                          f'{_checkpoints_dir(run_dir)})')
 
 
-def check_run_dir(run_dir: str | os.PathLike, resume: bool, settings: dict[str, Any]) -> None:
+def check_run_dir(run_dir: str | os.PathLike, resume: bool, settings: dict[str, Any]) -> dict[str, Any] | None:
     """Before any work: refuse to resume ``run_dir`` with ``settings`` that differ from those its newest intact
-    checkpoint was written with (the saved state would mean something else, or the schedule would change), or a
-    folder whose checkpoints are all damaged; refuse to start afresh over another run's checkpoints."""
+    checkpoint (or, for a finished run, its ``metrics.json``) was written with (the saved state would mean something
+    else, or the schedule would change), or a folder whose checkpoints are all damaged; refuse to start afresh over
+    another run's checkpoints or over a finished run. Returns the ``metrics.json`` of a finished run that ``resume``
+    finds (there is nothing left to do), else ``None``."""
+    finished = finished_run(run_dir)
     if not resume:
         check_fresh_start(run_dir)
-        return
+        if finished is not None:
+            raise ValueError(f'{Path(run_dir)} holds a finished run (metrics.json): choose another out folder, or '
+                             f'delete that one (--resume on it says that it has finished)')
+        return None
+    if finished is not None:
+        _compare(Path(run_dir) / 'metrics.json', finished.get('config'), settings, what='the finished run')
+        return finished
     for path, state in _intact(run_dir, warn=False):
         _compare(path, state.get('settings'), settings)
-        return
+        return None
+    return None
+
+
+def finished_run(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``metrics.json`` of ``run_dir`` (``finetune`` and ``pretrain`` write it last: the run finished), or
+    ``None`` when there is none; ``ValueError`` when it cannot be read."""
+    path = Path(run_dir) / 'metrics.json'
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as err:
+        raise ValueError(f'{path} cannot be read: {err}; it marks a finished run: choose another out folder, or '
+                         'delete that one') from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get('history'), list) or not metrics['history']:
+        raise ValueError(f'{path} is not the metrics of a finished run (no history); choose another out folder, or '
+                         'delete that one')
+    return metrics
+
+
+def remove_checkpoints(run_dir: str | os.PathLike) -> None:
+    """Delete ``run_dir/checkpoints`` (with ``best.params``): they exist to resume a run that did not finish."""
+    root = _checkpoints_dir(run_dir)
+    if root.exists():
+        shutil.rmtree(root)
+        log.info('the run finished: removed %s (keep_checkpoints / --keep-checkpoints keeps them)', root)
 
 
 def _intact(run_dir: str | os.PathLike, warn: bool = True) -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -175,7 +210,7 @@ def _intact(run_dir: str | os.PathLike, warn: bool = True) -> Iterator[tuple[Pat
                          'afresh in another out folder (or delete that one)')
 
 
-def _compare(path: Path, saved: dict | None, settings: dict[str, Any]) -> None:
+def _compare(path: Path, saved: dict | None, settings: dict[str, Any], what: str = 'the checkpoint') -> None:
     if saved is None:
         log.warning('%s was written before checkpoints recorded their settings: whether this run continues it '
                     'with the same ones cannot be checked', path)
@@ -183,7 +218,7 @@ def _compare(path: Path, saved: dict | None, settings: dict[str, Any]) -> None:
     now = json.loads(json.dumps(settings))  # as saved: tuples become lists
     for key in sorted(set(now) & set(saved)):
         if now[key] != saved[key]:
-            raise ValueError(f'resume: the checkpoint {path} was written with {key}={saved[key]!r}, this run has '
+            raise ValueError(f'resume: {what} {path} was written with {key}={saved[key]!r}, this run has '
                              f'{key}={now[key]!r}; resume with the same {key}, or start afresh in another out '
                              f'folder (or delete {path.parent})')
 

@@ -23,7 +23,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
-from .checkpoint import check_fresh_start, check_run_dir, save_checkpoint
+from .checkpoint import check_fresh_start, check_run_dir, remove_checkpoints, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import check_settings, fraction, integer, one_of, positive, setting
 from .devices import as_context_list, contexts, measured
@@ -269,7 +269,7 @@ class FinetuneConfig:
     """Everything a fine-tuning run depends on; ``python -m bert_tutorial finetune`` has a flag for each field."""
 
     model: str = DEFAULT_MODEL        # built-in name, GluonNLP zoo name, Hugging Face folder or pretrain output
-    data: str = 'movie-reviews'       # 'movie-reviews' (built in) or 'imdb'
+    data: str | None = 'movie-reviews'  # 'movie-reviews' (built in) or 'imdb'; None (recorded so) with a train file
     imdb_root: str | None = None      # folder with aclImdb/ or aclImdb_v1.tar.gz, for data='imdb'
     train: str | None = None          # your own data instead: a .csv, .tsv or .jsonl file of labelled text
     validation: str | None = None     # ... scored after every epoch (else validation_fraction of train is held out)
@@ -304,6 +304,7 @@ class FinetuneConfig:
     out: str = 'runs/finetune'
     resume: bool = False
     checkpoint_every: int | None = None
+    keep_checkpoints: bool = False    # keep out/checkpoints when the run finishes (they exist to resume a stopped one)
     log_interval: int = 50
     progress: bool | None = None      # a progress bar: None draws one on terminals only
 
@@ -311,19 +312,22 @@ class FinetuneConfig:
         """The settings a checkpoint of this run depends on: all but where it writes, how it reports, and speed
         settings that give the same values."""
         harmless = {'out', 'resume', 'log_interval', 'progress', 'ctx', 'checkpoint_every', 'num_workers',
-                    'hybridize', 'matmul_layer_norm', 'kernel_ops'}
+                    'hybridize', 'matmul_layer_norm', 'kernel_ops', 'keep_checkpoints'}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in harmless}
 
     def check(self) -> None:
         """``ValueError`` naming the first setting out of its range, and what the range is."""
-        check_settings(dataclasses.asdict(self), {
+        rules = {
             'epochs': integer(1), 'batch_size': integer(1), 'max_len': integer(3), 'num_workers': integer(0),
             'max_train': integer(1, optional=True), 'max_test': integer(1, optional=True), 'seed': integer(0),
             'log_interval': integer(1), 'checkpoint_every': integer(1, optional=True), 'lr': positive(),
             'warmup_ratio': fraction(), 'dropout': fraction(), 'bert_dropout': fraction(),
             'data': one_of('movie-reviews', 'imdb'), 'pooling': one_of('auto', 'cls', 'mean'),
             'ctx': one_of('cpu', 'gpu'), 'kvstore': one_of('device', 'dist_sync', 'dist_device_sync'),
-            'validation_fraction': fraction(), 'select': one_of('last', 'best')}, flags=True)
+            'validation_fraction': fraction(), 'select': one_of('last', 'best')}
+        if self.train and self.data is None:  # as finetune records a run on the user's files
+            del rules['data']
+        check_settings(dataclasses.asdict(self), rules, flags=True)
         if (self.validation or self.test) and not self.train:
             raise ValueError(f'{setting("validation")} and {setting("test")} files go with a {setting("train")} file')
         if self.select == 'best' and not (self.validation or self.validation_fraction):
@@ -335,18 +339,37 @@ class FinetuneConfig:
 @dataclass
 class FinetuneResult:
     """What ``finetune`` returns: the fine-tuned classifier and its vocabulary, one history record per epoch, the
-    ``metrics`` (also in ``out/metrics.json``) and the output folder."""
+    ``metrics`` (also in ``out/metrics.json``) and the output folder. ``finished_before``: ``resume`` found the run
+    already finished in ``out`` and trained nothing; ``model`` and ``vocabulary`` are then ``None`` (``load_model(out)``
+    loads them) and the rest is read from ``metrics.json``."""
 
-    model: BERTClassifier
-    vocabulary: nlp.vocab.BERTVocab
+    model: BERTClassifier | None
+    vocabulary: nlp.vocab.BERTVocab | None
     history: list[dict]
     metrics: dict
     out: Path
+    finished_before: bool = False
 
     def summary(self) -> str:
-        """The line ``python -m bert_tutorial finetune`` prints at the end."""
-        return (f"test accuracy {self.metrics['test_accuracy']:.4f} after {len(self.history)} epoch(s), "
-                f"{self.metrics['seconds']:.0f} s; model saved in {self.out}")
+        """The line ``python -m bert_tutorial finetune`` prints at the end: the test accuracy when there was test
+        data, else the validation accuracy of the epoch kept, else (nothing held out) its training accuracy,
+        saying which."""
+        m = self.metrics
+        kept = m.get('selected_epoch', len(self.history) - 1)
+        if m.get('test_accuracy') is not None:
+            score = f"test accuracy {m['test_accuracy']:.4f}"
+            if m.get('validation_accuracy') is not None:
+                score += f" (epoch {kept} kept, validation accuracy {m['validation_accuracy']:.4f})"
+        elif m.get('validation_accuracy') is not None:
+            score = f"validation accuracy {m['validation_accuracy']:.4f} (epoch {kept} kept; no test data)"
+        else:
+            train = m.get('train_accuracy', self.history[kept]['train_accuracy'])
+            score = (f"training accuracy {train:.4f} (epoch {kept}, measured while training; nothing was held out: "
+                     "no validation or test data)")
+        line = f"{score} after {len(self.history)} epoch(s), {m['seconds']:.0f} s; model saved in {self.out}"
+        if self.finished_before:
+            return f'this run had finished, nothing to resume (trained nothing, changed nothing): {line}'
+        return line
 
 
 def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_classes: int = 2,
@@ -421,10 +444,37 @@ def load_examples(config: FinetuneConfig) -> Examples:
                     subset(test, config.max_test, seed) if test is not None else None, labels)
 
 
+def data_sources(config: FinetuneConfig) -> dict:
+    """The data a run uses, as ``metrics.json`` records it: the ``train``, ``validation`` and ``test`` files (``None``
+    where there is none), or the built-in ``corpus``; ``validation_fraction``: the share of the training data held
+    out for validation (0 when a validation file is given or nothing is held out)."""
+    held_out = 0.0 if config.validation else config.validation_fraction
+    if config.train is not None:
+        return {'train': config.train, 'validation': config.validation, 'test': config.test,
+                'validation_fraction': held_out}
+    return {'corpus': config.data, 'validation_fraction': held_out}
+
+
+def describe_data(config: FinetuneConfig) -> str:
+    """``data_sources`` in words, for the log."""
+    held_out = config.validation_fraction if not config.validation else 0
+    if config.train is None:
+        return (f'the {config.data} corpus (its train and test splits' +
+                (f', {held_out:g} of the training {"movies" if config.data == "movie-reviews" else "examples"} '
+                 'held out for validation)' if held_out else ', no validation)'))
+    validation = (f'validation file {config.validation}' if config.validation else
+                  f'{held_out:g} of it held out for validation' if held_out else 'no validation')
+    test = f'test file {config.test}' if config.test else 'no test file'
+    return f'training file {config.train} ({validation}; {test})'
+
+
 def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Fine-tune a pre-trained BERT for sentiment as ``config`` says; writes the model folder (``save_model``),
     ``metrics.json`` and checkpoints into ``config.out``."""
     config.check()
+    if config.train is not None and config.data is not None:
+        # The built-in corpus is not used: recorded as such (metrics.json, the checkpoints' settings).
+        config = dataclasses.replace(config, data=None)
     if config.kernel_dropout and not (config.ctx == 'cpu' and load_kernels()):
         # Recorded as it runs: a resume where the kernels are there then refuses instead of drawing other masks.
         log.info('kernel_dropout: no C++ kernels here (%s), MXNet\'s Dropout runs (kernel_dropout=False)',
@@ -449,12 +499,16 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
 
 def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore) -> FinetuneResult:
-    check_run_dir(out, config.resume, config.run_settings())  # before anything loads
+    finished = check_run_dir(out, config.resume, config.run_settings())  # before anything loads
+    if finished is not None:
+        log.info('%s holds a finished run (metrics.json): nothing to resume', out)
+        return FinetuneResult(None, None, finished['history'], finished, out, finished_before=True)
     started = time.time()
     pooling = config.pooling
     if pooling == 'auto':  # sentence encoders were trained with mean pooling; BERT's pooler is for [CLS]
         pooling = 'mean' if config.model in SENTENCE_ENCODERS else 'cls'
-    log.info('loading %s and the pre-trained model %s', config.data, config.model)
+    log.info('data: %s', describe_data(config))
+    log.info('loading the pre-trained model %s', config.model)
     bert, vocabulary = get_pretrained_bert(config.model, ctx=ctx[0], dropout=config.bert_dropout,
                                            use_pooler=pooling == 'cls')
     max_len = config.max_len
@@ -508,6 +562,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
     metrics = {
         'test_accuracy': test_accuracy,
         'validation_accuracy': history[selected].get('validation_accuracy'), 'selected_epoch': selected,
+        'train_accuracy': history[selected]['train_accuracy'], 'data': data_sources(config),
         'labels': data.labels,
         'train_samples_per_second': sum(h['samples_per_second'] * h['seconds'] for h in history)
         / sum(h['seconds'] for h in history),
@@ -516,5 +571,8 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
         'config': dataclasses.asdict(config), 'history': history,
         'measured': measured(),
     }
-    (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+    # metrics.json, written last, marks the run finished (resume then has nothing to do); the checkpoints go after it.
+    write_atomic(out / 'metrics.json', json.dumps(metrics, indent=2))
+    if not config.keep_checkpoints:
+        remove_checkpoints(out)
     return FinetuneResult(net, vocabulary, history, metrics, out)
