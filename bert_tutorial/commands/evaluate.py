@@ -12,6 +12,7 @@ from ..devices import contexts
 from ..hub import load_model
 from ..predict import classification_report, predict_sentiments
 from ..sentiment_data import load_movie_reviews, read_labelled_file
+from . import DefaultsHelpFormatter
 
 
 def class_names(examples: list[tuple[str, object]], labels: list[str], source: str) -> list[str]:
@@ -61,14 +62,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser('evaluate', help='score a fine-tuned classifier on labelled text')
+    p = subparsers.add_parser('evaluate', help='score a fine-tuned classifier on labelled text',
+                              formatter_class=DefaultsHelpFormatter)
     p.add_argument('--model-dir', default='runs/finetune', help='output folder of finetune')
     p.add_argument('--data', required=True,
                    help="a .csv, .tsv or .jsonl file of labelled text, or 'movie-reviews' (the built-in test split)")
-    p.add_argument('--text-column', default=None, help='default: as the model was trained, else text')
-    p.add_argument('--text-pair-column', default=None, help='sentence pairs: default as the model was trained')
+    p.add_argument('--text-column', default=None, help='None: as the model was trained, else text')
+    p.add_argument('--text-pair-column', default=None, help='sentence pairs (None: as the model was trained)')
     p.add_argument('--label-column', default=None,
-                   help="class names or their indices (0 = the first class); default: as trained, else label")
-    p.add_argument('--output', default=None, help='where to write the JSON report (default: MODEL_DIR/evaluation.json)')
-    p.add_argument('--ctx', choices=('cpu', 'gpu'), default='cpu')
+                   help="class names or their indices (0 = the first class); None: as trained, else label")
+    p.add_argument('--output', default=None, help='where to write the JSON report (None: MODEL_DIR/evaluation.json)')
+    p.add_argument('--ctx', choices=('cpu', 'gpu'), default='cpu',
+                   help='where to compute: the CPU or the first GPU (needs a CUDA build of MXNet: see the install '
+                   'page)')
     p.set_defaults(func=run)
