@@ -26,9 +26,9 @@ def no_gpu_reason() -> str:
         return (f'this MXNet ({mx.__version__}) is built without CUDA (the mxnet wheel on PyPI is CPU-only): for an '
                 'NVIDIA GPU replace it with the CUDA build of the same version, e.g. pip uninstall mxnet && pip '
                 'install mxnet-cu117==1.9.1, with the CUDA 11 libraries it loads (see '
-                f'{GPU_DOCS}); or use --ctx cpu')
+                f'{GPU_DOCS})')
     return ('this MXNet is built with CUDA but sees no GPU: check the driver (nvidia-smi) and CUDA_VISIBLE_DEVICES '
-            f'(see {GPU_DOCS}); or use --ctx cpu')
+            f'(see {GPU_DOCS})')
 
 
 def contexts(kind: str) -> list[mx.Context]:
@@ -42,7 +42,7 @@ def contexts(kind: str) -> list[mx.Context]:
             raise ValueError(f'ctx gpu (--ctx gpu): MXNet cannot query the GPUs: {str(err).strip().splitlines()[0]} '
                              f'(see {GPU_DOCS})') from None
         if n == 0:
-            raise ValueError(f'ctx gpu (--ctx gpu): no GPU is visible to MXNet: {no_gpu_reason()}')
+            raise ValueError(f'ctx gpu (--ctx gpu): no GPU is visible to MXNet: {no_gpu_reason()}; or use --ctx cpu')
         return [mx.gpu(i) for i in range(n)]
     return [mx.cpu()]
 
