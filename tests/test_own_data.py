@@ -219,3 +219,22 @@ def test_the_summary_of_a_run_without_held_out_data_is_its_training_accuracy():
         'validation accuracy 0.7000 (epoch 1 kept; no test data) after 2 epoch(s)')
     assert summary(test_accuracy=None, validation_accuracy=None).startswith(
         'training accuracy 0.7500 (epoch 1, measured while training; nothing was held out')
+
+
+def test_a_run_on_own_files_records_a_config_its_command_reproduces():
+    """metrics.json records data=None for a run on the user's files; the figures page's command for it (--train,
+    no --data) gives that config back, and FinetuneConfig accepts it."""
+    import dataclasses
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+    from record_run import command_of
+
+    from bert_tutorial.cli import build_parser
+    config = FinetuneConfig(train='mine.csv', test='test.csv', data=None, epochs=2)
+    config.check()
+    command = command_of(dataclasses.asdict(config))
+    assert command == 'python -m bert_tutorial finetune --train mine.csv --test test.csv --epochs 2'
+    args = build_parser().parse_args(command.split()[3:])
+    rebuilt = FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)})
+    assert dataclasses.replace(rebuilt, data=None) == config  # finetune records data=None for it, as here
+    with pytest.raises(ValueError, match=r"data \(--data\) must be one of 'movie-reviews', 'imdb', got None"):
+        FinetuneConfig(data=None).check()
