@@ -31,6 +31,15 @@ def no_gpu_reason() -> str:
             f'(see {GPU_DOCS})')
 
 
+def default_ctx() -> str:
+    """``'gpu'`` when MXNet sees a GPU, else ``'cpu'`` (also when a CUDA build cannot query its driver: the
+    command line then still starts, and ``--ctx gpu`` says what is wrong)."""
+    try:
+        return 'gpu' if mx.context.num_gpus() else 'cpu'
+    except mx.base.MXNetError:
+        return 'cpu'
+
+
 def contexts(kind: str) -> list[mx.Context]:
     """``'cpu'``, or every visible GPU for ``'gpu'`` (``ValueError`` saying what to install when there is none)."""
     if kind not in ('cpu', 'gpu'):

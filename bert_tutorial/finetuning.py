@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .checkpoint import check_fresh_start, check_run_dir, remove_checkpoints, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import check_settings, fraction, integer, one_of, positive, setting
-from .devices import as_context_list, contexts, measured
+from .devices import as_context_list, contexts, default_ctx, measured
 from .encoders import GluonBERT, TutorialBERT
 from .files import locked_output, write_atomic
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
@@ -297,7 +297,7 @@ class FinetuneConfig:
                                       # the kernels do not build, the run records False and uses MXNet's
     kernel_ops: bool = True           # dense, softmax, GELU, attention products on the C++ kernels (MXNet's values)
     freeze_word_embed: bool = False   # True: the word embedding stays as pre-trained (faster on CPU)
-    ctx: str = 'gpu' if mx.context.num_gpus() else 'cpu'
+    ctx: str = default_ctx()
     kvstore: str = 'device'           # 'dist_sync': data-parallel over workers started by MXNet's launcher
     num_workers: int = 0              # data loader worker processes (the tutorial's loaders used 4)
     seed: int = 0

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .checkpoint import check_fresh_start, check_run_dir, remove_checkpoints, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import check_batch_positions, check_settings, fraction, integer, is_concrete, one_of, positive, setting
-from .devices import contexts, measured
+from .devices import contexts, default_ctx, measured
 from .encoders import SIZES, TutorialBERT
 from .files import locked_output, write_atomic
 from .hub import save_model
@@ -218,7 +218,7 @@ class PretrainConfig:
     steps: int = 1400
     lr: float = 1e-3
     eval_every: int = 200          # evaluate and checkpoint every N steps
-    ctx: str = 'gpu' if mx.context.num_gpus() else 'cpu'
+    ctx: str = default_ctx()
     seed: int = 0
     out: str = 'runs/pretrain'
     resume: bool = False

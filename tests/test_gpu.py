@@ -54,3 +54,20 @@ def test_a_model_on_a_gpu_does_not_build_the_kernels(monkeypatch):
         monkeypatch.setattr(p, 'list_ctx', lambda: [mx.gpu(0)])  # where the parameters would live on a GPU machine
     trainer = make_trainer(net, 1e-3)
     assert trainer.optimizer.kernels is False
+
+
+def test_a_cuda_build_without_a_working_driver_is_one_line(monkeypatch):
+    """A CUDA build of MXNet whose driver is missing raises from num_gpus: the default is the CPU, and --ctx gpu
+    names MXNet's first line instead of its C++ trace."""
+    from bert_tutorial.devices import contexts, default_ctx
+
+    def broken():
+        raise mx.base.MXNetError('[12:00:00] src/c_api.cc:1: CUDA: CUDA driver version is insufficient\nStack trace:'
+                                 '\n  [bt] (0) libmxnet.so')
+    monkeypatch.setattr(mx.context, 'num_gpus', broken)
+    assert default_ctx() == 'cpu'
+    with pytest.raises(ValueError) as err:
+        contexts('gpu')
+    assert str(err.value).startswith('ctx gpu (--ctx gpu): MXNet cannot query the GPUs: [12:00:00] src/c_api.cc:1: '
+                                     'CUDA: CUDA driver version is insufficient (see docs/install.md')
+    assert 'Stack trace' not in str(err.value)

@@ -7,12 +7,13 @@ model on 64 snippets of the built-in corpus, one epoch, scored on 32 test snippe
 64-unit BERT on the built-in corpus, 20 steps) twice each, with ``--ctx gpu`` and ``--ctx cpu``, the same seed and
 the same settings, and prints their losses and accuracies side by side with the differences.
 
-Both runs of a pair compute the same thing: MXNet's operators (the package's C++ kernels are CPU operators, so the
-CPU run is asked for MXNet's too: ``--mxnet-ops --mxnet-dropout --native-layer-norm``) and no dropout (MXNet draws
-a GPU's dropout masks from another generator than the CPU's, so with dropout the two runs would train on other
-masks). What is left to differ is the arithmetic of the devices' kernels (cuBLAS and cuDNN against oneDNN: other
-summation orders), which grows over the steps; the accuracies may differ by an example or two. ``finetune --ctx
-gpu`` takes every visible GPU (``CUDA_VISIBLE_DEVICES=0`` keeps it to one); ``pretrain`` takes the first.
+Both runs of a pair compute the same thing: MXNet's operators (the package's C++ kernels are CPU operators, so this
+process switches them off, ``BERT_TUTORIAL_KERNELS=off``: the CPU run's layers, LayerNorm included, optimizer step
+and gradient norm are MXNet's, as on the GPU) and no dropout (MXNet draws a GPU's dropout masks from another
+generator than the CPU's, so with dropout the two runs would train on other masks). What is left to differ is the
+arithmetic of the devices' kernels (cuBLAS and cuDNN against oneDNN: other summation orders), which grows over the
+steps; the accuracies may differ by an example or two. ``finetune --ctx gpu`` takes every visible GPU
+(``CUDA_VISIBLE_DEVICES=0`` keeps it to one); ``pretrain`` takes the first.
 
 Without a GPU it says so (and why: no CUDA build, or no device visible) and exits 0.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import warnings
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if n == 0:
         print(f'no GPU: {no_gpu_reason()}. Nothing to compare here.')
         return 0
+    # Like for like: without the kernels the CPU runs MXNet's operators, optimizer step and gradient norm, as the GPU.
+    os.environ['BERT_TUTORIAL_KERNELS'] = 'off'
     logging.basicConfig(level=logging.WARNING)
     print(f'{n} GPU(s) visible to MXNet {mx.__version__}; same seed ({SEED}), same settings, no dropout, '
           "MXNet's operators on both devices")
