@@ -89,4 +89,4 @@ def test_evaluate_and_predict_from_files(model_dir, tmp_path):
     bad = tmp_path / 'bad.csv'
     bad.write_text('text,label\nfine,neutral\n')
     proc = cli('evaluate', '--model-dir', str(model_dir), '--data', str(bad), check=False)
-    assert proc.returncode == 2 and "example 1: label 'neutral' is not one of the model's classes" in proc.stderr
+    assert proc.returncode == 2 and "bad.csv: the labels ['neutral'] are not classes of the model" in proc.stderr

@@ -156,11 +156,17 @@ def encoder(tiny_bert, tiny_vocab, tmp_path):
 def test_predict_input_errors_say_what_the_path_is(single, tmp_path, capsys):
     refused(capsys, rf'--input: {tmp_path} is a folder, not a file: expected a text file, one sentence a line',
             'predict', '--model-dir', single, '--input', tmp_path)
-    refused(capsys, r'--model-dir: .*config.json is a file, not a folder: expected a saved bert_tutorial model',
+    refused(capsys, r'config.json is a file, not a folder: expected a saved bert_tutorial model',
             'predict', '--model-dir', single / 'config.json', 'good')
     write(tmp_path / 's.txt', 'good fun\na dull plot\ncaf\xe9 awful\n', 'latin-1')
-    refused(capsys, r's.txt, line 3: not utf-8 \(invalid continuation byte at byte offset 23\)',
+    refused(capsys, r's.txt, line 3: not utf-8 \(invalid continuation byte at byte offset 24\)',
             'predict', '--model-dir', single, '--input', tmp_path / 's.txt')
+
+
+def test_predict_stdin_that_is_not_utf8_names_the_line(single, monkeypatch, capsys):
+    import io
+    monkeypatch.setattr('sys.stdin', io.TextIOWrapper(io.BytesIO('good\ncaf\xe9\n'.encode('latin-1'))))
+    refused(capsys, r'standard input, line 2: not utf-8', 'predict', '--model-dir', single, '-')
 
 
 def test_predict_reads_a_bom_and_keeps_a_u2028_in_its_line(single, tmp_path, capsys):
@@ -183,7 +189,8 @@ def test_evaluate_refuses_labels_the_model_does_not_have(tiny_bert, tiny_vocab, 
     rows = toy_reviews(12, seed=3)
     write(tmp_path / 'd.csv', 'text,label\n' + ''.join(f'{t},{label}\n' for t, label in rows))
     refused(capsys, r"d.csv: the labels \['0'\] are not classes of the model \['1', '2'\] \(the file's labels: "
-                    r"\['0', '1'\]; first on line \d+\)", 'evaluate', '--model-dir', model, '--data', tmp_path / 'd.csv')
+                    r"\['0', '1'\]; first on line \d+\)",
+            'evaluate', '--model-dir', model, '--data', tmp_path / 'd.csv')
     # the same file labelled as the model's classes: every row scored as its own class
     write(tmp_path / 'd.csv', 'text,label\n' + ''.join(f'{t},{label + 1}\n' for t, label in rows))
     assert main(['evaluate', '--model-dir', str(model), '--data', str(tmp_path / 'd.csv'),
@@ -280,3 +287,15 @@ def test_a_column_used_twice_is_refused(encoder, single, tmp_path, capsys, flags
 def test_a_training_split_of_one_class_is_refused(encoder, tmp_path, capsys, rows, flags, match):
     train = labelled_csv(tmp_path / 't.csv', rows)
     refused(capsys, match, *finetune_args(encoder, tmp_path, train, *flags))
+
+
+@pytest.mark.parametrize('fraction, match', [
+    (0.999, r'movie-reviews: validation_fraction \(--validation-fraction\) 0.999 holds out all 10162 examples: none '
+            r'is left to train on; lower it$'),
+    (0.001, r'movie-reviews: validation_fraction \(--validation-fraction\) 0.001 holds out no example'),
+])
+def test_a_held_out_split_of_the_built_in_corpus_that_leaves_nothing(fraction, match):
+    """By movie: 0.999 of the 406 training movies rounds to all of them, 0.001 to none ("examples is empty")."""
+    from bert_tutorial.finetuning import FinetuneConfig, load_examples
+    with pytest.raises(ValueError, match=match):
+        load_examples(FinetuneConfig(validation_fraction=fraction))
