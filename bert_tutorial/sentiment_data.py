@@ -203,6 +203,15 @@ def _jsonl_rows(text: str, path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
+def _csv_quoted(field: str) -> bool:
+    """Whether ``field`` is what a CSV writer makes of a text with a quote: the text quoted whole, each of its own
+    quotes doubled. In a .tsv, whose quotes are text, that is a file written with CSV quoting, not a text anyone
+    typed."""
+    inner = field[1:-1]
+    return (len(field) >= 4 and field[0] == field[-1] == '"' and '""' in inner
+            and '"' not in inner.replace('""', ''))
+
+
 def _delimited_records(text: str, path: Path, kind: str) -> list[tuple[int, list[str]]]:
     """``(first physical line, fields)`` of each non-blank record. A ``.tsv`` has no quoting: a line is a row, its
     fields are what the tabs separate, a ``"`` is text. A ``.csv`` is read by the csv module in strict mode (a
@@ -210,6 +219,12 @@ def _delimited_records(text: str, path: Path, kind: str) -> list[tuple[int, list
     line breaks."""
     if kind == '.tsv':
         records = [(number, line.split('\t')) for number, line in enumerate(text.split('\n'), start=1)]
+        for number, fields in records:
+            for field in fields:
+                if _csv_quoted(field):
+                    raise ValueError(f'{path}, line {number}: {field[:60]!r} is quoted as in CSV (inner quotes '
+                                     'doubled); a .tsv has no quoting, so the quotes would stay in the text: write it '
+                                     'without quoting (csv.QUOTE_NONE) or as .csv')
     else:
         records, spanning = [], []
         reader = csv.reader(io.StringIO(text), strict=True)

@@ -64,6 +64,8 @@ def test_a_quote_in_a_tsv_text_is_text_and_merges_no_rows(tmp_path):
     ('{"text": "good", "label": null}\n', r"a.jsonl, line 1: the 'label' must be .* got null"),
     ('{"text": "good", "label": true}\n', r"a.jsonl, line 1: the 'label' must be .* got true"),
     ('["good", 1]\n', r'a.jsonl, line 1: expected a JSON object .*got an array'),
+    # a .tsv written with CSV quoting: its quotes would stay in the text
+    ('text\tlabel\nplain\t0\n"say ""hi"""\t1\n', r'a.tsv, line 3: .*quoted as in CSV'),
     # unbalanced quotes
     ('text,label\ngood,1\n"a dull plot,0\nawful,0\n', r'a.csv, line 3: a quote opened here is never closed'),
     ('text,label\ngood,1\n"great" fun,1\n', r'a.csv, line 3: .*quote'),
