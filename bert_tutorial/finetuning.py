@@ -407,16 +407,20 @@ def load_examples(config: FinetuneConfig, tokenizer=None) -> Examples:
                                        text_pair_column=config.text_pair_column)
             if tokenizer is not None:
                 check_tokens(rows, tokenizer, path, text_columns)
-            return [row for _, row in rows]
-        rows = read(config.train)
+            return rows
+
+        def encode(path):
+            rows = read(path)
+            return encode_labels([row for _, row in rows], labels, path, [n for n, _ in rows])
+        rows = [row for _, row in read(config.train)]
         labels = class_order(row[-1] for row in rows)
         if len(labels) < 2:
             raise ValueError(f'{config.train}: every example has the label {labels[0]!r}; a classifier needs two '
                              'classes or more')
         train = encode_labels(rows, labels, config.train)
-        test = encode_labels(read(config.test), labels, config.test) if config.test else None
+        test = encode(config.test) if config.test else None
         if config.validation:
-            validation = encode_labels(read(config.validation), labels, config.validation)
+            validation = encode(config.validation)
     else:
         labels = list(LABELS)
         if config.data == 'movie-reviews':

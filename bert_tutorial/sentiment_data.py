@@ -355,13 +355,16 @@ def class_order(labels: Iterable[str]) -> list[str]:
     return names
 
 
-def encode_labels(rows: Sequence[tuple], names: Sequence[str], source: str) -> list[tuple]:
-    """``rows`` with their last item (a label name) replaced by its class index in ``names``."""
+def encode_labels(rows: Sequence[tuple], names: Sequence[str], source: str,
+                  lines: Sequence[int] | None = None) -> list[tuple]:
+    """``rows`` with their last item (a label name) replaced by its class index in ``names`` (``lines``: each row's
+    line in ``source``, for errors)."""
     index = {name: i for i, name in enumerate(names)}
     out = []
     for number, row in enumerate(rows, start=1):
         if row[-1] not in index:
-            raise ValueError(f'{source}, example {number}: label {row[-1]!r} is not a class of the training data '
+            where = f'line {lines[number - 1]}' if lines else f'example {number}'
+            raise ValueError(f'{source}, {where}: label {row[-1]!r} is not a class of the training data '
                              f'{list(names)}')
         out.append((*row[:-1], index[row[-1]]))
     return out

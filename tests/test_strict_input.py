@@ -301,3 +301,10 @@ def test_a_held_out_split_of_the_built_in_corpus_that_leaves_nothing(fraction, m
     from bert_tutorial.finetuning import FinetuneConfig, load_examples
     with pytest.raises(ValueError, match=match):
         load_examples(FinetuneConfig(validation_fraction=fraction))
+
+
+def test_a_label_absent_from_training_names_the_line_of_the_validation_file(encoder, tmp_path, capsys):
+    train = labelled_csv(tmp_path / 't.csv', [(t, str(label)) for t, label in toy_reviews(20)])
+    validation = write(tmp_path / 'v.csv', 'text,label\ngood,1\n"a dull\nplot",0\nawful,2\n')
+    refused(capsys, r"v.csv, line 5: label '2' is not a class of the training data \['0', '1'\]",
+            *finetune_args(encoder, tmp_path, train, '--validation', validation))
