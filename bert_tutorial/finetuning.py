@@ -353,8 +353,12 @@ class FinetuneResult:
 
     def summary(self) -> str:
         """The line ``python -m bert_tutorial finetune`` prints at the end."""
-        return (f"test accuracy {self.metrics['test_accuracy']:.4f} after {len(self.history)} epoch(s), "
-                f"{self.metrics['seconds']:.0f} s; model saved in {self.out}")
+        m = self.metrics
+        # --train without --test scores no test data: say what was scored instead of formatting None.
+        score = (f"test accuracy {m['test_accuracy']:.4f}" if m['test_accuracy'] is not None
+                 else f"validation accuracy {m['validation_accuracy']:.4f} (no test data)"
+                 if m.get('validation_accuracy') is not None else 'no test or validation data')
+        return f"{score} after {len(self.history)} epoch(s), {m['seconds']:.0f} s; model saved in {self.out}"
 
 
 def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_classes: int = 2,

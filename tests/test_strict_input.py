@@ -308,3 +308,14 @@ def test_a_label_absent_from_training_names_the_line_of_the_validation_file(enco
     validation = write(tmp_path / 'v.csv', 'text,label\ngood,1\n"a dull\nplot",0\nawful,2\n')
     refused(capsys, r"v.csv, line 5: label '2' is not a class of the training data \['0', '1'\]",
             *finetune_args(encoder, tmp_path, train, '--validation', validation))
+
+
+def test_finetune_on_a_file_without_a_test_file_reports_the_validation_accuracy(encoder, tmp_path, capsys):
+    """--train with a validation split and no --test: the summary formatted a test accuracy of None (a raw
+    TypeError after training)."""
+    train = labelled_csv(tmp_path / 't.csv', [(t, str(label)) for t, label in toy_reviews(20)])
+    assert main([str(a) for a in finetune_args(encoder, tmp_path, train, '--validation-fraction', '0.5')]) == 0
+    metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert metrics['test_accuracy'] is None
+    assert (f"validation accuracy {metrics['validation_accuracy']:.4f} (no test data) after 1 epoch(s)"
+            in capsys.readouterr().out)
