@@ -214,9 +214,8 @@ def _csv_quoted(field: str) -> bool:
 
 def _delimited_records(text: str, path: Path, kind: str) -> list[tuple[int, list[str]]]:
     """``(first physical line, fields)`` of each non-blank record. A ``.tsv`` has no quoting: a line is a row, its
-    fields are what the tabs separate, a ``"`` is text. A ``.csv`` is read by the csv module in strict mode (a
-    quote inside an unquoted field, or text after a closing quote, is an error); quoted fields may hold commas and
-    line breaks."""
+    fields are what the tabs separate, a ``"`` is text. A ``.csv`` is read by the csv module in strict mode (text after
+    a closing quote, or a quote never closed, is an error); quoted fields may hold commas and line breaks."""
     if kind == '.tsv':
         records = [(number, line.split('\t')) for number, line in enumerate(text.split('\n'), start=1)]
         for number, fields in records:
