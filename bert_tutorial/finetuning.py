@@ -47,11 +47,12 @@ from .loop import (
 from .model import BERTClassifier
 from .sentiment_data import (
     LABELS,
+    check_tokens,
     class_order,
     encode_labels,
     load_imdb,
     load_movie_reviews,
-    read_labelled_file,
+    read_labelled_lines,
     sentiment_loader,
     subset,
     transform_label,
@@ -328,6 +329,13 @@ class FinetuneConfig:
         if self.train and self.data is None:  # as finetune records a run on the user's files
             del rules['data']
         check_settings(dataclasses.asdict(self), rules, flags=True)
+        columns = ('text_column', 'text_pair_column', 'label_column')
+        for i, first in enumerate(columns):
+            for second in columns[i + 1:]:
+                value = getattr(self, first)
+                if value is not None and value == getattr(self, second):
+                    raise ValueError(f'{setting(first)} and {setting(second)} are both {value!r}: the text, the '
+                                     'second text and the label must be different columns')
         if (self.validation or self.test) and not self.train:
             raise ValueError(f'{setting("validation")} and {setting("test")} files go with a {setting("train")} file')
         if self.select == 'best' and not (self.validation or self.validation_fraction):
@@ -361,7 +369,7 @@ class FinetuneResult:
             if m.get('validation_accuracy') is not None:
                 score += f" (epoch {kept} kept, validation accuracy {m['validation_accuracy']:.4f})"
         elif m.get('validation_accuracy') is not None:
-            score = f"validation accuracy {m['validation_accuracy']:.4f} (epoch {kept} kept; no test data)"
+            score = f"validation accuracy {m['validation_accuracy']:.4f} of epoch {kept}, the one kept (no test data)"
         else:
             train = m.get('train_accuracy', self.history[kept]['train_accuracy'])
             score = (f"training accuracy {train:.4f} (epoch {kept}, measured while training; nothing was held out: "
@@ -406,26 +414,36 @@ class Examples:
     labels: list[str]
 
 
-def load_examples(config: FinetuneConfig) -> Examples:
+def load_examples(config: FinetuneConfig, tokenizer=None) -> Examples:
     """The training, validation and test examples the config asks for: the built-in corpus or IMDB (labels
     negative/positive), or the user's files (``train``, ``validation``, ``test``; classes in ``class_order`` of the
     training labels). Without a validation file, ``validation_fraction`` of the training data is held out (by
-    movie for the built-in corpus)."""
+    movie for the built-in corpus). ``tokenizer``: refuse a file's text of no word it keeps, naming the line.
+    A training split of fewer than two classes, or an empty split, is an error naming the setting that made it."""
     vf, seed = config.validation_fraction, config.seed
     validation = None
     if config.train is not None:
+        text_columns = [config.text_column, *([config.text_pair_column] if config.text_pair_column else [])]
+
         def read(path):
-            return read_labelled_file(path, config.text_column, config.label_column,
-                                      text_pair_column=config.text_pair_column)
-        rows = read(config.train)
+            rows = read_labelled_lines(path, config.text_column, config.label_column,
+                                       text_pair_column=config.text_pair_column)
+            if tokenizer is not None:
+                check_tokens(rows, tokenizer, path, text_columns)
+            return rows
+
+        def encode(path):
+            rows = read(path)
+            return encode_labels([row for _, row in rows], labels, path, [n for n, _ in rows])
+        rows = [row for _, row in read(config.train)]
         labels = class_order(row[-1] for row in rows)
         if len(labels) < 2:
             raise ValueError(f'{config.train}: every example has the label {labels[0]!r}; a classifier needs two '
                              'classes or more')
         train = encode_labels(rows, labels, config.train)
-        test = encode_labels(read(config.test), labels, config.test) if config.test else None
+        test = encode(config.test) if config.test else None
         if config.validation:
-            validation = encode_labels(read(config.validation), labels, config.validation)
+            validation = encode(config.validation)
     else:
         labels = list(LABELS)
         if config.data == 'movie-reviews':
@@ -435,12 +453,26 @@ def load_examples(config: FinetuneConfig) -> Examples:
         else:
             train = [transform_label(x) for x in load_imdb('train', config.imdb_root)]
             test = [transform_label(x) for x in load_imdb('test', config.imdb_root)]
-    if validation is None and vf:
+    source = config.train or config.data
+    held_out = validation is None and vf
+    if held_out:
         held = set(random.Random(seed).sample(range(len(train)), max(1, round(vf * len(train)))))
         validation = [x for i, x in enumerate(train) if i in held]
         train = [x for i, x in enumerate(train) if i not in held]
-    return Examples(subset(train, config.max_train, seed),
-                    subset(validation, config.max_test, seed) if validation is not None else None,
+    held_out = held_out or (config.train is None and vf)  # the built-in corpus holds out movies
+    if not train:
+        alternative = f', or give a {setting("validation")} file' if config.train else ''
+        raise ValueError(f'{source}: {setting("validation_fraction")} {vf} holds out all {len(validation or [])} '
+                         f'examples: none is left to train on; lower it{alternative}')
+    if validation is not None and not validation:
+        raise ValueError(f'{source}: {setting("validation_fraction")} {vf} holds out no example; raise it, or set '
+                         f'it to 0 with {setting("select")} last')
+    _two_classes(train, labels, source, f'after {setting("validation_fraction")} {vf} is held out, ' if held_out
+                 else '')
+    kept = subset(train, config.max_train, seed)
+    if len(kept) < len(train):
+        _two_classes(kept, labels, source, after=f'that {setting("max_train")} {config.max_train} keeps ')
+    return Examples(kept, subset(validation, config.max_test, seed) if validation is not None else None,
                     subset(test, config.max_test, seed) if test is not None else None, labels)
 
 
@@ -466,6 +498,17 @@ def describe_data(config: FinetuneConfig) -> str:
                   f'{held_out:g} of it held out for validation' if held_out else 'no validation')
     test = f'test file {config.test}' if config.test else 'no test file'
     return f'training file {config.train} ({validation}; {test})'
+
+
+def _two_classes(train: list, labels: list[str], source: str, before: str = '', after: str = '') -> None:
+    """``ValueError`` when the training examples (label indices last) are all of one class: a classifier learns
+    nothing from them, and would still answer."""
+    present = sorted({x[-1] for x in train})
+    if len(present) < 2:
+        n = len(train)
+        raise ValueError(f'{source}: {before}the {n} training example{"" if n == 1 else "s"} {after}'
+                         f'{"has" if n == 1 else "have"} one class ({labels[present[0]]!r}); a classifier needs two '
+                         'or more to learn from: give more data or hold out less')
 
 
 def finetune(config: FinetuneConfig) -> FinetuneResult:
@@ -516,12 +559,12 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
         log.warning('max_len %d is more than %s has positions for: using %d', max_len, config.model,
                     bert.config['max_len'])
         max_len = bert.config['max_len']
-    data = load_examples(config)
+    tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
+    data = load_examples(config, tokenizer)
     train = data.train
     if not isinstance(kvstore, str):
         train = train[kvstore.rank::kvstore.num_workers]
         log.info('worker %d of %d: %d training examples', kvstore.rank, kvstore.num_workers, len(train))
-    tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
 
     def loader(examples, shuffle=False):
         if examples is None:

@@ -186,7 +186,8 @@ def test_own_files_end_to_end_in_every_combination(case, tiny_encoder_dir, tmp_p
     elif scored == 'validation':
         scores = [h['validation_accuracy'] for h in m['history']]
         assert kept == int(np.argmax(scores)) and m['validation_accuracy'] == max(scores)  # select best
-        assert summary.startswith(f"validation accuracy {m['validation_accuracy']:.4f} (epoch {kept} kept; no test")
+        assert summary.startswith(f"validation accuracy {m['validation_accuracy']:.4f} of epoch {kept}, the one kept "
+                                  '(no test data)')
     else:
         assert m['validation_accuracy'] is None and kept == 1
         assert summary.startswith(f"training accuracy {m['history'][1]['train_accuracy']:.4f} (epoch 1")
@@ -216,7 +217,7 @@ def test_the_summary_of_a_run_without_held_out_data_is_its_training_accuracy():
     assert summary(test_accuracy=0.8, validation_accuracy=0.7) == (
         'test accuracy 0.8000 (epoch 1 kept, validation accuracy 0.7000) after 2 epoch(s), 12 s; model saved in o')
     assert summary(test_accuracy=None, validation_accuracy=0.7).startswith(
-        'validation accuracy 0.7000 (epoch 1 kept; no test data) after 2 epoch(s)')
+        'validation accuracy 0.7000 of epoch 1, the one kept (no test data) after 2 epoch(s)')
     assert summary(test_accuracy=None, validation_accuracy=None).startswith(
         'training accuracy 0.7500 (epoch 1, measured while training; nothing was held out')
 
