@@ -20,7 +20,7 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
-from .checkpoint import check_fresh_start, check_run_dir, save_checkpoint
+from .checkpoint import DATA_KEY, check_fresh_start, check_run_dir, data_digests, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import check_batch_positions, check_settings, fraction, integer, is_concrete, one_of, positive, setting
 from .devices import measured
@@ -225,8 +225,12 @@ class PretrainConfig:
     progress: bool | None = None   # a progress bar: None draws one on terminals only
 
     def run_settings(self) -> dict:
-        """The settings a checkpoint of this run depends on: all but where it writes and how it reports."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in {'out', 'resume', 'progress', 'ctx'}}
+        """The settings a checkpoint of this run depends on: all but where it writes and how it reports; and the
+        sha256 of the files it reads (a corpus file or folder, a vocabulary: ``data_sha256``)."""
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in {'out', 'resume', 'progress', 'ctx'}}
+        corpus = None if self.corpus in ('movie-reviews', 'wikitext-2') else self.corpus  # built in: verified assets
+        settings[DATA_KEY] = data_digests({'corpus': corpus, 'vocab': self.vocab})
+        return settings
 
     def check(self) -> None:
         """``ValueError`` naming the first setting out of its range, and what the range is."""
