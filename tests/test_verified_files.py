@@ -465,15 +465,13 @@ def test_an_unrepairable_cache_is_one_clear_error_before_any_download(fake_index
 
 def test_an_unreadable_cache_file_is_repaired(fake_index, monkeypatch):
     asset, members, downloads = fake_index
-    assets.fetch(asset)
+    bad_inode = assets.fetch(asset)['b.bin'].stat().st_ino
     real = assets.sha256_file
-    calls = []
 
-    def unreadable_once(path):
-        if Path(path).name == 'b.bin' and not calls:
-            calls.append(path)
+    def unreadable_until_replaced(path):  # (tests run as root here: chmod 000 would not stop a read)
+        if Path(path).name == 'b.bin' and Path(path).stat().st_ino == bad_inode:
             raise PermissionError(13, 'Permission denied', str(path))
         return real(path)
-    monkeypatch.setattr(assets, 'sha256_file', unreadable_once)
+    monkeypatch.setattr(assets, 'sha256_file', unreadable_until_replaced)
     files = assets.fetch(asset)
     assert {m: p.read_bytes() for m, p in files.items()} == members and len(downloads) == 2
