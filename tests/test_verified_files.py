@@ -339,7 +339,9 @@ def test_resume_refuses_an_edited_validation_file_and_accepts_the_same_data(monk
     killed_run(monkeypatch, encoder_dir, data_files, out)
     validation = data_files[1]
     original = validation.read_bytes()
-    validation.write_bytes(original.replace(b',0', b',9', 1))
+    rows = list(csv.reader(io.StringIO(validation.read_text())))
+    write_csv(validation, [(text, 1 - int(label)) for text, label in rows[1:]])  # still valid labels, all flipped
+    assert len(validation.read_bytes()) == len(original)
     code, _, err = run_cli(capsys, *finetune_args(encoder_dir, data_files, out, '--resume'))
     assert code == 2 and str(validation) in err
     validation.write_bytes(original)  # put back: the run resumes
