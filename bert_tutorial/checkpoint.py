@@ -38,6 +38,16 @@ TRAINER_ORDER = 'structural-names'
 
 
 BEST = 'best.params'
+STATE_DIGEST = 'state_sha256'  # in state.json: content_digest of the rest of it
+
+
+def content_digest(obj: dict[str, Any], without: str) -> str:
+    """The sha256 of a JSON object's content, without its key ``without`` (where the digest itself is kept): its
+    JSON with sorted keys, no spaces, UTF-8. Re-indenting or reordering the file keeps it; any changed value does
+    not."""
+    body = {k: v for k, v in obj.items() if k != without}
+    text = json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=False)
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
 
 
 def nonfinite_parameter(net: mx.gluon.Block) -> str | None:
@@ -127,6 +137,7 @@ def save_checkpoint(run_dir: str | os.PathLike, net: mx.gluon.Block, trainer: mx
         raise
     full_state = dict(state, python_rng=_py_state(), numpy_rng=_np_state(), trainer_order=TRAINER_ORDER,
                       sha256=digests)
+    full_state[STATE_DIGEST] = content_digest(full_state, STATE_DIGEST)
     (tmp / 'state.json').write_text(json.dumps(full_state))
     final = root / name
     if final.exists():
@@ -157,6 +168,13 @@ def read_state(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f'{path}/state.json cannot be read: {err}') from None
     if not isinstance(state, dict) or 'step' not in state or not isinstance(state.get('sha256', {}), dict):
         raise ValueError(f'{path}/state.json is not a checkpoint state')
+    if STATE_DIGEST in state:
+        if state[STATE_DIGEST] != content_digest(state, STATE_DIGEST):
+            raise ValueError(f'{path}/state.json does not match the {STATE_DIGEST} it records: it was edited or '
+                             'damaged')
+    elif 'sha256' in state:  # 0.2 to 0.4 (0.1 recorded no digests at all: _compare and load_checkpoint warn)
+        log.warning('%s/state.json was written by bert_tutorial 0.4 or earlier: state.json itself cannot be '
+                    'verified', path)
     for name, digest in state.get('sha256', {}).items():
         if not (path / name).is_file() or sha256_file(path / name) != digest:
             raise ValueError(f'{path / name} is missing or does not match the sha256 in state.json')

@@ -541,7 +541,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
 
 def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore) -> FinetuneResult:
-    check_run_dir(out, config.resume, config.run_settings())  # before anything loads
+    settings = config.run_settings()  # once: the data digests recorded are of the files as this run found them
+    check_run_dir(out, config.resume, settings)  # before anything loads
     started = time.time()
     pooling = config.pooling
     if pooling == 'auto':  # sentence encoders were trained with mean pooling; BERT's pooler is for [CLS]
@@ -586,7 +587,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
                          **recipe, checkpoint_dir=out, resume=config.resume, seed=config.seed,
                          progress=config.progress, log_interval=config.log_interval,
                          checkpoint_every=config.checkpoint_every, kvstore=kvstore,
-                         run_settings=config.run_settings(), select=config.select,
+                         run_settings=settings, select=config.select,
                          eval_name='Validation' if validation_data is not None else 'Test')
     save_model(out, net, vocabulary, classifier_config(net, max_len, data.labels, base_model=config.model,
                                                        columns=[config.text_column, config.text_pair_column,

@@ -11,7 +11,6 @@ config under ``'encoder'``), the parameters (``model.params``; an export: ``mode
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ import numpy as np
 from mxnet.base import MXNetError
 
 from .assets import WheelAsset, fetch, gluonnlp_repo_url, mxnet_home, reachable, sha256_file
-from .checkpoint import mxnet_message, nonfinite_parameter
+from .checkpoint import content_digest, mxnet_message, nonfinite_parameter
 from .encoders import GluonBERT, TutorialBERT, build_encoder, gluon_bert_config
 from .files import require_files, write_atomic
 from .model import BERTClassifier
@@ -276,9 +275,7 @@ def save_model(folder: str | os.PathLike, block: mx.gluon.HybridBlock, vocabular
 def config_digest(config: dict) -> str:
     """The sha256 of a model config's content: its JSON with sorted keys, no spaces, UTF-8, without the
     ``config_sha256`` key itself (so re-indenting or reordering config.json keeps it; any changed value does not)."""
-    body = {k: v for k, v in config.items() if k != CONFIG_DIGEST}
-    text = json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=False)
-    return hashlib.sha256(text.encode('utf-8')).hexdigest()
+    return content_digest(config, CONFIG_DIGEST)
 
 
 def seal_config(folder: str | os.PathLike) -> Path:

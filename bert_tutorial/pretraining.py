@@ -281,7 +281,8 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
 
 
 def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
-    check_run_dir(out, config.resume, config.run_settings())  # before anything loads
+    settings = config.run_settings()  # once: the data digests recorded are of the files as this run found them
+    check_run_dir(out, config.resume, settings)  # before anything loads
     ctx = mx.gpu(0) if config.ctx == 'gpu' else mx.cpu()
     seed_everything(config.seed)
     started = time.time()
@@ -306,7 +307,7 @@ def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
                             pretraining_loader(eval_set, config.batch_size, shuffle=False), config.steps, config.lr,
                             ctx, checkpoint_dir=out, resume=config.resume, seed=config.seed, baseline_token=baseline,
                             eval_every=config.eval_every, progress=config.progress, before_epoch=train_set.resample,
-                            run_settings=config.run_settings())
+                            run_settings=settings)
     encoder = model.to_encoder()
     save_model(out, encoder, vocab, {'model_type': 'encoder', 'encoder': encoder.config})
     final = history[-1]

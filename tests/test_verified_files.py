@@ -145,7 +145,7 @@ def _as_written_by_0_4(out):
         for path in best:
             path.unlink()
             state = json.loads((path.parent / 'state.json').read_text())
-            del state['sha256']['best.params']
+            del state['sha256']['best.params'], state['state_sha256']
             (path.parent / 'state.json').write_text(json.dumps(state))
     return top
 
@@ -226,6 +226,33 @@ def _canonical_sha256(config):
     body = {k: v for k, v in config.items() if k != 'config_sha256'}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=False)
                           .encode('utf-8')).hexdigest()
+
+
+def _dense_and_trainer():
+    net = mx.gluon.nn.Dense(3, in_units=4)
+    net.initialize(mx.init.Normal(1.0))
+    return net, mx.gluon.Trainer(net.collect_params(), 'adam', {'learning_rate': 0.1})
+
+
+def test_an_edited_checkpoint_state_is_passed_over(tmp_path, caplog):
+    """state.json records the digests of the other files, and of its own content (state_sha256)."""
+    net, trainer = _dense_and_trainer()
+    checkpoint.save_checkpoint(tmp_path, net, trainer, {'step': 1, 'epoch': 1, 'history': []})
+    newest = checkpoint.save_checkpoint(tmp_path, net, trainer, {'step': 2, 'epoch': 2, 'history': []})
+    state = json.loads((newest / 'state.json').read_text())
+    state['epoch'] = 3  # one digit changed: still a valid state
+    (newest / 'state.json').write_text(json.dumps(state))
+    with caplog.at_level(logging.WARNING):
+        resumed = checkpoint.resume(tmp_path, *_dense_and_trainer())
+    assert resumed['step'] == 1 and f'{newest}/state.json does not match the state_sha256' in caplog.text
+    # as checkpoints of 0.4 were: no state_sha256, a warning
+    del state['state_sha256']
+    state['epoch'] = 2
+    (newest / 'state.json').write_text(json.dumps(state))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint.resume(tmp_path, *_dense_and_trainer())['step'] == 2
+    assert 'state.json itself cannot be verified' in caplog.text
 
 
 # ---- item 14: missing best parameters, found before training -----------------------------------------------------
