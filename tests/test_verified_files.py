@@ -396,6 +396,29 @@ def test_pretrain_resume_refuses_an_edited_corpus(monkeypatch, capsys, tmp_path)
     assert run_cli(capsys, *args, '--resume')[0] == 0
 
 
+def test_data_digests_of_files_and_corpus_folders(tmp_path, caplog):
+    folder = tmp_path / 'corpus'
+    (folder / 'sub').mkdir(parents=True)
+    (folder / 'a.txt').write_text('one. two.')
+    (folder / 'sub' / 'b.txt').write_text('three.')
+    (folder / 'notes.md').write_text('not read by the corpus reader')
+    digests = checkpoint.data_digests({'corpus': folder, 'vocab': None, 'gone': tmp_path / 'missing.txt'})
+    assert set(digests) == {'corpus'}  # missing files are left to the reader, which names them
+    expected = hashlib.sha256(''.join(f'{name}\0{hashlib.sha256(text.encode()).hexdigest()}\n' for name, text in
+                                      (('a.txt', 'one. two.'), ('sub/b.txt', 'three.'))).encode()).hexdigest()
+    assert digests['corpus'] == expected
+    (folder / 'notes.md').write_text('changed')  # not part of the corpus
+    assert checkpoint.data_digests({'corpus': folder}) == digests
+    (folder / 'sub' / 'b.txt').rename(folder / 'sub' / 'c.txt')  # the same text under another name: another order
+    assert checkpoint.data_digests({'corpus': folder}) != digests
+    # a checkpoint of 0.4 recorded no digests: resume warns that the data cannot be checked
+    net, trainer = _dense_and_trainer()
+    checkpoint.save_checkpoint(tmp_path / 'run', net, trainer, {'step': 1, 'settings': {'lr': 0.1}})
+    with caplog.at_level(logging.WARNING):
+        checkpoint.check_run_dir(tmp_path / 'run', True, {'lr': 0.1, 'data_sha256': digests})
+    assert 'whether the data files changed since cannot be checked' in caplog.text
+
+
 # ---- item 7: an exported model's positions -----------------------------------------------------------------------
 
 def test_an_exported_model_refuses_more_positions_than_it_has(saved_classifier, tiny_vocab, tmp_path):
@@ -504,3 +527,12 @@ def test_an_unreadable_cache_file_is_repaired(fake_index, monkeypatch):
     monkeypatch.setattr(assets, 'sha256_file', unreadable_until_replaced)
     files = assets.fetch(asset)
     assert {m: p.read_bytes() for m, p in files.items()} == members and len(downloads) == 2
+
+
+def test_a_cache_folder_that_is_a_file_is_one_clear_error(fake_index):
+    asset, members, downloads = fake_index
+    asset.cache_dir.parent.mkdir(parents=True)
+    asset.cache_dir.write_text('not a folder')
+    with pytest.raises(ValueError, match=f'the asset cache {asset.cache_dir} cannot be written'):
+        assets.fetch(asset)
+    assert downloads == []
