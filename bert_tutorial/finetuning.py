@@ -23,7 +23,19 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
-from .checkpoint import check_fresh_start, check_run_dir, remove_checkpoints, save_checkpoint
+from .assets import sha256_file
+from .checkpoint import (
+    BEST,
+    DATA_KEY,
+    best_parameters,
+    check_finite_file,
+    check_fresh_start,
+    check_run_dir,
+    data_digests,
+    nonfinite_parameter,
+    remove_checkpoints,
+    save_checkpoint,
+)
 from .checkpoint import resume as resume_from
 from .checks import check_settings, fraction, integer, one_of, positive, setting
 from .devices import as_context_list, contexts, default_ctx, measured
@@ -168,12 +180,16 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
         best = state.get('best')
     key = f'{eval_name.lower()}_accuracy'
     best_params = BestParameters(net, checkpoint_dir)
+    if state is not None:
+        best_params.resumed(state['checkpoint_path'], state)
 
     def checkpoint(epoch_done: int, **running):
         if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, net, trainer, {'step': step, 'epoch': epoch_done, 'history': history,
-                                                           'seed': seed, 'settings': settings, 'running': running,
-                                                           'best': best})
+            path = save_checkpoint(checkpoint_dir, net, trainer,
+                                   {'step': step, 'epoch': epoch_done, 'history': history, 'seed': seed,
+                                    'settings': settings, 'running': running, 'best': best},
+                                   best=best_params.for_checkpoint())
+            best_params.written(path)
 
     for epoch in range(start_epoch, num_epoch):
         skip = step - epoch * steps_per_epoch  # batches of this epoch done before a mid-epoch checkpoint
@@ -241,26 +257,54 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
 
 
 class BestParameters:
-    """A copy of ``net``'s parameters: in ``checkpoint_dir/best.params`` when there is one (a resumed run finds it
-    there), else in memory."""
+    """A copy of ``net``'s parameters: with a ``checkpoint_dir``, in its checkpoints' ``best.params`` (verified by
+    the sha256 their state records; a resumed run finds them there), else in memory."""
 
     def __init__(self, net, checkpoint_dir: str | Path | None):
         self.net, self._arrays = net, None
-        self.path = Path(checkpoint_dir) / 'checkpoints' / 'best.params' if checkpoint_dir is not None else None
+        self.on_disk = checkpoint_dir is not None
+        self.pending = False  # kept, not yet written: the checkpoint written next holds them
+        self.path: Path | None = None
+        self.digest: str | None = None
 
     def keep(self) -> None:
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, lambda tmp: self.net.save_parameters(str(tmp)))
+        if self.on_disk:  # train_loop writes a checkpoint right after: its parameters are these
+            self.pending = True
         else:
             self._arrays = {k: p.data().copy() for k, p in self.net._collect_params_with_prefix().items()}
 
+    def resumed(self, checkpoint: Path, state: dict) -> None:
+        """The best parameters that the checkpoint a run resumed from recorded."""
+        found = best_parameters(checkpoint, state)
+        if found is not None:
+            self.path, self.digest = found
+
+    def for_checkpoint(self) -> bool | tuple[Path, str | None] | None:
+        """What the next checkpoint keeps as its ``best.params`` (``save_checkpoint``'s ``best``)."""
+        return True if self.pending else (self.path, self.digest) if self.path is not None else None
+
+    def written(self, checkpoint: Path) -> None:
+        if (checkpoint / BEST).is_file():
+            self.path = checkpoint / BEST
+            self.digest = json.loads((checkpoint / 'state.json').read_text())['sha256'][BEST]
+            self.pending = False
+
     def restore(self) -> None:
-        if self.path is not None:
-            self.net.load_parameters(str(self.path), ctx=self.net.collect_params().list_ctx())
-        else:
+        if not self.on_disk:
             for k, p in self.net._collect_params_with_prefix().items():
                 p.set_data(self._arrays[k])
+            return
+        if self.path is None or not self.path.is_file():
+            raise ValueError(f'{self.path} is missing: it held the parameters of the best epoch')
+        if self.digest is None:
+            check_finite_file(self.path)
+        elif sha256_file(self.path) != self.digest:
+            raise ValueError(f'{self.path} does not match the sha256 recorded when it was written: the parameters of '
+                             'the best epoch were damaged or changed; start afresh in another out folder')
+        self.net.load_parameters(str(self.path), ctx=self.net.collect_params().list_ctx())
+        bad = nonfinite_parameter(self.net)
+        if bad is not None:
+            raise ValueError(f'{self.path} holds NaN or inf ({bad})')
 
 
 # ---- the package's recipe -----------------------------------------------------------------------------------------
@@ -311,10 +355,12 @@ class FinetuneConfig:
 
     def run_settings(self) -> dict:
         """The settings a checkpoint of this run depends on: all but where it writes, how it reports, and speed
-        settings that give the same values."""
+        settings that give the same values; and the sha256 of the data files it reads (``data_sha256``)."""
         harmless = {'out', 'resume', 'log_interval', 'progress', 'ctx', 'checkpoint_every', 'num_workers',
                     'hybridize', 'matmul_layer_norm', 'kernel_ops', 'keep_checkpoints'}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in harmless}
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in harmless}
+        settings[DATA_KEY] = data_digests({'train': self.train, 'validation': self.validation, 'test': self.test})
+        return settings
 
     def check(self) -> None:
         """``ValueError`` naming the first setting out of its range, and what the range is."""
@@ -542,7 +588,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
 
 def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore) -> FinetuneResult:
-    finished = check_run_dir(out, config.resume, config.run_settings())  # before anything loads
+    settings = config.run_settings()  # once: the data digests recorded are of the files as this run found them
+    finished = check_run_dir(out, config.resume, settings)  # before anything loads
     if finished is not None:
         log.info('%s holds a finished run (metrics.json): nothing to resume', out)
         return FinetuneResult(None, None, finished['history'], finished, out, finished_before=True)
@@ -591,7 +638,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
                          **recipe, checkpoint_dir=out, resume=config.resume, seed=config.seed,
                          progress=config.progress, log_interval=config.log_interval,
                          checkpoint_every=config.checkpoint_every, kvstore=kvstore,
-                         run_settings=config.run_settings(), select=config.select,
+                         run_settings=settings, select=config.select,
                          eval_name='Validation' if validation_data is not None else 'Test')
     save_model(out, net, vocabulary, classifier_config(net, max_len, data.labels, base_model=config.model,
                                                        columns=[config.text_column, config.text_pair_column,

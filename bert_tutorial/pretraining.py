@@ -20,7 +20,7 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
-from .checkpoint import check_fresh_start, check_run_dir, remove_checkpoints, save_checkpoint
+from .checkpoint import DATA_KEY, check_fresh_start, check_run_dir, data_digests, remove_checkpoints, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import check_batch_positions, check_settings, fraction, integer, is_concrete, one_of, positive, setting
 from .devices import contexts, default_ctx, measured
@@ -226,9 +226,13 @@ class PretrainConfig:
     progress: bool | None = None   # a progress bar: None draws one on terminals only
 
     def run_settings(self) -> dict:
-        """The settings a checkpoint of this run depends on: all but where it writes and how it reports."""
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in {'out', 'resume', 'progress', 'ctx', 'keep_checkpoints'}}
+        """The settings a checkpoint of this run depends on: all but where it writes and how it reports; and the
+        sha256 of the files it reads (a corpus file or folder, a vocabulary: ``data_sha256``)."""
+        settings = {k: v for k, v in dataclasses.asdict(self).items()
+                    if k not in {'out', 'resume', 'progress', 'ctx', 'keep_checkpoints'}}
+        corpus = None if self.corpus in ('movie-reviews', 'wikitext-2') else self.corpus  # built in: verified assets
+        settings[DATA_KEY] = data_digests({'corpus': corpus, 'vocab': self.vocab})
+        return settings
 
     def check(self) -> None:
         """``ValueError`` naming the first setting out of its range, and what the range is."""
@@ -286,7 +290,8 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
 
 
 def _pretrain(config: PretrainConfig, out: Path, ctx: mx.Context) -> PretrainResult:
-    finished = check_run_dir(out, config.resume, config.run_settings())  # before anything loads
+    settings = config.run_settings()  # once: the data digests recorded are of the files as this run found them
+    finished = check_run_dir(out, config.resume, settings)  # before anything loads
     if finished is not None:
         log.info('%s holds a finished run (metrics.json): nothing to resume', out)
         return PretrainResult(None, None, finished['history'], finished, out, finished_before=True)
@@ -313,7 +318,7 @@ def _pretrain(config: PretrainConfig, out: Path, ctx: mx.Context) -> PretrainRes
                             pretraining_loader(eval_set, config.batch_size, shuffle=False), config.steps, config.lr,
                             ctx, checkpoint_dir=out, resume=config.resume, seed=config.seed, baseline_token=baseline,
                             eval_every=config.eval_every, progress=config.progress, before_epoch=train_set.resample,
-                            run_settings=config.run_settings())
+                            run_settings=settings)
     encoder = model.to_encoder()
     save_model(out, encoder, vocab, {'model_type': 'encoder', 'encoder': encoder.config})
     final = history[-1]
