@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ..devices import cores, read_cpuinfo
+from ..files import write_atomic
 from .kernels import (
     blas_path,
     dense_available,
@@ -32,7 +33,6 @@ from .kernels import (
     directory_lock,
     load_kernels,
     loaded_library,
-    write_atomically,
 )
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def _read_cache(path: Path, key: dict) -> dict | None:
 
 def _write_cache(path: Path, record: dict) -> None:
     try:
-        write_atomically(path, (json.dumps(record, indent=2) + '\n').encode())
+        write_atomic(path, json.dumps(record, indent=2) + '\n')
     except OSError as err:  # a read-only cache: the next process measures again
         log.warning('bert_tutorial kernels: could not cache the choice in %s (%s)', path, err)
 

@@ -31,6 +31,7 @@ import mxnet as mx
 
 from ...assets import _lock as directory_lock  # flock on the folder's .lock
 from ...assets import mxnet_home, sha256_file
+from ...files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +101,6 @@ def verified(library: Path) -> bool:
         return False
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` under a private name, then rename: no reader sees a part of it."""
-    partial = path.with_name(f'{path.name}.{os.getpid()}.partial')
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def build(compiler: str) -> Path:
     """Compile the library into the cache unless a verified copy is there (a damaged one is rebuilt); its path.
     ``RuntimeError`` with the compiler's message when the build fails, or when the rebuilt file does not verify."""
@@ -130,20 +121,21 @@ def _build(compiler: str, target: Path) -> Path:
     log.info('bert_tutorial kernels: compiling the C++ kernels with %s (once per machine, MXNet version and '
              'compiler; 10-30 s on 2 cores) into %s', compiler, target.parent)
     started = time.monotonic()
-    # Build under a private name and rename: processes building at the same time never load a partial file.
-    partial = target.with_name(f'{LIBRARY_NAME}.{os.getpid()}.partial')
-    command = [compiler, *FLAGS, f'-I{include}', str(SOURCE), str(lib_api), '-o', str(partial)]
-    try:
+    checksum = ''
+
+    def compile_into(partial: Path) -> None:
+        nonlocal checksum
+        command = [compiler, *FLAGS, f'-I{include}', str(SOURCE), str(lib_api), '-o', str(partial)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if line.strip()]
             raise RuntimeError(f'{compiler} failed ({done.returncode}): {lines[-1] if lines else "no message"}')
-        checksum = sha256_file(partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+        checksum = sha256_file(partial)  # of what the compiler wrote, before it moves into place
+
+    # Built under a private name and renamed: a process never loads a partial file.
+    write_atomic(target, compile_into)
     # After the library: a library without its checksum (a build killed in between) is rebuilt, never trusted.
-    write_atomically(checksum_path(target), checksum.encode() + b'\n')
+    write_atomic(checksum_path(target), checksum + '\n')
     if not verified(target):  # another process replaced it in between, or the disk does not keep what it wrote
         raise RuntimeError(f'{target} does not match its checksum right after the build')
     log.info('bert_tutorial kernels: built in %.0f s', time.monotonic() - started)
