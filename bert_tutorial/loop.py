@@ -186,7 +186,9 @@ def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: floa
         opt_args['epsilon'] = 1e-6
     if optimizer == 'fusedbertadam':  # BERTAdam's update on a faster kernel
         from .speed.optimizer import FusedBERTAdam  # the speed plug-in, only when asked for
-        optimizer = FusedBERTAdam(kernels=kernels, **opt_args)
+        # The kernels are CPU operators: a model on a GPU neither uses nor builds them.
+        on_cpu = all(c.device_type == 'cpu' for p in params.values() for c in p.list_ctx())
+        optimizer = FusedBERTAdam(kernels=kernels and on_cpu, **opt_args)
         opt_args = None
     # update_on_kvstore=False: gradients are clipped between allreduce and update.
     trainer = gluon.Trainer(params, optimizer, opt_args, kvstore=kvstore, update_on_kvstore=False)
@@ -216,7 +218,7 @@ def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], cl
     worker's own loss is not), so that all of them skip or raise together. ``grad_scale`` multiplies the (all-reduced)
     gradients first, e.g. ``1 / workers`` for the mean over every worker's batch.
     """
-    on_kernels = getattr(trainer.optimizer, 'kernels', False)  # FusedBERTAdam's choice: one path for the step
+    on_kernels = getattr(trainer.optimizer, 'norm_kernel', False)  # FusedBERTAdam's choice for the norm
     if getattr(trainer, 'distributed', False):  # set by make_trainer
         with watchdog.waiting('the gradients of the other workers'):
             trainer.allreduce_grads()

@@ -20,12 +20,12 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
-from .checkpoint import check_fresh_start, check_run_dir, save_checkpoint
+from .checkpoint import DATA_KEY, check_fresh_start, check_run_dir, data_digests, remove_checkpoints, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import check_batch_positions, check_settings, fraction, integer, is_concrete, one_of, positive, setting
-from .devices import measured
+from .devices import contexts, default_ctx, measured
 from .encoders import SIZES, TutorialBERT
-from .files import locked_output
+from .files import locked_output, write_atomic
 from .hub import save_model
 from .loop import clipped_update, epoch_batches, lr_schedule, make_trainer, seed_everything, seed_step, show_progress
 from .model import BERTEncoder, MLMDecoder, NSClassifier
@@ -38,6 +38,7 @@ from .pretraining_data import (
     split_documents,
     tokenize_documents,
 )
+from .speed.choice import choice_record
 from .transformer import valid_length_mask
 from .vocab import build_vocab, load_vocabulary
 
@@ -219,15 +220,21 @@ class PretrainConfig:
     steps: int = 1400
     lr: float = 1e-3
     eval_every: int = 200          # evaluate and checkpoint every N steps
-    ctx: str = 'gpu' if mx.context.num_gpus() else 'cpu'
+    ctx: str = default_ctx()
     seed: int = 0
     out: str = 'runs/pretrain'
     resume: bool = False
+    keep_checkpoints: bool = False  # keep out/checkpoints when the run finishes (they exist to resume a stopped one)
     progress: bool | None = None   # a progress bar: None draws one on terminals only
 
     def run_settings(self) -> dict:
-        """The settings a checkpoint of this run depends on: all but where it writes and how it reports."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in {'out', 'resume', 'progress', 'ctx'}}
+        """The settings a checkpoint of this run depends on: all but where it writes and how it reports; and the
+        sha256 of the files it reads (a corpus file or folder, a vocabulary: ``data_sha256``)."""
+        settings = {k: v for k, v in dataclasses.asdict(self).items()
+                    if k not in {'out', 'resume', 'progress', 'ctx', 'keep_checkpoints'}}
+        corpus = None if self.corpus in ('movie-reviews', 'wikitext-2') else self.corpus  # built in: verified assets
+        settings[DATA_KEY] = data_digests({'corpus': corpus, 'vocab': self.vocab})
+        return settings
 
     def check(self) -> None:
         """``ValueError`` naming the first setting out of its range, and what the range is."""
@@ -243,21 +250,27 @@ class PretrainConfig:
 
 @dataclass
 class PretrainResult:
-    """What ``pretrain`` returns: the trained model and its vocabulary, one history record per epoch, the held-out
-    ``metrics`` (also in ``out/metrics.json``) and the output folder."""
+    """What ``pretrain`` returns: the trained model and its vocabulary, one history record per evaluation, the
+    held-out ``metrics`` (also in ``out/metrics.json``) and the output folder. ``finished_before``: ``resume`` found
+    the run already finished in ``out`` and trained nothing; ``model`` and ``vocabulary`` are then ``None`` (the
+    encoder is in ``out``: ``load_model(out)``) and the rest is read from ``metrics.json``."""
 
-    model: BERTPretrainModel
-    vocabulary: nlp.vocab.BERTVocab
+    model: BERTPretrainModel | None
+    vocabulary: nlp.vocab.BERTVocab | None
     history: list[dict]
     metrics: dict
     out: Path
+    finished_before: bool = False
 
     def summary(self) -> str:
         """The line ``python -m bert_tutorial pretrain`` prints at the end."""
         m = self.metrics
-        return (f"held-out MLM accuracy {m['mlm_accuracy']:.3f} (always '{m['baseline_token']}': "
+        line = (f"held-out MLM accuracy {m['mlm_accuracy']:.3f} (always '{m['baseline_token']}': "
                 f"{m['mlm_baseline_accuracy']:.3f}), NSP accuracy {m['nsp_accuracy']:.3f}, {m['seconds']:.0f} s; "
                 f"encoder saved in {self.out} (fine-tune it: finetune --model {self.out})")
+        if self.finished_before:
+            return f'this run had finished, nothing to resume (trained nothing, changed nothing): {line}'
+        return line
 
 
 def load_corpus(corpus: str, encoding: str = 'utf-8') -> list[list[str]]:
@@ -273,13 +286,17 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     """Pre-train a small BERT as ``config`` says; writes the encoder folder (``save_model``, model type
     ``'encoder'``), ``metrics.json`` and checkpoints into ``config.out``."""
     config.check()
+    ctx = contexts(config.ctx)[0]  # no GPU for ctx='gpu': one clear error before anything is written
     with locked_output(config.out) as out:
-        return _pretrain(config, out)
+        return _pretrain(config, out, ctx)
 
 
-def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
-    check_run_dir(out, config.resume, config.run_settings())  # before anything loads
-    ctx = mx.gpu(0) if config.ctx == 'gpu' else mx.cpu()
+def _pretrain(config: PretrainConfig, out: Path, ctx: mx.Context) -> PretrainResult:
+    settings = config.run_settings()  # once: the data digests recorded are of the files as this run found them
+    finished = check_run_dir(out, config.resume, settings)  # before anything loads
+    if finished is not None:
+        log.info('%s holds a finished run (metrics.json): nothing to resume', out)
+        return PretrainResult(None, None, finished['history'], finished, out, finished_before=True)
     seed_everything(config.seed)
     started = time.time()
     documents = load_corpus(config.corpus, config.encoding)
@@ -303,7 +320,7 @@ def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
                             pretraining_loader(eval_set, config.batch_size, shuffle=False), config.steps, config.lr,
                             ctx, checkpoint_dir=out, resume=config.resume, seed=config.seed, baseline_token=baseline,
                             eval_every=config.eval_every, progress=config.progress, before_epoch=train_set.resample,
-                            run_settings=config.run_settings())
+                            run_settings=settings)
     encoder = model.to_encoder()
     save_model(out, encoder, vocab, {'model_type': 'encoder', 'encoder': encoder.config})
     final = history[-1]
@@ -311,6 +328,9 @@ def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
     metrics.update(baseline_token=vocab.idx_to_token[baseline], seconds=time.time() - started,
                    vocab_size=len(vocab), num_train_pairs=len(train_set), num_eval_pairs=len(eval_set),
                    model=model.config, config=dataclasses.asdict(config), history=history,
-                   measured=measured())
-    (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+                   measured=measured(), kernel_choice=choice_record() if config.ctx == 'cpu' else None)
+    # metrics.json, written last, marks the run finished (resume then has nothing to do); the checkpoints go after it.
+    write_atomic(out / 'metrics.json', json.dumps(metrics, indent=2))
+    if not config.keep_checkpoints:
+        remove_checkpoints(out)
     return PretrainResult(model, vocab, history, metrics, out)

@@ -59,6 +59,25 @@ def toy_reviews(n, seed=0):
     return out
 
 
+@pytest.fixture
+def tiny_encoder_dir(tiny_bert, tiny_vocab, tmp_path):
+    """A folder holding the random 1-layer BERT as a saved encoder: ``FinetuneConfig(model=...)`` fine-tunes it end
+    to end in a few seconds, with no download."""
+    from bert_tutorial import save_model
+    return save_model(tmp_path / 'tiny-encoder', tiny_bert, tiny_vocab,
+                      {'model_type': 'encoder', 'encoder': tiny_bert.config})
+
+
+def write_reviews(path, n, seed=0, labels=('negative', 'positive')):
+    """``toy_reviews`` as a labelled CSV file (``text,label``) with the class names ``labels``."""
+    import csv
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['text', 'label'])
+        writer.writerows((text, labels[label]) for text, label in toy_reviews(n, seed))
+    return path
+
+
 def share_kernel_cache(home):
     """Give a new ``MXNET_HOME`` folder this session's C++ kernel cache (a link), so that a process started with it
     loads the library instead of compiling it again: one build per test session."""
@@ -82,7 +101,7 @@ def run_cli(*args, stdin=None, check=True):
     sys.stdin = io.StringIO(stdin or '')
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
+            code = main([str(a) for a in args])
     except SystemExit as exit:  # argparse's usage errors
         code = exit.code
     finally:

@@ -5,6 +5,7 @@ import argparse
 
 from ..sentiment_data import load_movie_reviews, subset
 from ..speed.export import export_classifier
+from . import DefaultsHelpFormatter
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,9 +21,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser('export', help='export a fine-tuned classifier for gluon.SymbolBlock.imports')
+    p = subparsers.add_parser('export', help='export a fine-tuned classifier for gluon.SymbolBlock.imports',
+                              formatter_class=DefaultsHelpFormatter)
     p.add_argument('--model-dir', default='runs/finetune', help='output folder of finetune')
-    p.add_argument('--out', default=None, help='where to write (default: MODEL_DIR/export)')
+    p.add_argument('--out', default=None, help='where to write (None: MODEL_DIR/export)')
     p.add_argument('--int8', action='store_true',
                    help='write an INT8 graph (oneDNN, CPU) calibrated on sentences of the built-in training corpus')
     p.add_argument('--calib-sentences', type=int, default=320, help='calibration sentences for --int8')
