@@ -52,7 +52,7 @@ def test_a_model_on_a_gpu_does_not_build_the_kernels(monkeypatch):
     net.initialize()
     for p in net.collect_params().values():
         monkeypatch.setattr(p, 'list_ctx', lambda: [mx.gpu(0)])  # where the parameters would live on a GPU machine
-    trainer = make_trainer(net, 1e-3)
+    trainer = make_trainer(net, 1e-3, 'fusedbertadam')
     assert trainer.optimizer.kernels is False
 
 
