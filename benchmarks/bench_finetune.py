@@ -15,8 +15,10 @@ global norm 1 and the optimizer update.
   where this machine's choice picks it (since 0.5: ``bert_tutorial.speed.choice``, printed at the start),
   clipping through the optimizer's gradient rescaling;
 - every-kernel (0.4's default; not with ``--quick``): the same with every kernel, whatever the choice;
-- mxnet-ops (0.4's ``finetune --mxnet-ops``; not with ``--quick``): MXNet's dense layers, softmax, attention products
-  and GELU, the other kernels (LayerNorm, dropout, optimizer) kept;
+- mxnet-ops (0.4's ``finetune --mxnet-ops``, close to 0.3's default; not with ``--quick``): MXNet's dense layers,
+  softmax, attention products and GELU, the other kernels (LayerNorm, dropout, optimizer) kept;
+- mxnet (not with ``--quick``): the default pipeline on MXNet's operators alone (its LayerNorm, Dropout and
+  ``adam_update``; no C++ kernel), what runs where the kernels do not build;
 - pytorch, when torch and transformers are importable (they are not dependencies): Hugging Face's
   ``BertForSequenceClassification`` on the same checkpoint, the default pipeline's batches, the same trainable
   parameters (the word embedding too), AdamW with the same decay groups, and as many threads as MXNet uses.
@@ -55,6 +57,7 @@ from bert_tutorial.speed import choice  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'benchmarks' / 'results' / 'finetune.json'
 LR, CLIP, MAX_LEN, BATCH = 5e-5, 1.0, 128, 32
+OTHER_VARIANTS = ('every-kernel', 'mxnet-ops', 'mxnet')  # timed next to the default, except with --quick
 
 
 def threads() -> int:
@@ -172,9 +175,9 @@ def pytorch_available() -> str | None:
 
 
 def mxnet_variants(examples, ctx, others: bool = False) -> list[MXNetVariant]:
-    """The tutorial's pipeline and the default, and with ``others`` the every-kernel and mxnet-ops variants."""
+    """The tutorial's pipeline and the default, and with ``others`` the every-kernel, mxnet-ops and mxnet variants."""
     out = []
-    for name in ('tutorial', 'default') + (('every-kernel', 'mxnet-ops') if others else ()):
+    for name in ('tutorial', 'default') + (OTHER_VARIANTS if others else ()):
         bert, vocab = get_pretrained_bert(ctx=ctx, use_pooler=False)  # both pool by the mean
         tokenizer = nlp.data.BERTTokenizer(vocab, lower=True)
         if name == 'tutorial':
@@ -186,8 +189,10 @@ def mxnet_variants(examples, ctx, others: bool = False) -> list[MXNetVariant]:
             trainer = gluon.Trainer(net.collect_params(), 'bertadam', {'learning_rate': LR, 'wd': 0.01,
                                                                         'epsilon': 1e-6})
         else:  # the 0.4 variants: every kernel (mxnet-ops: but the dense layers, softmax, products and GELU)
-            with choice.override('all') if name != 'default' else contextlib.nullcontext():
-                net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, kernel_ops=name != 'mxnet-ops')
+            kernels = {'default': None, 'every-kernel': 'all', 'mxnet-ops': 'all', 'mxnet': 'none'}[name]
+            with choice.override(kernels) if kernels else contextlib.nullcontext():
+                net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, kernel_ops=name != 'mxnet-ops',
+                                       matmul_layer_norm=name != 'mxnet', kernel_dropout=name != 'mxnet')
                 trainer = make_trainer(net, LR, 'fusedbertadam', no_decay_norm_bias=True)
         out.append(MXNetVariant(name, net, trainer, batches, tutorial_step=name == 'tutorial'))
     return out
@@ -278,7 +283,7 @@ def in_processes(args: argparse.Namespace) -> dict:
         print(f"over {args.processes} processes (median): default pipeline {result['speedup_vs_pytorch']:.2f}x "
               f"Hugging Face + PyTorch (" + ', '.join(f"{r['speedup_vs_pytorch']:.2f}" for r in runs) + ')')
     sps = result['variant_samples_per_second']
-    for name in ('every-kernel', 'mxnet-ops'):
+    for name in OTHER_VARIANTS:
         if name in sps:
             each = [r['variant_samples_per_second']['default'] / r['variant_samples_per_second'][name] for r in runs]
             print(f"over {args.processes} processes (median): default pipeline {sps['default'] / sps[name]:.2f}x the "
@@ -344,7 +349,7 @@ def measure(args: argparse.Namespace) -> dict:
     }
     print(f"default pipeline: {sps['default']:.1f} samples/s, {result['speedup_vs_tutorial']:.2f}x the tutorial's "
           f"({sps['tutorial']:.1f})")
-    for name in ('every-kernel', 'mxnet-ops'):
+    for name in OTHER_VARIANTS:
         if name in sps:
             print(f"default pipeline: {sps['default'] / sps[name]:.2f}x the {name} variant ({sps[name]:.1f})")
     if result['speedup_vs_pytorch'] is not None:
