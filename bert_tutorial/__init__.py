@@ -10,7 +10,7 @@ from .speed import FusedBERTAdam, MatmulLayerNorm, use_matmul_layer_norm
 from .transformer import AddNorm, EncoderBlock, MultiHeadAttention, PositionalEncoding, PositionWiseFFN
 from .vocab import load_vocabulary
 
-__version__ = '0.4.0'
+__version__ = '0.5.0'
 
 __all__ = [
     # the tutorial
