@@ -24,6 +24,7 @@ import numpy as np
 from mxnet.base import MXNetError
 
 from .assets import sha256_file
+from .files import writing
 
 KEEP = 2
 
@@ -70,22 +71,28 @@ def save_checkpoint(run_dir: str | os.PathLike, net: mx.gluon.Block, trainer: mx
     if not all_finite(net):
         raise FloatingPointError('refusing to checkpoint: the model has NaN or inf parameters')
     root = _checkpoints_dir(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    with writing(root):
+        root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob('.step-*'):  # a run killed while writing; the out folder's lock keeps others away
         shutil.rmtree(stale, ignore_errors=True)
     name = f"step-{int(state['step']):08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{name}.', dir=root))
-    net.save_parameters(str(tmp / 'model.params'))
-    if trainer is not None:
-        trainer.save_states(str(tmp / 'trainer.states'))
-    digests = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
-    full_state = dict(state, python_rng=_py_state(), numpy_rng=_np_state(), trainer_order=TRAINER_ORDER,
-                      sha256=digests)
-    (tmp / 'state.json').write_text(json.dumps(full_state))
     final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with writing(final):
+        tmp = Path(tempfile.mkdtemp(prefix=f'.{name}.', dir=root))
+    try:
+        with writing(final):  # a full disk: one line naming the checkpoint, and no temporary folder left
+            net.save_parameters(str(tmp / 'model.params'))
+            if trainer is not None:
+                trainer.save_states(str(tmp / 'trainer.states'))
+            digests = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+            full_state = dict(state, python_rng=_py_state(), numpy_rng=_np_state(), trainer_order=TRAINER_ORDER,
+                              sha256=digests)
+            (tmp / 'state.json').write_text(json.dumps(full_state))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename
     for old in checkpoints(run_dir)[KEEP:]:
         shutil.rmtree(old, ignore_errors=True)
     return final
