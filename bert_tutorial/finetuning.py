@@ -458,7 +458,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         # The end of a cluster run passes through the scheduler (MXNet's barrier at exit, which would block for ever
         # without it): met here, under the watchdog, a dead scheduler ends this worker with a message.
         with watchdog.waiting('the other workers and the scheduler at the end of the run'):
-            kvstore.barrier()
+            kvstore._barrier()  # noqa: SLF001 -- MXNet 1.9 names its public barrier so
     return result
 
 
