@@ -120,6 +120,21 @@ def remove_stale_temporaries(folder: str | os.PathLike, subfolders: Sequence[str
     return removed
 
 
+def check_out_folder(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Before any work: ``ValueError`` when a recipe's out folder is one of its input folders (the model it starts
+    from, a corpus folder) or is, or lies inside, a model folder the package does not write (a Hugging Face
+    checkpoint): the run would write its ``config.json`` and ``model.params`` over theirs."""
+    resolved = Path(out).resolve()
+    for source in inputs:
+        if source is not None and Path(source).is_dir() and resolved == Path(source).resolve():
+            raise ValueError(f'out (--out): {out} is an input of this run ({source}); choose another out folder')
+    for folder in (resolved, *resolved.parents):
+        if (folder / 'config.json').is_file() and any((folder / w).exists() for w in ('model.safetensors',
+                                                                                      'pytorch_model.bin')):
+            raise ValueError(f'out (--out): {out} lies in the Hugging Face checkpoint folder {folder}; choose '
+                             'another out folder')
+
+
 def check_run_folder(folder: str | os.PathLike, files: Iterable[str], folders: Iterable[str]) -> None:
     """Before any work: ``ValueError`` when something of the wrong kind sits where a run writes ``files`` (a
     folder, say, where ``model.params`` goes) or ``folders`` (a file where ``checkpoints/`` goes)."""
@@ -181,6 +196,8 @@ def check_output(path: str | os.PathLike, flag: str, *, inputs: Sequence[str | o
     if not folder:
         if path.is_dir():
             raise ValueError(f'{flag}: {path} is a folder; give a file name')
+        if path.exists() and not path.is_file():  # a device, a pipe: the rename would replace it with a file
+            raise ValueError(f'{flag}: {path} is not a regular file; give a file name')
         if path.exists() and not (overwrite or is_default):
             raise ValueError(f'{flag}: {path} exists; pass --overwrite to replace it, or choose another path')
         return path

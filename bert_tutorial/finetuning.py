@@ -28,7 +28,7 @@ from .checkpoint import resume as resume_from
 from .checks import MAX_SEED, check_settings, fraction, integer, one_of, positive, setting
 from .devices import as_context_list, contexts, measured
 from .encoders import GluonBERT, TutorialBERT
-from .files import check_run_folder, locked_output, write_atomic
+from .files import check_out_folder, check_run_folder, locked_output, write_atomic
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
 from .loop import (
     RESUMED_KEY,
@@ -431,6 +431,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Fine-tune a pre-trained BERT for sentiment as ``config`` says; writes the model folder (``save_model``),
     ``metrics.json`` and checkpoints into ``config.out``."""
     config.check()
+    check_out_folder(config.out, (config.model, config.imdb_root))
     if config.kvstore.startswith('dist'):
         watchdog.timeout  # noqa: B018 -- a malformed $BERT_TUTORIAL_DIST_TIMEOUT fails before any work
     if config.kernel_dropout and not (config.ctx == 'cpu' and load_kernels()):

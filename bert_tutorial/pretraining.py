@@ -35,7 +35,7 @@ from .checks import (
 )
 from .devices import measured
 from .encoders import SIZES, TutorialBERT
-from .files import check_run_folder, locked_output, write_atomic
+from .files import check_out_folder, check_run_folder, locked_output, write_atomic
 from .hub import save_model
 from .loop import clipped_update, epoch_batches, lr_schedule, make_trainer, seed_everything, seed_step, show_progress
 from .model import BERTEncoder, MLMDecoder, NSClassifier
@@ -285,6 +285,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     """Pre-train a small BERT as ``config`` says; writes the encoder folder (``save_model``, model type
     ``'encoder'``), ``metrics.json`` and checkpoints into ``config.out``."""
     config.check()
+    check_out_folder(config.out, (config.corpus,))
     if config.max_len > MAX_POSITIONS:  # as finetune caps it at its model's positions; memory grows with max_len
         log.warning('max_len %d is more than BERT has positions for: using %d', config.max_len, MAX_POSITIONS)
         config = dataclasses.replace(config, max_len=MAX_POSITIONS)

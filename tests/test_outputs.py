@@ -117,6 +117,45 @@ def test_export_replaces_an_earlier_export_only_with_overwrite(model_dir, tmp_pa
     assert load_model(model_dir / 'export')[2]['model_type'] == 'exported_classifier'
 
 
+def test_evaluate_never_replaces_something_that_is_not_a_regular_file(model_dir, data, tmp_path, capsys):
+    """A pipe here (as root, /dev/null would be replaced by a file just the same)."""
+    import stat
+    fifo = tmp_path / 'pipe'
+    os.mkfifo(fifo)
+    code, _, err = run(capsys, 'evaluate', '--model-dir', model_dir, '--data', data, '--output', fifo, '--overwrite')
+    assert (code, err) == (2, f'error: --output: {fifo} is not a regular file; give a file name\n')
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+@pytest.mark.parametrize('command', ['finetune', 'pretrain'])
+def test_a_run_never_writes_into_its_input_folder_or_a_hugging_face_checkpoint(command, tiny_bert, tiny_vocab,
+                                                                             tmp_path, capsys, monkeypatch):
+    from bert_tutorial import finetuning, pretraining
+    monkeypatch.setattr(finetuning, 'get_pretrained_bert', no_work)
+    monkeypatch.setattr(pretraining, 'load_corpus', no_work)
+    hf = tmp_path / 'hf'
+    hf.mkdir()
+    for name in ('config.json', 'model.safetensors', 'vocab.txt'):
+        (hf / name).write_text('theirs')
+    source = tmp_path / 'source'  # finetune's model, pretrain's corpus folder
+    if command == 'finetune':
+        save_model(source, tiny_bert, tiny_vocab, {'model_type': 'encoder', 'encoder': tiny_bert.config})
+    else:
+        source.mkdir()
+        (source / 'a.txt').write_text('One sentence. Another one.')
+    before = snapshot(source)
+    flag = '--model' if command == 'finetune' else '--corpus'
+    code, _, err = run(capsys, command, flag, source, '--out', source)
+    assert (code, err) == (2, f'error: out (--out): {source} is an input of this run ({source}); choose another '
+                              'out folder\n')
+    for out in (hf, hf / 'run'):
+        code, _, err = run(capsys, command, '--out', out)
+        assert (code, err) == (2, f'error: out (--out): {out} lies in the Hugging Face checkpoint folder {hf}; '
+                                  'choose another out folder\n')
+    assert snapshot(source) == before and sorted(p.name for p in hf.iterdir()) == ['config.json',
+                                                                                    'model.safetensors', 'vocab.txt']
+
+
 # ---- item 15: an output of the wrong kind is refused before the work -------------------------------------------
 
 def test_evaluate_output_a_folder_and_export_out_a_file_are_refused_before_the_work(model_dir, data, tmp_path,
