@@ -245,6 +245,35 @@ def test_finetune_on_a_full_disk_ends_with_one_line_and_no_temporaries(tiny_bert
     assert leftovers == []
 
 
+def test_evaluate_and_export_on_a_full_disk_end_with_one_line_and_leave_nothing_half_written(model_dir, data,
+                                                                                            tmp_path):
+    """As above: evaluate may not write past 300 bytes (its report is longer, its batches' shared-memory arrays
+    shorter), export past 16 kB (the tiny model's parameters are 21 kB). The export folder is left empty, so that the
+    next try may use it."""
+    import resource
+
+    def limit(size):
+        def apply():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        return apply
+
+    def cli(size, *args):
+        proc = subprocess.run([sys.executable, '-m', 'bert_tutorial', *map(str, args)], preexec_fn=limit(size),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
+        return proc.stderr.strip().splitlines()[-1]
+
+    report = tmp_path / 'report.json'
+    assert cli(300, 'evaluate', '--model-dir', model_dir, '--data', data, '--output', report) == \
+        f'error: {report} cannot be written: File too large'
+    out = tmp_path / 'export'
+    assert cli(16_000, 'export', '--model-dir', model_dir, '--out', out) == \
+        f'error: {out}/model-0000.params cannot be written: the file system is full or refused the write (MXNet: ' \
+        'FileStream.Write incomplete)'
+    assert list(tmp_path.glob('.*')) == [] and list(out.iterdir()) == []
+
+
 def test_temporaries_of_killed_writes_are_removed_by_the_next_run(tmp_path):
     from bert_tutorial.files import locked_output, write_atomic
     dead = subprocess.Popen([sys.executable, '-c', 'pass'])

@@ -12,7 +12,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
-from ..files import check_output
+from ..files import WriteError, check_output
 from ..hub import EXPORT_INPUTS, load_model, save_model
 from ..predict import sentence_batches
 from .kernel_ops import standard_ops
@@ -47,7 +47,14 @@ def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike |
         net = quantize_classifier(net, batches, calib_mode=calib_mode)
         config['int8'] = {'calib_mode': calib_mode, 'calib_sentences': len(int8_calibration),
                           'int8_dense_layers': len(int8_layers(net)['int8'])}
-    return save_model(out, net, vocabulary, config)
+    fresh = not out.exists() or not any(out.iterdir())
+    try:
+        return save_model(out, net, vocabulary, config)
+    except WriteError:  # a full disk: leave a new folder as it was, not half an export that blocks the next try
+        if fresh:
+            for path in out.iterdir():
+                path.unlink()
+        raise
 
 
 def _graph(block: gluon.HybridBlock, inputs: Sequence[str]) -> tuple[mx.sym.Symbol, dict, dict]:
