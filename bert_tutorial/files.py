@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import re
+import shutil
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -147,6 +149,22 @@ def check_run_folder(folder: str | os.PathLike, files: Iterable[str], folders: I
         if (folder / name).exists() and not (folder / name).is_dir():
             raise ValueError(f'out: {folder / name} is a file, and the run writes a folder there: move it away or '
                              'choose another out folder')
+
+
+def check_free_space(folder: str | os.PathLike, params, what: str = 'the run') -> None:
+    """Before training: ``ValueError`` when the file system of ``folder`` has less free space than ``what`` surely
+    writes: its parameters (``params``, a Gluon ``ParameterDict``) twice, in one checkpoint and in the saved model
+    (float32; parameters whose shape is not known yet are not counted; a checkpoint's optimizer states come on top)."""
+    size = 0
+    for param in params.values():
+        shape = param.shape or ()
+        if all(shape) and shape:
+            size += 4 * math.prod(shape)
+    free = shutil.disk_usage(folder).free
+    if free < 2 * size:
+        raise ValueError(f'out: {folder} has {free / 1e6:.3g} MB free, and {what} writes at least '
+                         f'{2 * size / 1e6:.3g} MB (its parameters, in a checkpoint and the saved model): free space '
+                         'or choose another out folder')
 
 
 # What makes a folder a saved model: its config.json beside weights (the package's, 0.1's or Hugging Face's).

@@ -28,7 +28,7 @@ from .checkpoint import resume as resume_from
 from .checks import MAX_SEED, check_settings, fraction, integer, one_of, positive, setting
 from .devices import as_context_list, contexts, measured
 from .encoders import GluonBERT, TutorialBERT
-from .files import check_out_folder, check_run_folder, locked_output, write_atomic
+from .files import check_free_space, check_out_folder, check_run_folder, locked_output, write_atomic
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
 from .loop import (
     RESUMED_KEY,
@@ -500,6 +500,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
                            freeze_word_embed=config.freeze_word_embed, hybridize=config.hybridize,
                            matmul_layer_norm=config.matmul_layer_norm, kernel_dropout=config.kernel_dropout,
                            kernel_ops=config.kernel_ops)
+    check_free_space(out, net.collect_params(), 'fine-tuning')  # before training, not at its first checkpoint
     # The package's recipe (GluonNLP's fine-tuning script's choices); train_loop's defaults are the tutorial's.
     recipe = {} if config.tutorial_recipe else dict(no_decay_norm_bias=True, warmup_ratio=config.warmup_ratio,
                                                     loss_reduction='mean')

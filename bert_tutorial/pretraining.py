@@ -35,7 +35,7 @@ from .checks import (
 )
 from .devices import measured
 from .encoders import SIZES, TutorialBERT
-from .files import check_out_folder, check_run_folder, locked_output, write_atomic
+from .files import check_free_space, check_out_folder, check_run_folder, locked_output, write_atomic
 from .hub import save_model
 from .loop import clipped_update, epoch_batches, lr_schedule, make_trainer, seed_everything, seed_step, show_progress
 from .model import BERTEncoder, MLMDecoder, NSClassifier
@@ -315,6 +315,7 @@ def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
                               max_len=config.max_len)
     model.initialize(mx.init.Normal(0.02), ctx=ctx)
     model.hybridize(static_alloc=True, static_shape=True)
+    check_free_space(out, model.collect_params(), 'pre-training')  # before training
     baseline = most_frequent_token(train_docs)
     history = pretrain_loop(model, pretraining_loader(train_set, config.batch_size, shuffle=True, drop_last=True),
                             pretraining_loader(eval_set, config.batch_size, shuffle=False), config.steps, config.lr,

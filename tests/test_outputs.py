@@ -201,6 +201,43 @@ def test_an_out_folder_the_run_cannot_fill_is_refused_before_any_work(tmp_path, 
     assert code == 2 and err == f'error: out: {out}/{message}: move it away or choose another out folder\n'
 
 
+@pytest.mark.parametrize('command', ['finetune', 'pretrain'])
+def test_too_little_free_space_for_the_parameters_is_refused_before_training(command, tiny_bert, tiny_vocab, tmp_path,
+                                                                             capsys, monkeypatch):
+    from collections import namedtuple
+
+    from bert_tutorial import files, finetuning, pretraining
+    monkeypatch.setattr(finetuning, 'train_loop', no_work)
+    monkeypatch.setattr(pretraining, 'pretrain_loop', no_work)
+    usage = namedtuple('usage', 'total used free')
+    monkeypatch.setattr(files.shutil, 'disk_usage', lambda path: usage(10**9, 10**9 - 1_000, 1_000))
+    if command == 'finetune':
+        encoder = save_model(tmp_path / 'encoder', tiny_bert, tiny_vocab, {'model_type': 'encoder',
+                                                                           'encoder': tiny_bert.config})
+        train = tmp_path / 'train.csv'
+        train.write_text('text,label\n' + ''.join(f'{t},{y}\n' for t, y in toy_reviews(16)))
+        args = ['--model', encoder, '--train', train, '--no-hybridize']
+        net = BERTClassifier(tiny_bert, 2, pooling='cls')  # what finetune trains: the encoder, a 2-class output
+        net.classifier.initialize()
+        net(mx.nd.ones((1, 3)), mx.nd.zeros((1, 3)), mx.nd.array([3]))
+    else:
+        corpus = tmp_path / 'corpus.txt'
+        corpus.write_text('\n\n'.join('. '.join(t for t, _ in toy_reviews(4, seed=d)) + '.' for d in range(20)))
+        args = ['--corpus', corpus, '--min-freq', '1', '--units', '16', '--hidden', '32', '--layers', '1']
+    code, _, err = run(capsys, command, *args, '--out', tmp_path / 'out')
+    what = {'finetune': 'fine-tuning', 'pretrain': 'pre-training'}[command]
+    match = re.fullmatch(f'error: out: {tmp_path / "out"} has 0.001 MB free, and {what} writes at least (\\S+) MB '
+                         '\\(its parameters, in a checkpoint and the saved model\\): free space or choose another out '
+                         'folder\n', err)
+    assert code == 2 and match, err
+    if command == 'finetune':  # an independent count of the weights
+        size = 4 * sum(p.data().size for p in net.collect_params().values())
+        assert float(match[1]) == float(f'{2 * size / 1e6:.3g}')
+    else:  # a lower bound: the parameters whose shapes MXNet knows before the first batch, the embeddings among them
+        embeddings = (18 + 2 + 48) * 16  # 13 words of the corpus and 5 special tokens, 2 segments, 48 positions
+        assert float(match[1]) >= 2 * 4 * embeddings / 1e6
+
+
 def test_a_failed_checkpoint_write_names_the_file_and_leaves_no_temporary(tiny_bert, tmp_path, monkeypatch):
     """MXNet's own failure on a full disk (``FileStream.Write incomplete``), raised where it writes."""
     from mxnet.base import MXNetError
