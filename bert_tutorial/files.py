@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import math
 import os
 import re
@@ -178,6 +179,15 @@ def is_model_folder(folder: str | os.PathLike) -> bool:
     return (folder / 'config.json').is_file() and any((folder / w).exists() for w in _MODEL_WEIGHTS)
 
 
+def _is_export(config: Path) -> bool:
+    """Whether ``config`` is the config.json of an export (``inputs``: also bert_tutorial 0.1's)."""
+    try:
+        data = json.loads(config.read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and (data.get('model_type') == 'exported_classifier' or 'inputs' in data)
+
+
 def _same(a: Path, b: Path) -> bool:
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
@@ -222,8 +232,7 @@ def check_output(path: str | os.PathLike, flag: str, *, inputs: Sequence[str | o
     if path.exists() and not path.is_dir():
         raise ValueError(f'{flag}: {path} is a file, and a folder goes there; choose another path')
     if path.is_dir() and any(path.iterdir()):
-        export = path / 'config.json'
-        is_export = is_model_folder(path) and '"exported_classifier"' in export.read_text(errors='replace')
+        is_export = is_model_folder(path) and _is_export(path / 'config.json')
         if is_model_folder(path) and not is_export:
             raise ValueError(f'{flag}: {path} holds a saved model that is not an export; choose another path')
         if not is_export:

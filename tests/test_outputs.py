@@ -4,6 +4,7 @@ no temporaries left; settings (seed, max_len, the distributed timeout) checked u
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,6 +97,11 @@ def test_export_never_writes_into_the_model_or_another_model(model_dir, tmp_path
             assert code == 2 and err.startswith('error: --out: ') and message in err, err
     assert snapshot(model_dir) == before
     load_model(model_dir, model_type='classifier')  # still whole
+    other = tmp_path / 'other'  # another classifier
+    shutil.copytree(model_dir, other)
+    code, _, err = run(capsys, 'export', '--model-dir', model_dir, '--out', other, '--overwrite')
+    assert code == 2 and f'--out: {other} holds a saved model that is not an export; choose another path' in err
+    assert snapshot(other) == before
     user = tmp_path / 'user'
     user.mkdir()
     (user / 'notes.txt').write_text('mine')
