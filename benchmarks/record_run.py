@@ -33,7 +33,7 @@ def command_of(config: dict, command: str = 'finetune') -> str:
         if action.nargs == 0:  # store_true/false/const; two flags may set one field both ways
             if value == action.const and value != action.default:
                 words.append(flag)
-        elif value != action.default:
+        elif value != action.default and value is not None:  # None: a setting not used (data with a train file)
             words += [flag, str(value)]
     return ' '.join(words)
 

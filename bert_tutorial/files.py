@@ -247,6 +247,8 @@ def require_files(folder: str | os.PathLike, names: Iterable[str], what: str, ho
     """``folder`` as a ``Path`` when it holds every file of ``names``; else ``FileNotFoundError`` naming the missing
     ones, what the folder should be (``what``) and how to make one (``how``)."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileNotFoundError(f'{folder} is a file, not a folder: expected {what} ({how})')
     if not folder.is_dir():
         raise FileNotFoundError(f'{folder} does not exist: expected {what} ({how})')
     missing = [n for n in names if not (folder / n).is_file()]

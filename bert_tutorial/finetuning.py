@@ -23,10 +23,22 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
-from .checkpoint import check_fresh_start, check_run_dir, save_checkpoint
+from .assets import sha256_file
+from .checkpoint import (
+    BEST,
+    DATA_KEY,
+    best_parameters,
+    check_finite_file,
+    check_fresh_start,
+    check_run_dir,
+    data_digests,
+    nonfinite_parameter,
+    remove_checkpoints,
+    save_checkpoint,
+)
 from .checkpoint import resume as resume_from
 from .checks import MAX_SEED, check_settings, fraction, integer, one_of, positive, setting
-from .devices import as_context_list, contexts, measured
+from .devices import as_context_list, contexts, default_ctx, measured
 from .encoders import GluonBERT, TutorialBERT
 from .files import check_free_space, check_out_folder, check_run_folder, locked_output, write_atomic
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
@@ -48,11 +60,12 @@ from .loop import (
 from .model import BERTClassifier
 from .sentiment_data import (
     LABELS,
+    check_tokens,
     class_order,
     encode_labels,
     load_imdb,
     load_movie_reviews,
-    read_labelled_file,
+    read_labelled_lines,
     sentiment_loader,
     subset,
     transform_label,
@@ -172,12 +185,16 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
         best = state.get('best')
     key = f'{eval_name.lower()}_accuracy'
     best_params = BestParameters(net, checkpoint_dir)
+    if state is not None:
+        best_params.resumed(state['checkpoint_path'], state)
 
     def checkpoint(epoch_done: int, **running):
         if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, net, trainer, {'step': step, 'epoch': epoch_done, 'history': history,
-                                                           'seed': seed, 'settings': settings, 'running': running,
-                                                           'best': best})
+            path = save_checkpoint(checkpoint_dir, net, trainer,
+                                   {'step': step, 'epoch': epoch_done, 'history': history, 'seed': seed,
+                                    'settings': settings, 'running': running, 'best': best},
+                                   best=best_params.for_checkpoint())
+            best_params.written(path)
 
     for epoch in range(start_epoch, num_epoch):
         skip = step - epoch * steps_per_epoch  # batches of this epoch done before a mid-epoch checkpoint
@@ -245,26 +262,54 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
 
 
 class BestParameters:
-    """A copy of ``net``'s parameters: in ``checkpoint_dir/best.params`` when there is one (a resumed run finds it
-    there), else in memory."""
+    """A copy of ``net``'s parameters: with a ``checkpoint_dir``, in its checkpoints' ``best.params`` (verified by
+    the sha256 their state records; a resumed run finds them there), else in memory."""
 
     def __init__(self, net, checkpoint_dir: str | Path | None):
         self.net, self._arrays = net, None
-        self.path = Path(checkpoint_dir) / 'checkpoints' / 'best.params' if checkpoint_dir is not None else None
+        self.on_disk = checkpoint_dir is not None
+        self.pending = False  # kept, not yet written: the checkpoint written next holds them
+        self.path: Path | None = None
+        self.digest: str | None = None
 
     def keep(self) -> None:
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, lambda tmp: self.net.save_parameters(str(tmp)))
+        if self.on_disk:  # train_loop writes a checkpoint right after: its parameters are these
+            self.pending = True
         else:
             self._arrays = {k: p.data().copy() for k, p in self.net._collect_params_with_prefix().items()}
 
+    def resumed(self, checkpoint: Path, state: dict) -> None:
+        """The best parameters that the checkpoint a run resumed from recorded."""
+        found = best_parameters(checkpoint, state)
+        if found is not None:
+            self.path, self.digest = found
+
+    def for_checkpoint(self) -> bool | tuple[Path, str | None] | None:
+        """What the next checkpoint keeps as its ``best.params`` (``save_checkpoint``'s ``best``)."""
+        return True if self.pending else (self.path, self.digest) if self.path is not None else None
+
+    def written(self, checkpoint: Path) -> None:
+        if (checkpoint / BEST).is_file():
+            self.path = checkpoint / BEST
+            self.digest = json.loads((checkpoint / 'state.json').read_text())['sha256'][BEST]
+            self.pending = False
+
     def restore(self) -> None:
-        if self.path is not None:
-            self.net.load_parameters(str(self.path), ctx=self.net.collect_params().list_ctx())
-        else:
+        if not self.on_disk:
             for k, p in self.net._collect_params_with_prefix().items():
                 p.set_data(self._arrays[k])
+            return
+        if self.path is None or not self.path.is_file():
+            raise ValueError(f'{self.path} is missing: it held the parameters of the best epoch')
+        if self.digest is None:
+            check_finite_file(self.path)
+        elif sha256_file(self.path) != self.digest:
+            raise ValueError(f'{self.path} does not match the sha256 recorded when it was written: the parameters of '
+                             'the best epoch were damaged or changed; start afresh in another out folder')
+        self.net.load_parameters(str(self.path), ctx=self.net.collect_params().list_ctx())
+        bad = nonfinite_parameter(self.net)
+        if bad is not None:
+            raise ValueError(f'{self.path} holds NaN or inf ({bad})')
 
 
 # ---- the package's recipe -----------------------------------------------------------------------------------------
@@ -274,7 +319,7 @@ class FinetuneConfig:
     """Everything a fine-tuning run depends on; ``python -m bert_tutorial finetune`` has a flag for each field."""
 
     model: str = DEFAULT_MODEL        # built-in name, GluonNLP zoo name, Hugging Face folder or pretrain output
-    data: str = 'movie-reviews'       # 'movie-reviews' (built in) or 'imdb'
+    data: str | None = 'movie-reviews'  # 'movie-reviews' (built in) or 'imdb'; None (recorded so) with a train file
     imdb_root: str | None = None      # folder with aclImdb/ or aclImdb_v1.tar.gz, for data='imdb'
     train: str | None = None          # your own data instead: a .csv, .tsv or .jsonl file of labelled text
     validation: str | None = None     # ... scored after every epoch (else validation_fraction of train is held out)
@@ -302,26 +347,29 @@ class FinetuneConfig:
                                       # the kernels do not build, the run records False and uses MXNet's
     kernel_ops: bool = True           # dense, softmax, GELU, attention products on the C++ kernels (MXNet's values)
     freeze_word_embed: bool = False   # True: the word embedding stays as pre-trained (faster on CPU)
-    ctx: str = 'gpu' if mx.context.num_gpus() else 'cpu'
+    ctx: str = default_ctx()
     kvstore: str = 'device'           # 'dist_sync': data-parallel over workers started by MXNet's launcher
     num_workers: int = 0              # data loader worker processes (the tutorial's loaders used 4)
     seed: int = 0
     out: str = 'runs/finetune'
     resume: bool = False
     checkpoint_every: int | None = None
+    keep_checkpoints: bool = False    # keep out/checkpoints when the run finishes (they exist to resume a stopped one)
     log_interval: int = 50
     progress: bool | None = None      # a progress bar: None draws one on terminals only
 
     def run_settings(self) -> dict:
         """The settings a checkpoint of this run depends on: all but where it writes, how it reports, and speed
-        settings that give the same values."""
+        settings that give the same values; and the sha256 of the data files it reads (``data_sha256``)."""
         harmless = {'out', 'resume', 'log_interval', 'progress', 'ctx', 'checkpoint_every', 'num_workers',
-                    'hybridize', 'matmul_layer_norm', 'kernel_ops'}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in harmless}
+                    'hybridize', 'matmul_layer_norm', 'kernel_ops', 'keep_checkpoints'}
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in harmless}
+        settings[DATA_KEY] = data_digests({'train': self.train, 'validation': self.validation, 'test': self.test})
+        return settings
 
     def check(self) -> None:
         """``ValueError`` naming the first setting out of its range, and what the range is."""
-        check_settings(dataclasses.asdict(self), {
+        rules = {
             'epochs': integer(1), 'batch_size': integer(1), 'max_len': integer(3), 'num_workers': integer(0),
             'max_train': integer(1, optional=True), 'max_test': integer(1, optional=True),
             'seed': integer(0, high=MAX_SEED),
@@ -329,7 +377,17 @@ class FinetuneConfig:
             'warmup_ratio': fraction(), 'dropout': fraction(), 'bert_dropout': fraction(),
             'data': one_of('movie-reviews', 'imdb'), 'pooling': one_of('auto', 'cls', 'mean'),
             'ctx': one_of('cpu', 'gpu'), 'kvstore': one_of('device', 'dist_sync', 'dist_device_sync'),
-            'validation_fraction': fraction(), 'select': one_of('last', 'best')}, flags=True)
+            'validation_fraction': fraction(), 'select': one_of('last', 'best')}
+        if self.train and self.data is None:  # as finetune records a run on the user's files
+            del rules['data']
+        check_settings(dataclasses.asdict(self), rules, flags=True)
+        columns = ('text_column', 'text_pair_column', 'label_column')
+        for i, first in enumerate(columns):
+            for second in columns[i + 1:]:
+                value = getattr(self, first)
+                if value is not None and value == getattr(self, second):
+                    raise ValueError(f'{setting(first)} and {setting(second)} are both {value!r}: the text, the '
+                                     'second text and the label must be different columns')
         if (self.validation or self.test) and not self.train:
             raise ValueError(f'{setting("validation")} and {setting("test")} files go with a {setting("train")} file')
         if self.select == 'best' and not (self.validation or self.validation_fraction):
@@ -341,18 +399,37 @@ class FinetuneConfig:
 @dataclass
 class FinetuneResult:
     """What ``finetune`` returns: the fine-tuned classifier and its vocabulary, one history record per epoch, the
-    ``metrics`` (also in ``out/metrics.json``) and the output folder."""
+    ``metrics`` (also in ``out/metrics.json``) and the output folder. ``finished_before``: ``resume`` found the run
+    already finished in ``out`` and trained nothing; ``model`` and ``vocabulary`` are then ``None`` (``load_model(out)``
+    loads them) and the rest is read from ``metrics.json``."""
 
-    model: BERTClassifier
-    vocabulary: nlp.vocab.BERTVocab
+    model: BERTClassifier | None
+    vocabulary: nlp.vocab.BERTVocab | None
     history: list[dict]
     metrics: dict
     out: Path
+    finished_before: bool = False
 
     def summary(self) -> str:
-        """The line ``python -m bert_tutorial finetune`` prints at the end."""
-        return (f"test accuracy {self.metrics['test_accuracy']:.4f} after {len(self.history)} epoch(s), "
-                f"{self.metrics['seconds']:.0f} s; model saved in {self.out}")
+        """The line ``python -m bert_tutorial finetune`` prints at the end: the test accuracy when there was test
+        data, else the validation accuracy of the epoch kept, else (nothing held out) its training accuracy,
+        saying which."""
+        m = self.metrics
+        kept = m.get('selected_epoch', len(self.history) - 1)
+        if m.get('test_accuracy') is not None:
+            score = f"test accuracy {m['test_accuracy']:.4f}"
+            if m.get('validation_accuracy') is not None:
+                score += f" (epoch {kept} kept, validation accuracy {m['validation_accuracy']:.4f})"
+        elif m.get('validation_accuracy') is not None:
+            score = f"validation accuracy {m['validation_accuracy']:.4f} of epoch {kept}, the one kept (no test data)"
+        else:
+            train = m.get('train_accuracy', self.history[kept]['train_accuracy'])
+            score = (f"training accuracy {train:.4f} (epoch {kept}, measured while training; nothing was held out: "
+                     "no validation or test data)")
+        line = f"{score} after {len(self.history)} epoch(s), {m['seconds']:.0f} s; model saved in {self.out}"
+        if self.finished_before:
+            return f'this run had finished, nothing to resume (trained nothing, changed nothing): {line}'
+        return line
 
 
 def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_classes: int = 2,
@@ -389,26 +466,36 @@ class Examples:
     labels: list[str]
 
 
-def load_examples(config: FinetuneConfig) -> Examples:
+def load_examples(config: FinetuneConfig, tokenizer=None) -> Examples:
     """The training, validation and test examples the config asks for: the built-in corpus or IMDB (labels
     negative/positive), or the user's files (``train``, ``validation``, ``test``; classes in ``class_order`` of the
     training labels). Without a validation file, ``validation_fraction`` of the training data is held out (by
-    movie for the built-in corpus)."""
+    movie for the built-in corpus). ``tokenizer``: refuse a file's text of no word it keeps, naming the line.
+    A training split of fewer than two classes, or an empty split, is an error naming the setting that made it."""
     vf, seed = config.validation_fraction, config.seed
     validation = None
     if config.train is not None:
+        text_columns = [config.text_column, *([config.text_pair_column] if config.text_pair_column else [])]
+
         def read(path):
-            return read_labelled_file(path, config.text_column, config.label_column,
-                                      text_pair_column=config.text_pair_column)
-        rows = read(config.train)
+            rows = read_labelled_lines(path, config.text_column, config.label_column,
+                                       text_pair_column=config.text_pair_column)
+            if tokenizer is not None:
+                check_tokens(rows, tokenizer, path, text_columns)
+            return rows
+
+        def encode(path):
+            rows = read(path)
+            return encode_labels([row for _, row in rows], labels, path, [n for n, _ in rows])
+        rows = [row for _, row in read(config.train)]
         labels = class_order(row[-1] for row in rows)
         if len(labels) < 2:
             raise ValueError(f'{config.train}: every example has the label {labels[0]!r}; a classifier needs two '
                              'classes or more')
         train = encode_labels(rows, labels, config.train)
-        test = encode_labels(read(config.test), labels, config.test) if config.test else None
+        test = encode(config.test) if config.test else None
         if config.validation:
-            validation = encode_labels(read(config.validation), labels, config.validation)
+            validation = encode(config.validation)
     else:
         labels = list(LABELS)
         if config.data == 'movie-reviews':
@@ -418,13 +505,62 @@ def load_examples(config: FinetuneConfig) -> Examples:
         else:
             train = [transform_label(x) for x in load_imdb('train', config.imdb_root)]
             test = [transform_label(x) for x in load_imdb('test', config.imdb_root)]
-    if validation is None and vf:
+    source = config.train or config.data
+    held_out = validation is None and vf
+    if held_out:
         held = set(random.Random(seed).sample(range(len(train)), max(1, round(vf * len(train)))))
         validation = [x for i, x in enumerate(train) if i in held]
         train = [x for i, x in enumerate(train) if i not in held]
-    return Examples(subset(train, config.max_train, seed),
-                    subset(validation, config.max_test, seed) if validation is not None else None,
+    held_out = held_out or (config.train is None and vf)  # the built-in corpus holds out movies
+    if not train:
+        alternative = f', or give a {setting("validation")} file' if config.train else ''
+        raise ValueError(f'{source}: {setting("validation_fraction")} {vf} holds out all {len(validation or [])} '
+                         f'examples: none is left to train on; lower it{alternative}')
+    if validation is not None and not validation:
+        raise ValueError(f'{source}: {setting("validation_fraction")} {vf} holds out no example; raise it, or set '
+                         f'it to 0 with {setting("select")} last')
+    _two_classes(train, labels, source, f'after {setting("validation_fraction")} {vf} is held out, ' if held_out
+                 else '')
+    kept = subset(train, config.max_train, seed)
+    if len(kept) < len(train):
+        _two_classes(kept, labels, source, after=f'that {setting("max_train")} {config.max_train} keeps ')
+    return Examples(kept, subset(validation, config.max_test, seed) if validation is not None else None,
                     subset(test, config.max_test, seed) if test is not None else None, labels)
+
+
+def data_sources(config: FinetuneConfig) -> dict:
+    """The data a run uses, as ``metrics.json`` records it: the ``train``, ``validation`` and ``test`` files (``None``
+    where there is none), or the built-in ``corpus``; ``validation_fraction``: the share of the training data held
+    out for validation (0 when a validation file is given or nothing is held out)."""
+    held_out = 0.0 if config.validation else config.validation_fraction
+    if config.train is not None:
+        return {'train': config.train, 'validation': config.validation, 'test': config.test,
+                'validation_fraction': held_out}
+    return {'corpus': config.data, 'validation_fraction': held_out}
+
+
+def describe_data(config: FinetuneConfig) -> str:
+    """``data_sources`` in words, for the log."""
+    held_out = config.validation_fraction if not config.validation else 0
+    if config.train is None:
+        return (f'the {config.data} corpus (its train and test splits' +
+                (f', {held_out:g} of the training {"movies" if config.data == "movie-reviews" else "examples"} '
+                 'held out for validation)' if held_out else ', no validation)'))
+    validation = (f'validation file {config.validation}' if config.validation else
+                  f'{held_out:g} of it held out for validation' if held_out else 'no validation')
+    test = f'test file {config.test}' if config.test else 'no test file'
+    return f'training file {config.train} ({validation}; {test})'
+
+
+def _two_classes(train: list, labels: list[str], source: str, before: str = '', after: str = '') -> None:
+    """``ValueError`` when the training examples (label indices last) are all of one class: a classifier learns
+    nothing from them, and would still answer."""
+    present = sorted({x[-1] for x in train})
+    if len(present) < 2:
+        n = len(train)
+        raise ValueError(f'{source}: {before}the {n} training example{"" if n == 1 else "s"} {after}'
+                         f'{"has" if n == 1 else "have"} one class ({labels[present[0]]!r}); a classifier needs two '
+                         'or more to learn from: give more data or hold out less')
 
 
 def finetune(config: FinetuneConfig) -> FinetuneResult:
@@ -434,6 +570,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     check_out_folder(config.out, (config.model, config.imdb_root))
     if config.kvstore.startswith('dist'):
         watchdog.timeout  # noqa: B018 -- a malformed $BERT_TUTORIAL_DIST_TIMEOUT fails before any work
+    if config.train is not None and config.data is not None:
+        # The built-in corpus is not used: recorded as such (metrics.json, the checkpoints' settings).
+        config = dataclasses.replace(config, data=None)
     if config.kernel_dropout and not (config.ctx == 'cpu' and load_kernels()):
         # Recorded as it runs: a resume where the kernels are there then refuses instead of drawing other masks.
         log.info('kernel_dropout: no C++ kernels here (%s), MXNet\'s Dropout runs (kernel_dropout=False)',
@@ -465,12 +604,17 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
 def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore) -> FinetuneResult:
     check_run_folder(out, RUN_FILES, ('checkpoints',))  # before anything loads
-    check_run_dir(out, config.resume, config.run_settings())
+    settings = config.run_settings()  # once: the data digests recorded are of the files as this run found them
+    finished = check_run_dir(out, config.resume, settings)
+    if finished is not None:
+        log.info('%s holds a finished run (metrics.json): nothing to resume', out)
+        return FinetuneResult(None, None, finished['history'], finished, out, finished_before=True)
     started = time.time()
     pooling = config.pooling
     if pooling == 'auto':  # sentence encoders were trained with mean pooling; BERT's pooler is for [CLS]
         pooling = 'mean' if config.model in SENTENCE_ENCODERS else 'cls'
-    log.info('loading %s and the pre-trained model %s', config.data, config.model)
+    log.info('data: %s', describe_data(config))
+    log.info('loading the pre-trained model %s', config.model)
     bert, vocabulary = get_pretrained_bert(config.model, ctx=ctx[0], dropout=config.bert_dropout,
                                            use_pooler=pooling == 'cls')
     max_len = config.max_len
@@ -478,12 +622,12 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
         log.warning('max_len %d is more than %s has positions for: using %d', max_len, config.model,
                     bert.config['max_len'])
         max_len = bert.config['max_len']
-    data = load_examples(config)
+    tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
+    data = load_examples(config, tokenizer)
     train = data.train
     if not isinstance(kvstore, str):
         train = train[kvstore.rank::kvstore.num_workers]
         log.info('worker %d of %d: %d training examples', kvstore.rank, kvstore.num_workers, len(train))
-    tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
 
     def loader(examples, shuffle=False):
         if examples is None:
@@ -511,7 +655,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
                          **recipe, checkpoint_dir=out, resume=config.resume, seed=config.seed,
                          progress=config.progress, log_interval=config.log_interval,
                          checkpoint_every=config.checkpoint_every, kvstore=kvstore,
-                         run_settings=config.run_settings(), select=config.select,
+                         run_settings=settings, select=config.select,
                          eval_name='Validation' if validation_data is not None else 'Test')
     save_model(out, net, vocabulary, classifier_config(net, max_len, data.labels, base_model=config.model,
                                                        columns=[config.text_column, config.text_pair_column,
@@ -525,6 +669,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
     metrics = {
         'test_accuracy': test_accuracy,
         'validation_accuracy': history[selected].get('validation_accuracy'), 'selected_epoch': selected,
+        'train_accuracy': history[selected]['train_accuracy'], 'data': data_sources(config),
         'labels': data.labels,
         'train_samples_per_second': sum(h['samples_per_second'] * h['seconds'] for h in history)
         / sum(h['seconds'] for h in history),
@@ -533,5 +678,8 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
         'config': dataclasses.asdict(config), 'history': history,
         'measured': measured(),
     }
+    # metrics.json, written last, marks the run finished (resume then has nothing to do); the checkpoints go after it.
     write_atomic(out / 'metrics.json', json.dumps(metrics, indent=2))
+    if not config.keep_checkpoints:
+        remove_checkpoints(out)
     return FinetuneResult(net, vocabulary, history, metrics, out)

@@ -22,6 +22,7 @@ import numpy as np
 from mxnet.base import MXNetError
 
 from .assets import WheelAsset, fetch, gluonnlp_repo_url, mxnet_home, reachable, sha256_file
+from .checkpoint import content_digest, mxnet_message, nonfinite_parameter
 from .encoders import GluonBERT, TutorialBERT, build_encoder, gluon_bert_config
 from .files import WriteError, require_files, write_atomic, writing
 from .model import BERTClassifier
@@ -42,6 +43,7 @@ ZOO_MODELS = ('bert_12_768_12', 'bert_24_1024_16')
 ZOO_DATASET = 'book_corpus_wiki_en_uncased'
 
 FORMAT_VERSION = 1
+CONFIG_DIGEST = 'config_sha256'  # in config.json: config_digest of the rest of it
 PARAMS = {'classifier': ('model.params',), 'encoder': ('model.params',),
           'exported_classifier': ('model-symbol.json', 'model-0000.params')}
 EXPORT_INPUTS = ('data0', 'data1', 'data2')  # token ids, segment ids, valid lengths
@@ -235,12 +237,16 @@ def save_model(folder: str | os.PathLike, block: mx.gluon.HybridBlock, vocabular
     ``'classifier'`` (a ``BERTClassifier``; ``config`` holds ``encoder``, ``num_classes``, ``labels``,
     ``pooling``, ``dropout``, ``max_len``), ``'encoder'`` (an encoder of ``encoders``) or
     ``'exported_classifier'`` (a hybridized classifier graph that has run once: ``block.export``).
-    ``config.json`` is written last, with the sha256 of every other file: a folder with it is complete, and
-    ``load_model`` can prove that nothing in it changed since.
+    ``config.json`` is written last, with the sha256 of every other file and of its own content
+    (``config_sha256``): a folder with it is complete, and ``load_model`` can prove that nothing in it changed
+    since. A block with NaN or infinite parameters is refused (``FloatingPointError``).
     """
     model_type = config.get('model_type')
     if model_type not in PARAMS:
         raise ValueError(f"config['model_type'] must be one of {sorted(PARAMS)}, got {model_type!r}")
+    bad = nonfinite_parameter(block)
+    if bad is not None:
+        raise FloatingPointError(f'block: refusing to save a model with NaN or inf parameters ({bad})')
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'config.json').unlink(missing_ok=True)  # until the new one is written, the folder is incomplete
@@ -265,8 +271,36 @@ def save_model(folder: str | os.PathLike, block: mx.gluon.HybridBlock, vocabular
     else:
         write_atomic(folder / 'model.params', lambda tmp: block.save_parameters(str(tmp)))
     digests = {name: sha256_file(folder / name) for name in (*PARAMS[model_type], 'vocab.json')}
-    write_atomic(folder / 'config.json', json.dumps(dict(config, format_version=FORMAT_VERSION, sha256=digests),
-                                                    indent=2))
+    sealed = {k: v for k, v in config.items() if k != CONFIG_DIGEST}
+    sealed.update(format_version=FORMAT_VERSION, sha256=digests)
+    sealed[CONFIG_DIGEST] = config_digest(sealed)
+    write_atomic(folder / 'config.json', json.dumps(sealed, indent=2))
+    return folder
+
+
+def config_digest(config: dict) -> str:
+    """The sha256 of a model config's content: its JSON with sorted keys, no spaces, UTF-8, without the
+    ``config_sha256`` key itself (so re-indenting or reordering config.json keeps it; any changed value does not)."""
+    return content_digest(config, CONFIG_DIGEST)
+
+
+def seal_config(folder: str | os.PathLike) -> Path:
+    """Record ``config_sha256`` in the ``config.json`` of a folder saved by bert_tutorial 0.2 to 0.4 (which recorded
+    the sha256 of the other files, not of config.json), once those files are verified. For a folder you trust: what
+    config.json says now (labels, max_len...) is what it will be held to."""
+    folder = require_files(folder, ('config.json',), 'a saved bert_tutorial model', 'nothing to seal')
+    config = _read_json(folder / 'config.json')
+    if not isinstance(config, dict) or config.get('format_version') != FORMAT_VERSION or \
+            config.get('model_type') not in PARAMS or not isinstance(config.get('sha256'), dict):
+        raise ValueError(f'{folder / "config.json"} is not the config of a folder of bert_tutorial 0.2 to 0.4 '
+                         '(format_version 1, the sha256 of its files)')
+    if CONFIG_DIGEST in config:
+        _verify_config(folder / 'config.json', config)
+        return folder
+    names = (*PARAMS[config['model_type']], 'vocab.json')
+    require_files(folder, names, f'a complete saved {config["model_type"]}', 'it cannot be sealed')
+    _verify(folder, config['sha256'], names)
+    write_atomic(folder / 'config.json', json.dumps(dict(config, **{CONFIG_DIGEST: config_digest(config)}), indent=2))
     return folder
 
 
@@ -296,27 +330,37 @@ def load_model(folder: str | os.PathLike, ctx=None, model_type: str | None = Non
         raise ValueError(f'{folder / "config.json"} holds no model config (a JSON object): {config!r:.80}')
     if 'format_version' not in config:
         config, files = _legacy_config(config, folder)
-    elif config['format_version'] != FORMAT_VERSION or config.get('model_type') not in PARAMS:
-        raise ValueError(f'{folder / "config.json"}: format_version {config["format_version"]!r}, model_type '
-                         f'{config.get("model_type")!r}; this bert_tutorial reads format {FORMAT_VERSION}, model types '
-                         f'{sorted(PARAMS)}')
+    else:
+        _verify_config(folder / 'config.json', config)
+        if config['format_version'] != FORMAT_VERSION or config.get('model_type') not in PARAMS:
+            raise ValueError(f'{folder / "config.json"}: format_version {config["format_version"]!r}, model_type '
+                             f'{config.get("model_type")!r}; this bert_tutorial reads format {FORMAT_VERSION}, model '
+                             f'types {sorted(PARAMS)}')
     if model_type is not None and config['model_type'] != model_type:
         raise ValueError(f'{folder} holds a {config["model_type"]}, not the {model_type} asked for')
+    legacy = files is not None
     files = files or PARAMS[config['model_type']]
     require_files(folder, (*files, 'vocab.json'), f'a complete saved {config["model_type"]}',
                   'it was not written to the end: save it again')
-    _verify(folder, config.get('sha256'), (*files, 'vocab.json'))
+    _verify(folder, config.get('sha256'), (*files, 'vocab.json'), legacy=legacy)
     try:
         vocabulary = nlp.vocab.BERTVocab.from_json((folder / 'vocab.json').read_text(encoding='utf-8'))
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
         raise ValueError(f'{folder / "vocab.json"} is not a BERT vocabulary: {err!r:.200}') from None
     try:
-        return _build(folder, config, files, ctx, use_pooler, dropout), vocabulary, config
+        block = _build(folder, config, files, ctx, use_pooler, dropout)
     except MXNetError as err:
         raise ValueError(f'{folder}: MXNet cannot read {", ".join(files)} as the model of config.json: '
-                         f'{str(err).splitlines()[0]}') from None
+                         f'{mxnet_message(err)}') from None
     except (KeyError, TypeError, AssertionError) as err:
         raise ValueError(f'{folder / "config.json"} does not describe a model this package builds: {err!r}') from None
+    bad = nonfinite_parameter(block)
+    if bad is not None:  # e.g. saved before save_model refused them: every prediction would be NaN
+        raise ValueError(f'{folder / files[-1]}: {bad} holds NaN or inf values; the model cannot be used (fine-tune '
+                         'it again)')
+    if config['model_type'] == 'exported_classifier':
+        block.max_len = config['encoder']['max_len'] if 'encoder' in config else None  # predict_sentiments checks it
+    return block, vocabulary, config
 
 
 def _read_json(path: Path):
@@ -326,13 +370,29 @@ def _read_json(path: Path):
         raise ValueError(f'{path} is not valid JSON: {err}') from None
 
 
-def _verify(folder: Path, digests: dict | None, names: tuple[str, ...]) -> None:
-    """Each file of ``names`` against the sha256 that config.json records for it."""
+def _verify_config(path: Path, config: dict) -> None:
+    """``config.json`` (of format 1 and later) against the digest of its content that it records."""
+    recorded = config.get(CONFIG_DIGEST)
+    if recorded is None:
+        raise ValueError(f'{path} records no {CONFIG_DIGEST}, so whether it was changed or damaged cannot be '
+                         'checked; a folder of bert_tutorial 0.2 to 0.4 that you trust can be sealed once: '
+                         f'python -c "from bert_tutorial.hub import seal_config; seal_config(\'{path.parent}\')"')
+    if recorded != config_digest(config):
+        raise ValueError(f'{path} does not match the {CONFIG_DIGEST} it records: the file was edited or damaged '
+                         'after it was saved (labels, max_len or checksums would mean something else); save the '
+                         'model again')
+
+
+def _verify(folder: Path, digests: dict | None, names: tuple[str, ...], legacy: bool = False) -> None:
+    """Each file of ``names`` against the sha256 that config.json records for it (a folder of bert_tutorial 0.1,
+    ``legacy``, records none: a warning)."""
     if digests is not None and not isinstance(digests, dict):
         raise ValueError(f'{folder / "config.json"}: sha256 must map file names to digests, got {digests!r:.80}')
-    if digests is None:
-        log.warning('%s was saved without checksums (before bert_tutorial 0.2): its files cannot be verified', folder)
+    if digests is None and legacy:
+        log.warning('%s was saved without checksums (bert_tutorial 0.1): its files cannot be verified', folder)
         return
+    if digests is None:
+        raise ValueError(f'{folder / "config.json"} records no sha256 of the model files: they cannot be verified')
     for name in names:
         if digests.get(name) != sha256_file(folder / name):
             raise ValueError(f'{folder / name} does not match the sha256 that config.json records for it: the file '

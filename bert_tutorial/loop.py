@@ -225,7 +225,9 @@ def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: floa
     if optimizer in ('bertadam', 'adam', 'adamw'):
         opt_args['epsilon'] = 1e-6
     if optimizer == 'bertadam':  # the same update on a faster kernel
-        optimizer = FusedBERTAdam(kernels=kernels, **opt_args)
+        # The kernels are CPU operators: a model on a GPU neither uses nor builds them.
+        on_cpu = all(c.device_type == 'cpu' for p in params.values() for c in p.list_ctx())
+        optimizer = FusedBERTAdam(kernels=kernels and on_cpu, **opt_args)
         opt_args = None
     # update_on_kvstore=False: gradients are clipped between allreduce and update.
     trainer = gluon.Trainer(params, optimizer, opt_args, kvstore=kvstore, update_on_kvstore=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from mxnet import nd
 
 from .sentiment_data import LABELS, SentimentTransform, batchify_fn
@@ -36,7 +37,7 @@ def predict_sentiments(net, ctx, vocabulary, tokenizer, sentences: Sequence[str]
         raise ValueError('sentences must be all strings or all (text, text_pair) pairs')
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f'batch_size must be an integer >= 1, got {batch_size!r}')
-    positions = getattr(net, 'max_len', None)  # a BERTClassifier knows its encoder's; an exported graph does not
+    positions = model_positions(net)
     if positions is not None and max_len > positions:
         raise ValueError(f'max_len must be at most {positions}, the positions the model has embeddings for, '
                          f'got {max_len}')
@@ -48,8 +49,24 @@ def predict_sentiments(net, ctx, vocabulary, tokenizer, sentences: Sequence[str]
         for i, row in zip(rows, probs.asnumpy()):
             if len(row) != len(labels):
                 raise ValueError(f'labels: {len(labels)} names for a model of {len(row)} classes')
+            if not np.isfinite(row).all():
+                raise ValueError(f'the model\'s scores for sentences[{i}] are not finite (NaN or inf): its parameters '
+                                 'are damaged or overflow on this input')
             results[i] = (labels[int(row.argmax())], float(row.max()))
     return results
+
+
+def model_positions(net) -> int | None:
+    """How many positions ``net`` has embeddings for: a ``BERTClassifier``'s ``max_len``, the one ``load_model``
+    gives an exported graph, or the rows of a graph's position embedding (``None`` when it has none of these)."""
+    positions = getattr(net, 'max_len', None)
+    if positions is not None:
+        return int(positions)
+    for name, param in net.collect_params().items():
+        if name.endswith('position_weight'):  # GluonNLP's BERTEncoder, in a SymbolBlock (fused or quantized too)
+            shape = param.shape if param.shape and all(param.shape) else param.data().shape
+            return int(shape[0])
+    return None
 
 
 def classification_report(actual: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:

@@ -20,7 +20,7 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
-from .checkpoint import check_fresh_start, check_run_dir, save_checkpoint
+from .checkpoint import DATA_KEY, check_fresh_start, check_run_dir, data_digests, remove_checkpoints, save_checkpoint
 from .checkpoint import resume as resume_from
 from .checks import (
     MAX_SEED,
@@ -33,7 +33,7 @@ from .checks import (
     positive,
     setting,
 )
-from .devices import measured
+from .devices import contexts, default_ctx, measured
 from .encoders import SIZES, TutorialBERT
 from .files import check_free_space, check_out_folder, check_run_folder, locked_output, write_atomic
 from .hub import save_model
@@ -231,15 +231,21 @@ class PretrainConfig:
     steps: int = 1400
     lr: float = 1e-3
     eval_every: int = 200          # evaluate and checkpoint every N steps
-    ctx: str = 'gpu' if mx.context.num_gpus() else 'cpu'
+    ctx: str = default_ctx()
     seed: int = 0
     out: str = 'runs/pretrain'
     resume: bool = False
+    keep_checkpoints: bool = False  # keep out/checkpoints when the run finishes (they exist to resume a stopped one)
     progress: bool | None = None   # a progress bar: None draws one on terminals only
 
     def run_settings(self) -> dict:
-        """The settings a checkpoint of this run depends on: all but where it writes and how it reports."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in {'out', 'resume', 'progress', 'ctx'}}
+        """The settings a checkpoint of this run depends on: all but where it writes and how it reports; and the
+        sha256 of the files it reads (a corpus file or folder, a vocabulary: ``data_sha256``)."""
+        settings = {k: v for k, v in dataclasses.asdict(self).items()
+                    if k not in {'out', 'resume', 'progress', 'ctx', 'keep_checkpoints'}}
+        corpus = None if self.corpus in ('movie-reviews', 'wikitext-2') else self.corpus  # built in: verified assets
+        settings[DATA_KEY] = data_digests({'corpus': corpus, 'vocab': self.vocab})
+        return settings
 
     def check(self) -> None:
         """``ValueError`` naming the first setting out of its range, and what the range is."""
@@ -255,21 +261,27 @@ class PretrainConfig:
 
 @dataclass
 class PretrainResult:
-    """What ``pretrain`` returns: the trained model and its vocabulary, one history record per epoch, the held-out
-    ``metrics`` (also in ``out/metrics.json``) and the output folder."""
+    """What ``pretrain`` returns: the trained model and its vocabulary, one history record per evaluation, the
+    held-out ``metrics`` (also in ``out/metrics.json``) and the output folder. ``finished_before``: ``resume`` found
+    the run already finished in ``out`` and trained nothing; ``model`` and ``vocabulary`` are then ``None`` (the
+    encoder is in ``out``: ``load_model(out)``) and the rest is read from ``metrics.json``."""
 
-    model: BERTPretrainModel
-    vocabulary: nlp.vocab.BERTVocab
+    model: BERTPretrainModel | None
+    vocabulary: nlp.vocab.BERTVocab | None
     history: list[dict]
     metrics: dict
     out: Path
+    finished_before: bool = False
 
     def summary(self) -> str:
         """The line ``python -m bert_tutorial pretrain`` prints at the end."""
         m = self.metrics
-        return (f"held-out MLM accuracy {m['mlm_accuracy']:.3f} (always '{m['baseline_token']}': "
+        line = (f"held-out MLM accuracy {m['mlm_accuracy']:.3f} (always '{m['baseline_token']}': "
                 f"{m['mlm_baseline_accuracy']:.3f}), NSP accuracy {m['nsp_accuracy']:.3f}, {m['seconds']:.0f} s; "
                 f"encoder saved in {self.out} (fine-tune it: finetune --model {self.out})")
+        if self.finished_before:
+            return f'this run had finished, nothing to resume (trained nothing, changed nothing): {line}'
+        return line
 
 
 def load_corpus(corpus: str, encoding: str = 'utf-8') -> list[list[str]]:
@@ -289,14 +301,18 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     if config.max_len > MAX_POSITIONS:  # as finetune caps it at its model's positions; memory grows with max_len
         log.warning('max_len %d is more than BERT has positions for: using %d', config.max_len, MAX_POSITIONS)
         config = dataclasses.replace(config, max_len=MAX_POSITIONS)
+    ctx = contexts(config.ctx)[0]  # no GPU for ctx='gpu': one clear error before anything is written
     with locked_output(config.out) as out:
-        return _pretrain(config, out)
+        return _pretrain(config, out, ctx)
 
 
-def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
+def _pretrain(config: PretrainConfig, out: Path, ctx: mx.Context) -> PretrainResult:
     check_run_folder(out, ('model.params', 'config.json', 'vocab.json', 'metrics.json'), ('checkpoints',))
-    check_run_dir(out, config.resume, config.run_settings())  # before anything loads
-    ctx = mx.gpu(0) if config.ctx == 'gpu' else mx.cpu()
+    settings = config.run_settings()  # once: the data digests recorded are of the files as this run found them
+    finished = check_run_dir(out, config.resume, settings)  # before anything loads
+    if finished is not None:
+        log.info('%s holds a finished run (metrics.json): nothing to resume', out)
+        return PretrainResult(None, None, finished['history'], finished, out, finished_before=True)
     seed_everything(config.seed)
     started = time.time()
     documents = load_corpus(config.corpus, config.encoding)
@@ -321,7 +337,7 @@ def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
                             pretraining_loader(eval_set, config.batch_size, shuffle=False), config.steps, config.lr,
                             ctx, checkpoint_dir=out, resume=config.resume, seed=config.seed, baseline_token=baseline,
                             eval_every=config.eval_every, progress=config.progress, before_epoch=train_set.resample,
-                            run_settings=config.run_settings())
+                            run_settings=settings)
     encoder = model.to_encoder()
     save_model(out, encoder, vocab, {'model_type': 'encoder', 'encoder': encoder.config})
     final = history[-1]
@@ -330,5 +346,8 @@ def _pretrain(config: PretrainConfig, out: Path) -> PretrainResult:
                    vocab_size=len(vocab), num_train_pairs=len(train_set), num_eval_pairs=len(eval_set),
                    model=model.config, config=dataclasses.asdict(config), history=history,
                    measured=measured())
+    # metrics.json, written last, marks the run finished (resume then has nothing to do); the checkpoints go after it.
     write_atomic(out / 'metrics.json', json.dumps(metrics, indent=2))
+    if not config.keep_checkpoints:
+        remove_checkpoints(out)
     return PretrainResult(model, vocab, history, metrics, out)

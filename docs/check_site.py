@@ -7,12 +7,16 @@ headless chromium (Debian's ``chromium`` and ``chromium-driver``, driven by Sele
 error, any internal link whose page or anchor does not exist, and any image that did not load
 (``naturalWidth == 0``). Saves screenshots of the landing page and of the fine-tuning notebook's training plot.
 Without chromium it prints that it was skipped and exits 0 (``--require-browser``: exit 2 instead).
+
+Before the browser (and without one) it reads the text of every built page and fails on an en dash or em dash
+directly before a flag name (``–train``): a ``--`` that typography turned into a dash, which fails in a shell.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import html.parser
+import re
 import shutil
 import socket
 import subprocess
@@ -42,6 +46,44 @@ class _Anchors(html.parser.HTMLParser):
         for key, value in attrs:
             if key in ('id', 'name') and value:
                 self.ids.add(value)
+
+
+class _Text(html.parser.HTMLParser):
+    """The text a reader sees on a page (not scripts or styles)."""
+
+    def __init__(self):
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ('script', 'style'):
+            self._skip += 1
+
+    def handle_endtag(self, tag):
+        if tag in ('script', 'style') and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.parts.append(data)
+
+
+# An en dash or em dash, not inside a word, directly before a flag-like name: "–train", "—warmup-ratio".
+DASHED_FLAG = re.compile(r'(?<![\w\-\u2013\u2014])([\u2013\u2014])([A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*)')
+
+
+def dashed_flags(site: Path) -> list[str]:
+    """One line for every en or em dash directly before a flag name in the text of a page of ``site``."""
+    problems = []
+    for page in sorted(site.rglob('*.html')):
+        parser = _Text()
+        parser.feed(page.read_text(encoding='utf-8', errors='replace'))
+        for match in DASHED_FLAG.finditer(''.join(parser.parts)):
+            kind = 'en dash' if match.group(1) == '\u2013' else 'em dash'
+            problems.append(f'{page.relative_to(site).as_posix()}: "{match.group(0)}": an {kind} before a flag '
+                            f'name (write --{match.group(2)}; is smartquotes on in docs/conf.py?)')
+    return problems
 
 
 def _free_port() -> int:
@@ -181,6 +223,7 @@ def main() -> int:
         print(f'error: {site}/index.html does not exist: build the site first '
               '(python -m sphinx -W -b html docs docs/_build/html)', file=sys.stderr)
         return 2
+    problems = dashed_flags(site)
     missing = [what for what, names in (('chromium', BROWSERS), ('chromedriver', DRIVERS)) if not _find(names)]
     try:
         import selenium  # noqa: F401
@@ -189,8 +232,13 @@ def main() -> int:
     if missing:
         print(f"browser check skipped: {', '.join(missing)} not installed "
               '(apt-get install chromium chromium-driver)')
+        for problem in problems:
+            print(problem)
+        if problems:
+            print(f'error: {len(problems)} problem(s) in the site', file=sys.stderr)
+            return 1
         return 2 if args.require_browser else 0
-    problems = check(site, Path(args.out))
+    problems += check(site, Path(args.out))
     for problem in problems:
         print(problem)
     if problems:

@@ -42,6 +42,9 @@ nb_merge_streams = True
 # No widget JavaScript from a CDN: the site must work offline.
 nb_ipywidgets_js = {}
 myst_enable_extensions = ['colon_fence']
+# Flags stay as typed: Sphinx's smartquotes would print `--train` in running text as an en dash (and straight quotes
+# as curly ones), which a shell does not accept when copied. docs/check_site.py fails on a dash before a flag name.
+smartquotes = False
 myst_heading_anchors = 3
 
 autodoc_member_order = 'bysource'

@@ -57,3 +57,22 @@ def toy_reviews(n, seed=0):
         filler.insert(rng.randint(0, len(filler)), key)
         out.append((' '.join(filler), label))
     return out
+
+
+@pytest.fixture
+def tiny_encoder_dir(tiny_bert, tiny_vocab, tmp_path):
+    """A folder holding the random 1-layer BERT as a saved encoder: ``FinetuneConfig(model=...)`` fine-tunes it end
+    to end in a few seconds, with no download."""
+    from bert_tutorial import save_model
+    return save_model(tmp_path / 'tiny-encoder', tiny_bert, tiny_vocab,
+                      {'model_type': 'encoder', 'encoder': tiny_bert.config})
+
+
+def write_reviews(path, n, seed=0, labels=('negative', 'positive')):
+    """``toy_reviews`` as a labelled CSV file (``text,label``) with the class names ``labels``."""
+    import csv
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['text', 'label'])
+        writer.writerows((text, labels[label]) for text, label in toy_reviews(n, seed))
+    return path

@@ -118,3 +118,29 @@ def test_site_check_reports_what_a_reader_would_see_broken(tmp_path):
     assert not any('bert_finetuning' in p for p in problems), problems
     assert (tmp_path / 'shots' / 'landing.png').stat().st_size > 0
     assert (tmp_path / 'shots' / 'finetuning_training_plot.png').stat().st_size > 0
+
+
+def test_flags_keep_their_double_dash_on_the_site(tmp_path):
+    """docs/conf.py turns Sphinx's smartquotes off; with it on, a page renders `--train` as "–train", which
+    check_site's dash check reports (and "10--26" as a range, which it leaves alone)."""
+    import ast
+
+    from sphinx.cmd.build import build_main
+    sys.path.insert(0, str(ROOT / 'docs'))
+    import check_site
+    conf = ast.parse((ROOT / 'docs' / 'conf.py').read_text())
+    settings = {target.id: ast.literal_eval(node.value) for node in conf.body if isinstance(node, ast.Assign)
+                for target in node.targets if isinstance(target, ast.Name) and target.id == 'smartquotes'}
+    assert settings == {'smartquotes': False}
+    found = {}
+    for smart in (True, False):
+        src, out = tmp_path / f'src-{smart}', tmp_path / f'site-{smart}'
+        src.mkdir()
+        (src / 'conf.py').write_text(f'smartquotes = {smart}\n')
+        (src / 'index.rst').write_text('Flags\n=====\n\nRun it with --train mine.csv and --warmup-ratio 0.1 '
+                                       '(10--26 s; a --- b).\n')
+        assert build_main(['-q', '-b', 'html', str(src), str(out)]) == 0
+        found[smart] = check_site.dashed_flags(out)
+    assert found[False] == []
+    assert [p.split(': ')[1].split('"')[1] for p in found[True]] == ['\u2013train', '\u2013warmup-ratio']
+    assert all(p.startswith('index.html: ') and 'an en dash before a flag name' in p for p in found[True])

@@ -29,7 +29,7 @@ def test_the_example_file_and_each_format(tmp_path):
     ('a.csv', 'text,label\nfun,1\n  ,0\n', r"a.csv, line 3: the 'text' is empty"),
     ('a.tsv', 'text\tlabel\nfun\t\n', r"a.tsv, line 2: the 'label' is empty"),
     ('a.jsonl', '{"text": "fun", "label": 1}\n{"text": "dull", \n', r'a.jsonl, line 2: not JSON'),
-    ('a.jsonl', '{"text": "fun"}\n', r"a.jsonl, line 1: no 'text' and 'label'"),
+    ('a.jsonl', '{"text": "fun"}\n', r"a.jsonl, line 1: no key 'label' \(the keys: \['text'\]\)"),
     ('a.txt', 'text,label\n', r"a.txt: the file name must end in .csv, .tsv or .jsonl, got '.txt'"),
     ('a.csv', 'text,label\n', r'a.csv holds no examples'),
 ])
@@ -89,4 +89,4 @@ def test_evaluate_and_predict_from_files(model_dir, tmp_path):
     bad = tmp_path / 'bad.csv'
     bad.write_text('text,label\nfine,neutral\n')
     proc = cli('evaluate', '--model-dir', str(model_dir), '--data', str(bad), check=False)
-    assert proc.returncode == 2 and "example 1: label 'neutral' is not one of the model's classes" in proc.stderr
+    assert proc.returncode == 2 and "bad.csv: the labels ['neutral'] are not classes of the model" in proc.stderr

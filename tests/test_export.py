@@ -37,8 +37,9 @@ def test_exported_model_predicts_like_the_original(tiny_bert, tiny_vocab, tmp_pa
 
 
 def test_incomplete_export_dir(tmp_path):
-    (tmp_path / 'config.json').write_text(json.dumps({'format_version': 1, 'model_type': 'exported_classifier',
-                                                     'inputs': ['data0', 'data1', 'data2']}))
+    from bert_tutorial.hub import config_digest
+    config = {'format_version': 1, 'model_type': 'exported_classifier', 'inputs': ['data0', 'data1', 'data2']}
+    (tmp_path / 'config.json').write_text(json.dumps(dict(config, config_sha256=config_digest(config))))
     with pytest.raises(FileNotFoundError, match='is not a complete saved exported_classifier: model-symbol.json'):
         load_model(tmp_path)
 

@@ -136,19 +136,35 @@ def test_a_damaged_saved_model_is_refused_naming_the_file(saved, damage, match):
         load_model(saved)
 
 
-def _edit_config(folder, **encoder):
+def _edit_config(folder, reseal=True, **encoder):
+    """Change the encoder's sizes in config.json; ``reseal``: with a matching config_sha256, as a faulty writer
+    would leave it (load_model then finds that config and weights disagree)."""
+    from bert_tutorial.hub import config_digest
     config = json.loads((folder / 'config.json').read_text())
     config['encoder'].update(encoder)
+    if reseal:
+        config['config_sha256'] = config_digest(config)
     (folder / 'config.json').write_text(json.dumps(config))
 
 
-def test_folders_saved_without_checksums_load_with_a_warning(saved, caplog):
+def test_a_config_edited_after_saving_is_refused(saved):
+    _edit_config(saved, reseal=False, num_layers=2)
+    with pytest.raises(ValueError, match='config.json does not match the config_sha256 it records'):
+        load_model(saved)
+
+
+def test_folders_of_0_2_to_0_4_are_refused_until_sealed(saved):
+    """They record the sha256 of their files, not of config.json: seal_config verifies the files and records it."""
+    from bert_tutorial.hub import seal_config
     config = json.loads((saved / 'config.json').read_text())
-    del config['sha256']
+    del config['config_sha256']
     (saved / 'config.json').write_text(json.dumps(config))
-    with caplog.at_level('WARNING'):
+    with pytest.raises(ValueError, match="records no config_sha256.*seal_config"):
         load_model(saved)
-    assert 'saved without checksums (before bert_tutorial 0.2): its files cannot be verified' in caplog.text
+    vocab = (saved / 'vocab.json').read_text()
     (saved / 'vocab.json').write_text('{"garbage": 1}')
-    with pytest.raises(ValueError, match='vocab.json is not a BERT vocabulary'):
-        load_model(saved)
+    with pytest.raises(ValueError, match='vocab.json does not match the sha256'):
+        seal_config(saved)  # only a folder whose files are as saved
+    (saved / 'vocab.json').write_text(vocab)
+    seal_config(saved)
+    assert load_model(saved)[2]['labels'] == ['negative', 'positive']

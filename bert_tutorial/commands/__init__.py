@@ -6,11 +6,14 @@ import dataclasses
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except for flags: ``--no-bucket`` stores False into ``bucket``, whose default
-    (True) would read as if not bucketing were the default."""
+    """Shows each option's default (every option has a help text: argparse adds defaults to those alone), except
+    for flags, whose help says what they switch (``--no-bucket`` stores False into ``bucket``, whose default, True,
+    would read as if not bucketing were the default), required options, and positionals without a default."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        return action.help if action.nargs == 0 else super()._get_help_string(action)
+        if action.nargs == 0 or action.required or (not action.option_strings and action.default is None):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def recipe_parser(subparsers, name: str, help: str, config_class: type, recipe) -> argparse.ArgumentParser:

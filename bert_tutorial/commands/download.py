@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..hub import BUILTIN, DEFAULT_MODEL, ZOO_MODELS, builtin_checkpoint_dir, load_zoo_bert, zoo_files
+from . import DefaultsHelpFormatter
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser('download', help='fetch and cache a pre-trained BERT, print where its files are')
-    p.add_argument('name', nargs='?', default=DEFAULT_MODEL,
-                   help=f'built-in model or GluonNLP zoo name (default {DEFAULT_MODEL})')
+    p = subparsers.add_parser('download', help='fetch and cache a pre-trained BERT, print where its files are',
+                              formatter_class=DefaultsHelpFormatter)
+    p.add_argument('name', nargs='?', default=DEFAULT_MODEL, help='built-in model or GluonNLP zoo name')
     p.set_defaults(func=run)

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..files import check_output
 from ..sentiment_data import load_movie_reviews, subset
 from ..speed.export import export_classifier
+from . import DefaultsHelpFormatter
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,11 +28,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser('export', help='export a fine-tuned classifier for gluon.SymbolBlock.imports')
+    p = subparsers.add_parser('export', help='export a fine-tuned classifier for gluon.SymbolBlock.imports',
+                              formatter_class=DefaultsHelpFormatter)
     p.add_argument('--model-dir', default='runs/finetune', help='output folder of finetune')
     p.add_argument('--out', default=None,
-                   help='a new or empty folder to write into (default: MODEL_DIR/export); never the model folder or '
-                   'a folder inside another model')
+                   help='a new or empty folder to write into (None: MODEL_DIR/export); never the model folder or a '
+                   'folder inside another model')
     p.add_argument('--overwrite', action='store_true', help='replace an earlier export in --out')
     p.add_argument('--int8', action='store_true',
                    help='write an INT8 graph (oneDNN, CPU) calibrated on sentences of the built-in training corpus')
