@@ -146,7 +146,8 @@ class Watchdog:
     @property
     def timeout(self) -> float:
         """The seconds a wait may last: as given, else ``$BERT_TUTORIAL_DIST_TIMEOUT`` (read each time), else 120;
-        ``ValueError`` naming the variable unless a finite number > 0 (0 would end a healthy cluster at once)."""
+        ``ValueError`` naming the variable unless a finite number >= 1 (the watchdog looks once a second; 0 would end
+        a healthy cluster at once, infinity or NaN never end a stuck one)."""
         if self._timeout is not None:
             return self._timeout
         value = os.environ.get('BERT_TUTORIAL_DIST_TIMEOUT', '120')
@@ -154,8 +155,8 @@ class Watchdog:
             seconds = float(value)
         except ValueError:
             seconds = math.nan
-        if not (math.isfinite(seconds) and seconds > 0):
-            raise ValueError(f'BERT_TUTORIAL_DIST_TIMEOUT must be a finite number of seconds > 0, got {value!r}')
+        if not (math.isfinite(seconds) and seconds >= 1):
+            raise ValueError(f'BERT_TUTORIAL_DIST_TIMEOUT must be a finite number of seconds >= 1, got {value!r}')
         return seconds
 
     @contextlib.contextmanager
