@@ -122,6 +122,7 @@ def start_tiny_cluster(out, worker_args, timeout):
     return nodes, workers
 
 
+@pytest.mark.slow
 def test_tiny_dist_sync_run_ends_on_every_worker_with_the_same_parameters(tmp_path, tiny_run):
     """The healthy case of the two below: exit 0 everywhere (the barrier at the end passes), equal parameters."""
     nodes, workers = start_tiny_cluster(tmp_path / 'out', [tiny_run, tiny_run], timeout=20)
@@ -135,6 +136,7 @@ def test_tiny_dist_sync_run_ends_on_every_worker_with_the_same_parameters(tmp_pa
     assert a.keys() == b.keys() and all(np.array_equal(a[k].asnumpy(), b[k].asnumpy()) for k in a)
 
 
+@pytest.mark.slow
 def test_workers_started_with_different_settings_are_refused_on_every_worker(tmp_path, tiny_run):
     """Worker 1 has another learning rate and seed: both end at the start with one line naming them (before, both
     trained and ended with different parameters and exit code 0)."""
@@ -156,6 +158,7 @@ def test_workers_started_with_different_settings_are_refused_on_every_worker(tmp
     assert not (tmp_path / 'out' / 'model.params').exists()
 
 
+@pytest.mark.slow
 def test_workers_end_with_a_message_when_the_scheduler_dies(tmp_path, tiny_run):
     """The scheduler killed mid-run: the steps (worker <-> server) go on, but the end of the run passes through it;
     each worker ends with exit code 3 and the watchdog's line instead of blocking for ever after its summary."""

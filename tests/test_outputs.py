@@ -261,6 +261,7 @@ def test_a_failed_checkpoint_write_names_the_file_and_leaves_no_temporary(tiny_b
     assert list((tmp_path / 'checkpoints').iterdir()) == []
 
 
+@pytest.mark.slow
 def test_finetune_on_a_full_disk_ends_with_one_line_and_no_temporaries(tiny_bert, tiny_vocab, tmp_path):
     """A real failed write: the run's process may not write files past 16 kB (RLIMIT_FSIZE, with SIGXFSZ ignored
     the write fails as on a full disk), less than the 21 kB parameters of the tiny model's checkpoint."""
