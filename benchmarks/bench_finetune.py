@@ -10,9 +10,13 @@ global norm 1 and the optimizer update.
   and the tutorial's ``train_loop`` step: GluonNLP's ``BERTAdam`` with weight decay on every parameter, backward on
   the per-example loss vector, clipping that rewrites every gradient (GluonNLP's ``clip_grad_global_norm``);
 - default (what ``python -m bert_tutorial finetune`` trains): length buckets, ``hybridize(static_alloc=True)``,
-  the word embedding trained (``finetune``'s default since 0.3), every C++ kernel of the package (since 0.4: dense
-  layers, LayerNorm, dropout, attention softmax and products, GELU; ``FusedBERTAdam`` and the gradient norm on
-  theirs), clipping through the optimizer's gradient rescaling;
+  the word embedding trained (``finetune``'s default since 0.3), the dropout kernel and each operator kernel of the
+  package (dense layers, LayerNorm, attention softmax and products, GELU, the optimizer update and gradient norm)
+  where this machine's choice picks it (since 0.5: ``bert_tutorial.speed.choice``, printed at the start),
+  clipping through the optimizer's gradient rescaling;
+- every-kernel (0.4's default; not with ``--quick``): the same with every kernel, whatever the choice;
+- mxnet-ops (0.4's ``finetune --mxnet-ops``; not with ``--quick``): MXNet's dense layers, softmax, attention products
+  and GELU, the other kernels (LayerNorm, dropout, optimizer) kept;
 - pytorch, when torch and transformers are importable (they are not dependencies): Hugging Face's
   ``BertForSequenceClassification`` on the same checkpoint, the default pipeline's batches, the same trainable
   parameters (the word embedding too), AdamW with the same decay groups, and as many threads as MXNet uses.
@@ -24,6 +28,7 @@ Figures go to ``benchmarks/results/finetune.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -45,6 +50,7 @@ from bert_tutorial.devices import measured  # noqa: E402
 from bert_tutorial.hub import builtin_checkpoint_dir  # noqa: E402
 from bert_tutorial.loop import clipped_update, make_trainer  # noqa: E402
 from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
+from bert_tutorial.speed import choice  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'benchmarks' / 'results' / 'finetune.json'
@@ -57,12 +63,17 @@ def threads() -> int:
 
 
 def matmul_peak_gflops(n: int = 2048, repeat: int = 5) -> float:
-    """Best float32 ``n x n`` matrix product rate here: oneDNN's (``FullyConnected``), MXNet's BLAS (``dot``) or
-    numpy's OpenBLAS (which ``bert_fc`` runs on)."""
+    """Best float32 ``n x n`` matrix product rate here: oneDNN's (``FullyConnected``), MXNet's BLAS (``dot``),
+    numpy's OpenBLAS, or the OpenBLAS ``bert_fc`` runs on (scipy-openblas32's) where it runs."""
+    from bert_tutorial.speed.kernels import dense_available
+
     a = mx.nd.random.uniform(shape=(n, n))
     x = a.asnumpy()
-    products = (lambda: mx.nd.FullyConnected(a, a, no_bias=True, num_hidden=n).wait_to_read(),
-                lambda: mx.nd.dot(a, a).wait_to_read(), lambda: x @ x)
+    products = [lambda: mx.nd.FullyConnected(a, a, no_bias=True, num_hidden=n).wait_to_read(),
+                lambda: mx.nd.dot(a, a).wait_to_read(), lambda: x @ x]
+    if dense_available():
+        zeros = mx.nd.zeros((n,))
+        products.append(lambda: mx.nd.bert_fc(a, a, zeros).wait_to_read())
     best = float('inf')
     for product in products:
         product()
@@ -160,23 +171,24 @@ def pytorch_available() -> str | None:
     return None
 
 
-def mxnet_variants(examples, ctx) -> list[MXNetVariant]:
+def mxnet_variants(examples, ctx, others: bool = False) -> list[MXNetVariant]:
+    """The tutorial's pipeline and the default, and with ``others`` the every-kernel and mxnet-ops variants."""
     out = []
-    for name in ('tutorial', 'default'):
+    for name in ('tutorial', 'default') + (('every-kernel', 'mxnet-ops') if others else ()):
         bert, vocab = get_pretrained_bert(ctx=ctx, use_pooler=False)  # both pool by the mean
         tokenizer = nlp.data.BERTTokenizer(vocab, lower=True)
         if name == 'tutorial':
             net = BERTClassifier(bert, 2, dropout=0.1, pooling='mean')
             net.classifier.initialize(mx.init.Normal(0.02), ctx=ctx)
-        else:
-            net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1)
         batches = [[x.as_in_context(ctx) for x in b] for b in sentiment_loader(
-            examples, tokenizer, vocab, MAX_LEN, BATCH, shuffle=True, bucket=name == 'default')]
+            examples, tokenizer, vocab, MAX_LEN, BATCH, shuffle=True, bucket=name != 'tutorial')]
         if name == 'tutorial':  # its utils.train_loop: GluonNLP's BERTAdam, weight decay on every parameter
             trainer = gluon.Trainer(net.collect_params(), 'bertadam', {'learning_rate': LR, 'wd': 0.01,
                                                                         'epsilon': 1e-6})
-        else:
-            trainer = make_trainer(net, LR, no_decay_norm_bias=True)
+        else:  # the 0.4 variants: every kernel (mxnet-ops: but the dense layers, softmax, products and GELU)
+            with choice.override('all') if name != 'default' else contextlib.nullcontext():
+                net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, kernel_ops=name != 'mxnet-ops')
+                trainer = make_trainer(net, LR, no_decay_norm_bias=True)
         out.append(MXNetVariant(name, net, trainer, batches, tutorial_step=name == 'tutorial'))
     return out
 
@@ -255,6 +267,9 @@ def in_processes(args: argparse.Namespace) -> dict:
                 'value_check_ms_per_batch', *RATIOS):
         values = [r[key] for r in runs if r.get(key) is not None]
         result[key] = statistics.median(values) if values else None
+    result['variant_samples_per_second'] = {
+        name: statistics.median(r['variant_samples_per_second'][name] for r in runs)
+        for name in runs[0].get('variant_samples_per_second', {})}
     result['matmul_peak_gflops'] = max(r['matmul_peak_gflops'] for r in runs)
     result['processes'] = [{key: r.get(key) for key in RATIOS} for r in runs]
     print(f"over {args.processes} processes (median): default pipeline {result['speedup_vs_tutorial']:.2f}x the "
@@ -262,6 +277,12 @@ def in_processes(args: argparse.Namespace) -> dict:
     if result['speedup_vs_pytorch'] is not None:
         print(f"over {args.processes} processes (median): default pipeline {result['speedup_vs_pytorch']:.2f}x "
               f"Hugging Face + PyTorch (" + ', '.join(f"{r['speedup_vs_pytorch']:.2f}" for r in runs) + ')')
+    sps = result['variant_samples_per_second']
+    for name in ('every-kernel', 'mxnet-ops'):
+        if name in sps:
+            each = [r['variant_samples_per_second']['default'] / r['variant_samples_per_second'][name] for r in runs]
+            print(f"over {args.processes} processes (median): default pipeline {sps['default'] / sps[name]:.2f}x the "
+                  f"{name} variant (" + ', '.join(f'{x:.2f}' for x in each) + ')')
     print(f"over {args.processes} processes (median): {result['gflops_fraction_of_peak']:.0%} of the float32 "
           f"matmul peak (" + ', '.join(f"{r['gflops_fraction_of_peak']:.0%}" for r in runs) + ')')
     return result
@@ -275,7 +296,9 @@ def measure(args: argparse.Namespace) -> dict:
     mx.random.seed(0)
     np.random.seed(0)
     examples = subset(load_movie_reviews('train'), n_examples, seed=0)
-    variants: list = mxnet_variants(examples, ctx)
+    kernel_choice = choice.choice_record()  # made (measured, or read from its cache) before anything is timed
+    print(f'default pipeline runs {choice.describe(kernel_choice)}')
+    variants: list = mxnet_variants(examples, ctx, others=not args.quick)
     default = variants[1]
     skipped = None if not args.no_pytorch else 'skipped with --no-pytorch'
     skipped = skipped or pytorch_available()
@@ -315,10 +338,15 @@ def measure(args: argparse.Namespace) -> dict:
         'full_runs': full_run_accuracies(),
         'value_check_ms_per_batch': value_check_ms(default.net, default.batches),
         'bert_tutorial_version': bert_tutorial.__version__,
+        'kernel_choice': kernel_choice,
+        'variant_samples_per_second': sps,
         'measured': measured(),
     }
     print(f"default pipeline: {sps['default']:.1f} samples/s, {result['speedup_vs_tutorial']:.2f}x the tutorial's "
           f"({sps['tutorial']:.1f})")
+    for name in ('every-kernel', 'mxnet-ops'):
+        if name in sps:
+            print(f"default pipeline: {sps['default'] / sps[name]:.2f}x the {name} variant ({sps[name]:.1f})")
     if result['speedup_vs_pytorch'] is not None:
         print(f"default pipeline: {result['speedup_vs_pytorch']:.2f}x Hugging Face + PyTorch "
               f"({sps['pytorch']:.1f} samples/s, {threads()} threads)")
@@ -339,7 +367,8 @@ def measure(args: argparse.Namespace) -> dict:
 
 def operator_profile(quick: bool) -> dict | None:
     """Print and return the per-operator profile of one default step: MXNet's operators ('mxnet') against 0.3's
-    default ('v0.3': the LayerNorm kernel) and what ``finetune`` runs now ('default': every C++ kernel), in three
+    default ('v0.3': the LayerNorm kernel), 0.4's ('every': every C++ kernel) and what ``finetune`` runs now
+    ('default': the kernels this machine's choice picks), in three
     fresh processes (one with ``quick``); ``None`` without the kernels."""
     from profile_step import in_processes, outside_fully_connected, profile_step, report
 
@@ -347,7 +376,7 @@ def operator_profile(quick: bool) -> dict | None:
     if not load_kernels():
         print('per-operator profile skipped: the C++ kernels did not build or load')
         return None
-    variants = ('mxnet', 'v0.3', 'default')
+    variants = ('mxnet', 'v0.3', 'every', 'default')
     profile = profile_step(1, 1, variants) if quick else in_processes(3, 2, 2, variants)
     print('\nper-operator profile of one training step (ms), MXNet operators against the kernels:')
     print(report(profile, top=12 if quick else 25))

@@ -8,9 +8,11 @@ clipping) in these variants, each its own copy of the model, in one process:
   on ``adam_update`` with the gradient norm on ``multi_sum_sq``;
 - matmul: ``MatmulLayerNorm``, the rest as mxnet (``finetune``'s default before the C++ kernels, 0.2);
 - v0.3: ``KernelLayerNorm``, the rest as mxnet (``finetune``'s default in 0.3);
-- default: what ``finetune`` runs now: every C++ kernel (``KernelLayerNorm``, ``KernelDropout``,
-  ``KernelSelfAttentionCell`` with its softmax and products, ``KernelGELU``, ``bert_adam_update``, ``bert_sum_sq``).
-``load_kernels`` must succeed for v0.3 and default.
+- every: every C++ kernel (``KernelLayerNorm``, ``KernelDropout``, ``KernelSelfAttentionCell`` with its softmax,
+  products and projection, ``KernelGELU``, ``KernelDense``, ``bert_adam_update``, ``bert_sum_sq``): 0.4's default;
+- default: what ``finetune`` runs now: the kernels this machine's choice picks (``bert_tutorial.speed.choice``) and
+  the dropout kernel.
+``load_kernels`` must succeed for v0.3, every and default.
 Rounds interleave the variants (the machine is shared: compare within a round, as ratios). Each round times steps
 without the profiler, then profiles the same steps with ``mx.profiler``'s aggregate statistics; the table gives
 milliseconds per step by operator (forward and ``_backward_`` separately).
@@ -23,6 +25,7 @@ where its arrays landed, which ratios within one process do not cancel.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -43,9 +46,9 @@ from bert_tutorial import build_classifier, get_pretrained_bert  # noqa: E402
 from bert_tutorial.devices import measured  # noqa: E402
 from bert_tutorial.loop import make_trainer  # noqa: E402
 from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
-from bert_tutorial.speed import load_kernels, use_kernels, use_matmul_layer_norm  # noqa: E402
+from bert_tutorial.speed import choice, load_kernels, use_kernels, use_matmul_layer_norm  # noqa: E402
 
-VARIANTS = ('mxnet', 'matmul', 'v0.3', 'default')
+VARIANTS = ('mxnet', 'matmul', 'v0.3', 'every', 'default')
 
 
 class Step(MXNetVariant):
@@ -53,16 +56,19 @@ class Step(MXNetVariant):
 
     def __init__(self, name: str, ctx: mx.Context):
         bert, self.vocab = get_pretrained_bert(ctx=ctx, use_pooler=False)
-        default = name == 'default'
-        net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, hybridize=False, matmul_layer_norm=default,
-                               kernel_dropout=default, kernel_ops=default)
+        default = name in ('every', 'default')
+        # every: all kernels whatever this machine's choice says; default: the choice (or $BERT_TUTORIAL_KERNEL_CHOICE)
+        with choice.override('all') if name == 'every' else contextlib.nullcontext():
+            net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, hybridize=False,
+                                   matmul_layer_norm=default, kernel_dropout=default, kernel_ops=default)
+            trainer = make_trainer(net, LR, no_decay_norm_bias=True, kernels=default)
+            adam = default and choice.chosen('adam')
         if name == 'matmul':
             use_matmul_layer_norm(net)
         elif name == 'v0.3':
             assert use_kernels(net, dropout=False)['kernels']
         net.hybridize(static_alloc=True)
-        trainer = make_trainer(net, LR, no_decay_norm_bias=True, kernels=default)
-        assert trainer.optimizer.kernels == default, 'the C++ kernels did not load'
+        assert trainer.optimizer.kernels == adam, 'the C++ kernels did not load'
         super().__init__(name, net, trainer, [], tutorial_step=False)
 
     def __call__(self, batch) -> None:
@@ -97,7 +103,7 @@ def timed(step: Step, batches: list) -> float:
 def profile_step(rounds: int = 2, n_batches: int = 2, variants: tuple[str, ...] = VARIANTS) -> dict:
     """``{'step_ms': {variant: [ms per round]}, 'operators': {variant: {op: ms per step}}}`` (operators averaged
     over rounds), the variants interleaved in every round."""
-    if {'v0.3', 'default'} & set(variants) and not load_kernels():
+    if {'v0.3', 'every', 'default'} & set(variants) and not load_kernels():
         raise RuntimeError('the C++ kernels did not build or load: profile the mxnet and matmul variants only')
     ctx = mx.cpu()
     mx.random.seed(0)
@@ -255,9 +261,11 @@ def main() -> None:
     else:
         result = profile_step(args.rounds, args.batches, variants)
     print(report(result))
+    record = choice.choice_record()
+    print(f'default: {choice.describe(record)}')
     if args.json:
         result.update(outside_fully_connected_ms=outside_fully_connected(result),
-                      measured=measured())
+                      measured=measured(), kernel_choice=record)
         Path(args.json).write_text(json.dumps(result, indent=1) + '\n')
 
 

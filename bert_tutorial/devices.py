@@ -60,13 +60,10 @@ def contexts(kind: str) -> list[mx.Context]:
 CPU_FLAGS_OF_INTEREST = ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_bf16', 'amx_int8')
 
 
-def machine_description(cpuinfo: str = '/proc/cpuinfo') -> dict:
-    """The CPU a figure was measured on, read at run time: ``{'cpu', 'cores', 'flags', 'gpus'}``.
-
-    ``flags`` lists the present members of ``CPU_FLAGS_OF_INTEREST``; the model differs between machines of the
-    same kind, so benchmarks record it next to every figure.
-    """
-    model, flags = 'unknown', set()
+def read_cpuinfo(cpuinfo: str = '/proc/cpuinfo') -> tuple[str, list[str]]:
+    """The first CPU's model name and all its flags (sorted) in ``cpuinfo``; ``('unknown', [])`` where there is
+    no such file (not Linux)."""
+    model, flags = 'unknown', []
     try:
         with open(cpuinfo, encoding='utf-8') as f:
             for line in f:
@@ -74,15 +71,32 @@ def machine_description(cpuinfo: str = '/proc/cpuinfo') -> dict:
                 if key.strip() == 'model name' and model == 'unknown':
                     model = value.strip()
                 elif key.strip() == 'flags' and not flags:
-                    flags = set(value.split())
+                    flags = sorted(set(value.split()))
     except OSError:
         pass  # not Linux: the model stays 'unknown' rather than guessed
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    return {'cpu': model, 'cores': cores,
+    return model, flags
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def machine_description(cpuinfo: str = '/proc/cpuinfo') -> dict:
+    """The CPU a figure was measured on, read at run time: ``{'cpu', 'cores', 'flags', 'gpus'}``.
+
+    ``flags`` lists the present members of ``CPU_FLAGS_OF_INTEREST``; the model differs between machines of the
+    same kind, so benchmarks record it next to every figure.
+    """
+    model, flags = read_cpuinfo(cpuinfo)
+    return {'cpu': model, 'cores': cores(),
             'flags': [f for f in CPU_FLAGS_OF_INTEREST if f in flags], 'gpus': mx.context.num_gpus()}
 
 
 def measured() -> dict:
-    """When and where a figure is measured: today's date and ``machine_description()``, as every result records."""
-    return {'date': datetime.date.today().isoformat(), **machine_description()}
+    """When, where and with what a figure is measured: today's date, ``machine_description()`` and the versions of
+    the package and MXNet, as every result records."""
+    from . import __version__
+    return {'date': datetime.date.today().isoformat(), **machine_description(), 'bert_tutorial': __version__,
+            'mxnet': mx.__version__}
 

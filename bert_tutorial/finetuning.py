@@ -70,7 +70,7 @@ from .sentiment_data import (
     subset,
     transform_label,
 )
-from .speed.kernel_ops import use_kernels
+from .speed.choice import choice_record, use_chosen_kernels
 from .speed.kernels import load_kernels
 
 log = logging.getLogger(__name__)
@@ -342,6 +342,7 @@ class FinetuneConfig:
     bert_dropout: float = 0.1         # inside BERT
     bucket: bool = True               # batches of similar length (FixedBucketSampler)
     hybridize: bool = True
+    # The operator kernels below run where this machine's choice picks them (speed.choice: timed once, cached).
     matmul_layer_norm: bool = True    # the C++ kernel LayerNorm (else MatmulLayerNorm) instead of MXNet's (slow on CPU)
     kernel_dropout: bool = True       # the C++ kernel Dropout (other masks than MXNet's, from the same seed); where
                                       # the kernels do not build, the run records False and uses MXNet's
@@ -439,7 +440,9 @@ def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_
     """The classifier as ``finetune`` trains it: a new output layer on ``bert``, with the speed settings:
     ``matmul_layer_norm``, the package's C++ LayerNorm kernel (``MatmulLayerNorm`` where the kernels do not build);
     ``kernel_dropout``, its C++ Dropout kernel; ``kernel_ops``, its dense layers, softmax, GELU and self-attention
-    products (MXNet's operators where the kernels do not build)."""
+    products (MXNet's operators where the kernels do not build). Each operator kernel runs only where this machine's
+    choice picks it (``speed.choice``: measured once against MXNet's operators, ``$BERT_TUTORIAL_KERNEL_CHOICE``
+    overrides); dropout's as ``kernel_dropout`` says."""
     if freeze_word_embed:
         # The word embedding is 30522 x units: its dense Adam update is a large fixed cost of a short batch on CPU.
         bert.word_embedding.collect_params().setattr('grad_req', 'null')
@@ -448,8 +451,8 @@ def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_
     if len(ctx) > 1:
         net.collect_params().reset_ctx(ctx)
     if matmul_layer_norm or kernel_dropout or kernel_ops:
-        use_kernels(net, layer_norm=matmul_layer_norm, dropout=kernel_dropout, softmax=kernel_ops, gelu=kernel_ops,
-                    attention=kernel_ops, dense=kernel_ops)
+        # each operator kernel where it beats MXNet's operator on this machine (speed.choice), dropout's as asked
+        use_chosen_kernels(net, layer_norm=matmul_layer_norm, dropout=kernel_dropout, ops=kernel_ops)
     if hybridize:
         net.hybridize(static_alloc=True)
     return net
@@ -677,6 +680,8 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
         'num_test': len(data.test or []), 'max_len': max_len,
         'config': dataclasses.asdict(config), 'history': history,
         'measured': measured(),
+        # which C++ kernels ran (what the machine's measurement or the override chose), and why
+        'kernel_choice': choice_record() if config.ctx == 'cpu' else None,
     }
     # metrics.json, written last, marks the run finished (resume then has nothing to do); the checkpoints go after it.
     write_atomic(out / 'metrics.json', json.dumps(metrics, indent=2))

@@ -249,7 +249,7 @@ def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], cl
     worker's own loss is not), so that all of them skip or raise together. ``grad_scale`` multiplies the (all-reduced)
     gradients first, e.g. ``1 / workers`` for the mean over every worker's batch.
     """
-    on_kernels = getattr(trainer.optimizer, 'kernels', False)  # FusedBERTAdam's choice: one path for the step
+    on_kernels = getattr(trainer.optimizer, 'norm_kernel', False)  # FusedBERTAdam's choice for the norm
     if getattr(trainer, 'distributed', False):  # set by make_trainer
         with watchdog.waiting('the gradients of the other workers'):
             trainer.allreduce_grads()

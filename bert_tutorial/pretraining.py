@@ -48,6 +48,7 @@ from .pretraining_data import (
     split_documents,
     tokenize_documents,
 )
+from .speed.choice import choice_record
 from .transformer import valid_length_mask
 from .vocab import build_vocab, load_vocabulary
 
@@ -345,7 +346,7 @@ def _pretrain(config: PretrainConfig, out: Path, ctx: mx.Context) -> PretrainRes
     metrics.update(baseline_token=vocab.idx_to_token[baseline], seconds=time.time() - started,
                    vocab_size=len(vocab), num_train_pairs=len(train_set), num_eval_pairs=len(eval_set),
                    model=model.config, config=dataclasses.asdict(config), history=history,
-                   measured=measured())
+                   measured=measured(), kernel_choice=choice_record() if config.ctx == 'cpu' else None)
     # metrics.json, written last, marks the run finished (resume then has nothing to do); the checkpoints go after it.
     write_atomic(out / 'metrics.json', json.dumps(metrics, indent=2))
     if not config.keep_checkpoints:

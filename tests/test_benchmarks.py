@@ -24,14 +24,19 @@ def test_bench_finetune_quick(tmp_path):
     if figures['profile'] is not None:  # the per-operator profile, when the C++ kernels build here
         assert 'outside FullyConnected' in proc.stdout
         outside = figures['profile']['outside_fully_connected_ms']
-        assert set(outside) == {'mxnet', 'v0.3', 'default'} and all(ms > 0 for ms in outside.values())
+        assert set(outside) == {'mxnet', 'v0.3', 'every', 'default'} and all(ms > 0 for ms in outside.values())
         assert figures['profile']['operators']['mxnet'].get('_backward_LayerNorm', 0) > 0
-        default = figures['profile']['operators']['default']
-        assert {'bert_layer_norm', 'bert_dropout', 'bert_softmax', 'bert_gelu', 'bert_selfatt_qk', 'bert_adam_update',
-                'bert_sum_sq'} <= set(default), sorted(default)
+        every = figures['profile']['operators']['every']
+        ours = {'layer_norm': 'bert_layer_norm', 'softmax': 'bert_softmax', 'gelu': 'bert_gelu',
+                'attention': 'bert_selfatt_qk', 'adam': 'bert_adam_update', 'grad_norm': 'bert_sum_sq'}
+        assert set(ours.values()) | {'bert_dropout'} <= set(every), sorted(every)
         # (MXNet's Dropout still runs on one element a layer: it tells bert_dropout whether training is on)
-        assert not {'adam_update', 'multi_sum_sq', 'LayerNorm', '_backward_LayerNorm'} & set(default)
+        assert not {'adam_update', 'multi_sum_sq', 'LayerNorm', '_backward_LayerNorm'} & set(every)
         assert {'adam_update', 'multi_sum_sq', 'LayerNorm'} <= set(figures['profile']['operators']['mxnet'])
+        # the default runs the kernels this machine's choice picked (printed first), and no others
+        default, chosen = figures['profile']['operators']['default'], figures['kernel_choice']['kernels']
+        assert 'bert_dropout' in default and 'default pipeline runs C++ kernels for' in proc.stdout
+        assert {op for op, name in ours.items() if name in default} == {op for op in ours if chosen[op]}
     if figures['speedup_vs_pytorch'] is None:  # torch and transformers are not dependencies
         assert 'PyTorch comparison skipped' in proc.stdout and figures['pytorch_skipped']
     else:

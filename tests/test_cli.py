@@ -35,6 +35,13 @@ def test_finetune_writes_metrics_and_model(finetuned):
     assert 0 <= metrics['test_accuracy'] <= 1 and metrics['train_samples_per_second'] > 0
     assert {'config.json', 'vocab.json', 'model.params'} <= set(os.listdir(out))
     assert 'Batch 0 Accuracy' in proc.stdout and 'Test Accuracy' in proc.stdout
+    # what ran and where: the kernels this machine's choice picked (said in the log too), versions, CPU
+    from bert_tutorial.speed.choice import OPERATORS, describe
+    assert set(metrics['kernel_choice']['kernels']) == set(OPERATORS)
+    assert f"bert_tutorial kernels: {describe(metrics['kernel_choice'])}" in proc.stderr
+    import bert_tutorial
+    assert metrics['measured']['mxnet'] == __import__('mxnet').__version__ and metrics['measured']['cpu']
+    assert metrics['measured']['bert_tutorial'] == bert_tutorial.__version__
 
 
 @pytest.mark.slow

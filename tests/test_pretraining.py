@@ -231,6 +231,8 @@ def test_pretrain_command_then_finetune(tmp_path):
     for key in ('mlm_loss', 'mlm_accuracy', 'nsp_accuracy', 'mlm_baseline_accuracy'):
         assert 0 <= metrics[key] <= (20 if key == 'mlm_loss' else 1)
     assert metrics['baseline_token'] == '.'
+    assert set(metrics['kernel_choice']['kernels']) == {'layer_norm', 'softmax', 'gelu', 'attention', 'dense', 'adam',
+                                                        'grad_norm'} and metrics['measured']['mxnet']
     ft = tmp_path / 'ft'
     subprocess.run(cmd + ['finetune', '--model', str(out), '--max-train', '64', '--max-test', '32', '--epochs', '1',
                           '--out', str(ft), '--no-progress'], check=True, capture_output=True)

@@ -56,15 +56,16 @@ def register(subparsers) -> None:
                    help='run the model imperatively instead of as a hybridized (static) graph')
     p.add_argument('--native-layer-norm', dest='matmul_layer_norm', action='store_false',
                    help="MXNet's LayerNorm kernel (its CPU backward is slow) instead of the package's C++ kernel "
-                   "(or MatmulLayerNorm where it does not build)")
+                   "(or MatmulLayerNorm where it does not build or is not faster here)")
     p.add_argument('--mxnet-dropout', dest='kernel_dropout', action='store_false', default=D.kernel_dropout,
                    help="MXNet's Dropout instead of the package's C++ kernel (the default since 0.4, faster on CPU; "
                    "the two draw other masks from the same seed)")
     p.add_argument('--kernel-dropout', dest='kernel_dropout', action='store_true', default=D.kernel_dropout,
                    help=argparse.SUPPRESS)  # the default since 0.4; accepted from older command lines
     p.add_argument('--mxnet-ops', dest='kernel_ops', action='store_false', default=D.kernel_ops,
-                   help="MXNet's FullyConnected, softmax, GELU and self-attention products instead of the package's "
-                   "C++ kernels (the same values up to float32 round-off)")
+                   help="MXNet's FullyConnected, softmax, GELU and self-attention products everywhere (by default, "
+                   "the package's C++ kernels where they are faster on this machine: timed once and cached; "
+                   "BERT_TUTORIAL_KERNEL_CHOICE overrides; the same values up to float32 round-off)")
     p.add_argument('--freeze-word-embed', action='store_true', default=D.freeze_word_embed,
                    help='do not update the word embedding (faster on CPU; the default before 0.3)')
     p.add_argument('--train-word-embed', dest='freeze_word_embed', action='store_false', default=D.freeze_word_embed,

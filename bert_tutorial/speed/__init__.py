@@ -1,5 +1,7 @@
 """Speed, with the same values: C++ kernels (``KernelLayerNorm``, ``KernelDropout``, ``KernelSelfAttentionCell``,
-``KernelGELU``, ``KernelDense``, ``FusedBERTAdam``'s update), ``MatmulLayerNorm``, oneDNN fusion and INT8 export."""
+``KernelGELU``, ``KernelDense``, ``FusedBERTAdam``'s update), each where it beats MXNet's operator on the machine
+(``choice``), ``MatmulLayerNorm``, oneDNN fusion and INT8 export."""
+from .choice import choice_record, kernel_choice, use_chosen_kernels
 from .kernel_ops import (
     KernelDense,
     KernelDropout,
@@ -15,4 +17,4 @@ from .optimizer import FusedBERTAdam, grad_global_norm
 
 __all__ = ['MatmulLayerNorm', 'use_matmul_layer_norm', 'FusedBERTAdam', 'KernelLayerNorm', 'KernelDropout',
            'KernelSelfAttentionCell', 'KernelGELU', 'KernelDense', 'use_kernels', 'standard_ops', 'load_kernels',
-           'dense_available', 'grad_global_norm']
+           'dense_available', 'grad_global_norm', 'kernel_choice', 'choice_record', 'use_chosen_kernels']

@@ -5,10 +5,11 @@ cost far more than their arithmetic: ``KernelLayerNorm`` and ``KernelDropout`` r
 blocks. ``KernelSelfAttentionCell`` is GluonNLP's BERT self-attention on ``bert_softmax`` (MXNet's softmax with
 lengths runs a scalar ``expf``), ``bert_selfatt_qk`` and ``bert_selfatt_valatt`` (MXNet's interleaved products loop
 over tiny per-head GEMMs) and ``bert_fc``; ``KernelGELU`` runs ``bert_gelu``; ``KernelDense`` runs ``bert_fc``
-(numpy's OpenBLAS ``sgemm``, about twice MXNet's oneDNN ``FullyConnected`` here). ``use_kernels`` puts them into a
-model (parameters shared, names unchanged: saved files do not change); without the C++ library it falls back to
-``MatmulLayerNorm`` and MXNet's operators. ``standard_ops`` swaps MXNet's operators back, for exported graphs that
-must load without the library.
+(OpenBLAS's ``sgemm``: about twice MXNet's oneDNN ``FullyConnected`` on an AMD EPYC, slower on an Intel Xeon with
+AMX). ``use_kernels`` puts exactly the kernels it is asked for into a model (parameters shared, names unchanged:
+saved files do not change); without the C++ library it falls back to ``MatmulLayerNorm`` and MXNet's operators.
+``speed.choice.use_chosen_kernels`` asks it for the ones that are faster on the machine. ``standard_ops`` swaps
+MXNet's operators back, for exported graphs that must load without the library.
 """
 from __future__ import annotations
 
@@ -61,8 +62,9 @@ class KernelGELU(HybridBlock):
 
 class KernelDense(nn.Dense):
     """``nn.Dense`` with ``flatten=False`` and a bias, on the C++ ``bert_fc`` operator: the products run on the
-    CBLAS ``sgemm`` of numpy's OpenBLAS (at BERT's sizes on these CPUs, about twice as fast as MXNet's oneDNN
-    ``FullyConnected``). The same parameters; input ``(..., in_units)``, output ``(..., units)``."""
+    CBLAS ``sgemm`` of scipy-openblas32's OpenBLAS (faster than MXNet's oneDNN ``FullyConnected`` on some CPUs,
+    slower on others: ``speed.choice`` decides per machine). The same parameters; input ``(..., in_units)``, output
+    ``(..., units)``."""
 
     def hybrid_forward(self, F, x, weight, bias=None):
         out = F.bert_fc(x, weight, bias)

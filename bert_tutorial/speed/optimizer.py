@@ -8,6 +8,7 @@ import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 
+from .choice import chosen
 from .kernels import load_kernels
 
 # Weights per bert_adam_update call: the whole of a BERT-base in one call (MXNet caps an operator's inputs only by
@@ -25,17 +26,21 @@ class FusedBERTAdam(nlp.optimizer.BERTAdam):
     """GluonNLP's ``BERTAdam`` update (Adam without bias correction, decoupled weight decay), the same values, on a
     fused kernel.
 
-    With the package's C++ kernels (``load_kernels()``; ``kernels=False`` turns them off), every float32 CPU weight
-    of a step is updated by one ``bert_adam_update`` call: one pass over weights, gradients and states, equal to
-    GluonNLP's ``adamw_update`` bit for bit. Without them, each weight runs ``mx.nd.adam_update`` on
-    ``w * (1 - lr * wd)`` (about twice as fast as ``multi_adamw_update`` on CPU, equal within float32 round-off):
-    ``w - lr * (m / (sqrt(v) + eps) + wd * w)`` is ``adam_update`` with weight decay 0 applied to
-    ``w * (1 - lr * wd)``. Lists of float16 weights take ``BERTAdam``'s own path.
+    With the package's C++ kernels (``load_kernels()``) where this machine's choice picks them (``speed.choice``;
+    ``kernels=False`` turns them off), every float32 CPU weight of a step is updated by one ``bert_adam_update``
+    call: one pass over weights, gradients and states, equal to GluonNLP's ``adamw_update`` bit for bit. Without
+    them, each weight runs ``mx.nd.adam_update`` on ``w * (1 - lr * wd)`` (about twice as fast as
+    ``multi_adamw_update`` on CPU, equal within float32 round-off): ``w - lr * (m / (sqrt(v) + eps) + wd * w)`` is
+    ``adam_update`` with weight decay 0 applied to ``w * (1 - lr * wd)``. Lists of float16 weights take
+    ``BERTAdam``'s own path.
     """
 
     def __init__(self, kernels: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.kernels = bool(kernels) and load_kernels()
+        # Each kernel where this machine's choice (speed.choice: measured against MXNet's operators) picks it.
+        self.kernels = bool(kernels) and load_kernels() and chosen('adam')
+        # The gradient norm's kernel (bert_sum_sq), read by loop.clipped_update.
+        self.norm_kernel = bool(kernels) and load_kernels() and chosen('grad_norm')
         # The Updater passes lists of up to aggregate_num weights; 0 means one weight a call (adam_update's form).
         self.aggregate_num = KERNEL_AGGREGATE if self.kernels else 0
 
@@ -54,25 +59,14 @@ class FusedBERTAdam(nlp.optimizer.BERTAdam):
                     self.update(i, w, g, s)
                 return
             self._update_count(index)
-            lrs, wds = self._get_lrs(index), self._get_wds(index)
-            arrays = []
-            for w, g, (mean, var) in zip(weight, grad, state):
-                arrays += [w, g, mean, var]
-            # repr: the shortest text that reads back as the same number
-            mx.nd.bert_adam_update(*arrays, out=list(weight), num_tensors=len(weight),
-                                   lrs=','.join(repr(float(lr)) for lr in lrs),
-                                   wds=','.join(repr(float(wd)) for wd in wds), beta1=self.beta1,
-                                   beta2=self.beta2, epsilon=self.epsilon, **self._rescale_and_clip())
+            adam_step_kernel(weight, grad, state, self._get_lrs(index), self._get_wds(index), beta1=self.beta1,
+                             beta2=self.beta2, epsilon=self.epsilon, **self._rescale_and_clip())
             return
         if weight.dtype != np.float32:
             return super().update(index, weight, grad, state)
         self._update_count(index)
-        lr, wd = self._get_lr(index), self._get_wd(index)
-        if wd:
-            weight *= 1.0 - lr * wd
-        mean, var = state
-        mx.nd.adam_update(weight, grad, mean, var, out=weight, lr=lr, wd=0.0, beta1=self.beta1, beta2=self.beta2,
-                          epsilon=self.epsilon, lazy_update=False, **self._rescale_and_clip())
+        adam_step_mxnet(weight, grad, state, self._get_lr(index), self._get_wd(index), beta1=self.beta1,
+                        beta2=self.beta2, epsilon=self.epsilon, **self._rescale_and_clip())
 
     def update_multi_precision(self, index, weight, grad, state):
         """``update``, or ``BERTAdam``'s float32 master-weight path for float16 weights."""
@@ -80,6 +74,33 @@ class FusedBERTAdam(nlp.optimizer.BERTAdam):
         if self.multi_precision and any(w.dtype == np.float16 for w in weights):
             return super().update_multi_precision(index, weight, grad, state)
         return self.update(index, weight, grad, state)
+
+
+def adam_step_kernel(weights: Sequence[mx.nd.NDArray], grads: Sequence[mx.nd.NDArray], states: Sequence,
+                     lrs: Sequence[float], wds: Sequence[float], **hyper) -> None:
+    """BERTAdam's step on every weight in one ``bert_adam_update`` call (weights and ``(mean, var)`` states in
+    place); ``hyper``: ``beta1``, ``beta2``, ``epsilon``, ``rescale_grad``, ``clip_gradient`` (-1: none)."""
+    arrays = []
+    for w, g, (mean, var) in zip(weights, grads, states):
+        arrays += [w, g, mean, var]
+    # repr: the shortest text that reads back as the same number
+    mx.nd.bert_adam_update(*arrays, out=list(weights), num_tensors=len(weights),
+                           lrs=','.join(repr(float(lr)) for lr in lrs), wds=','.join(repr(float(wd)) for wd in wds),
+                           **hyper)
+
+
+def adam_step_mxnet(weight: mx.nd.NDArray, grad: mx.nd.NDArray, state: tuple, lr: float, wd: float,
+                    **hyper) -> None:
+    """BERTAdam's step on one weight on MXNet's ``adam_update`` (in place), decay applied to the weight first."""
+    if wd:
+        weight *= 1.0 - lr * wd
+    mean, var = state
+    mx.nd.adam_update(weight, grad, mean, var, out=weight, lr=lr, wd=0.0, lazy_update=False, **hyper)
+
+
+def sum_sq_norm(grads: Sequence[mx.nd.NDArray]) -> mx.nd.NDArray:
+    """The L2 norm of ``grads`` (float32 arrays on one CPU context) on ``bert_sum_sq``, shape ``(1,)``."""
+    return mx.nd.bert_sum_sq(*grads, num_arrays=len(grads)).sum().sqrt()
 
 
 def grad_global_norm(params: Sequence[mx.gluon.Parameter], kernels: bool = True) -> mx.nd.NDArray:
@@ -91,4 +112,4 @@ def grad_global_norm(params: Sequence[mx.gluon.Parameter], kernels: bool = True)
     grads = [p.grad() for p in params] if kernels and params and len(params[0].list_ctx()) == 1 else None
     if not grads or not _on_kernels(grads):
         return nlp.utils.grad_global_norm(params)
-    return mx.nd.bert_sum_sq(*grads, num_arrays=len(grads)).sum().sqrt()
+    return sum_sq_norm(grads)

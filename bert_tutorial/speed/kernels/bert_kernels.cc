@@ -51,7 +51,8 @@
 // bert_fc(data, weight, bias) -> out
 //     out = data . weight^T + bias over the last axis (data (..., in), weight (out, in), bias (out,)): the math of
 //     mx.nd.FullyConnected(data, weight, bias, num_hidden=out, flatten=False). The products run on the CBLAS sgemm of
-//     the library named by $BERT_TUTORIAL_BLAS (numpy's OpenBLAS; ILP64 cblas_sgemm64_ or LP64 cblas_sgemm), opened
+//     the library named by $BERT_TUTORIAL_BLAS (scipy-openblas32's OpenBLAS by default; ILP64 cblas_sgemm64_ or LP64
+//     cblas_sgemm, either with the scipy_ prefix of the scipy-openblas wheels), opened
 //     on first use; without it the call fails when it is made. Backward: d(data) = d(out) . weight,
 //     d(weight) = d(out)^T . data, d(bias) = d(out) summed over rows (per-thread partial sums added in a fixed order).
 //
@@ -1219,12 +1220,17 @@ static const Blas& blas() {
     }
     void* handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (handle == nullptr) {
-      b.error = std::string("cannot open ") + path;
+      const char* why = dlerror();
+      b.error = std::string("cannot open ") + path + (why ? std::string(" (") + why + ")" : std::string());
       return;
     }
-    b.sgemm64 = reinterpret_cast<sgemm64_t>(dlsym(handle, "cblas_sgemm64_"));
-    if (b.sgemm64 == nullptr) b.sgemm32 = reinterpret_cast<sgemm32_t>(dlsym(handle, "cblas_sgemm"));
-    if (b.sgemm64 == nullptr && b.sgemm32 == nullptr) b.error = std::string(path) + " has no cblas_sgemm";
+    // ILP64 first; the scipy-openblas wheels prefix every symbol with scipy_.
+    for (const char* name : {"cblas_sgemm64_", "scipy_cblas_sgemm64_"})
+      if (b.sgemm64 == nullptr) b.sgemm64 = reinterpret_cast<sgemm64_t>(dlsym(handle, name));
+    for (const char* name : {"cblas_sgemm", "scipy_cblas_sgemm"})
+      if (b.sgemm64 == nullptr && b.sgemm32 == nullptr) b.sgemm32 = reinterpret_cast<sgemm32_t>(dlsym(handle, name));
+    if (b.sgemm64 == nullptr && b.sgemm32 == nullptr)
+      b.error = std::string(path) + " has no CBLAS sgemm ([scipy_]cblas_sgemm[64_])";
   });
   return b;
 }
