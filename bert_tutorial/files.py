@@ -17,7 +17,13 @@ from mxnet.base import MXNetError
 
 class WriteError(OSError):
     """A file the package writes could not be written (a full disk, a folder where the file goes, no permission):
-    one line naming the file. Its temporary files are removed."""
+    one line naming it (``filename``, and the reason as ``strerror``). Its temporary files are removed."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, errno: int | None = None):
+        super().__init__(errno, reason, str(path))
+
+    def __str__(self) -> str:
+        return f'{self.filename} cannot be written: {self.strerror}'
 
 
 @contextlib.contextmanager
@@ -29,13 +35,14 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
     except WriteError:
         raise
     except (OSError, MXNetError) as err:
+        errno = None
         if isinstance(err, OSError):
-            reason = err.strerror or str(err)
+            reason, errno = err.strerror or str(err), err.errno
         elif 'Write incomplete' in str(err):
             reason = 'the file system is full or refused the write (MXNet: FileStream.Write incomplete)'
         else:  # MXNet's message ends with its own line: "MXNetError: Check failed: ..."
             reason = str(err).strip().splitlines()[-1].removeprefix('MXNetError: ')
-        raise WriteError(f'{path} cannot be written: {reason}') from None
+        raise WriteError(path, reason, errno) from None
 
 
 def write_atomic(path: str | os.PathLike, content: str | bytes | Callable[[Path], object]) -> Path:
