@@ -54,6 +54,7 @@ from .loop import (
     make_trainer,
     seed_everything,
     seed_step,
+    share_parameters,
     show_progress,
     watchdog,
 )
@@ -178,6 +179,7 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
         if len(set(resumed)) > 1:
             raise ValueError(f'the workers resumed at different steps {resumed} (by rank): resume every worker from '
                              'checkpoints of the same step, or start afresh')
+        share_parameters(trainer)
     running, best = {}, None
     if state is not None:
         step, history, start_epoch = state['step'], state['history'], state['epoch']
