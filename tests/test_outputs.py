@@ -398,7 +398,7 @@ def test_the_largest_seed_is_taken_and_distinct_seeds_stay_distinct():
         train_loop(None, [], None, 1, 1e-3, mx.cpu(), None, seed=2**32)
 
 
-# ---- item 11: the distributed timeout must be a positive, finite number of seconds ---------------------------
+# ---- item 11: the distributed timeout must be a finite number of seconds, at least 1 -------------------------
 
 @pytest.mark.parametrize('value', ['0', '0.5', '-5', 'nan', 'inf', '', 'soon'])
 def test_a_dist_timeout_that_would_end_a_healthy_cluster_or_never_end_is_refused(value, monkeypatch):
