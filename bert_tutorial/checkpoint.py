@@ -27,6 +27,7 @@ import numpy as np
 from mxnet.base import MXNetError
 
 from .assets import sha256_file
+from .files import writing
 
 KEEP = 2
 DATA_KEY = 'data_sha256'  # in a run's settings: {setting: sha256} of the data files it reads (data_digests)
@@ -115,34 +116,38 @@ def save_checkpoint(run_dir: str | os.PathLike, net: mx.gluon.Block, trainer: mx
     if bad is not None:
         raise FloatingPointError(f'refusing to checkpoint: the model has NaN or inf parameters ({bad})')
     root = _checkpoints_dir(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    with writing(root):
+        root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob('.step-*'):  # a run killed while writing; the out folder's lock keeps others away
         shutil.rmtree(stale, ignore_errors=True)
     name = f"step-{int(state['step']):08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{name}.', dir=root))
-    net.save_parameters(str(tmp / 'model.params'))
-    if trainer is not None:
-        trainer.save_states(str(tmp / 'trainer.states'))
-    try:
+    final = root / name
+    with writing(final):
+        tmp = Path(tempfile.mkdtemp(prefix=f'.{name}.', dir=root))
+    try:  # a full disk: one line naming the checkpoint (writing), and no temporary folder left (finally)
+        with writing(final):
+            net.save_parameters(str(tmp / 'model.params'))
+            if trainer is not None:
+                trainer.save_states(str(tmp / 'trainer.states'))
         if best is not None:
             # A hard link: no second copy of the weights on disk, and no file outside the checkpoint to go missing
             # (or to be replaced without the state that records it: the folder is renamed into place as one).
-            _link(tmp / 'model.params' if best is True else best[0], tmp / BEST)
+            with writing(final):
+                _link(tmp / 'model.params' if best is True else best[0], tmp / BEST)
         digests = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         if best is not None and best is not True and best[1] is not None and digests[BEST] != best[1]:
             raise ValueError(f'{best[0]} does not match the sha256 recorded when it was written: the parameters of '
                              'the best epoch were damaged or changed; start afresh in another out folder')
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    full_state = dict(state, python_rng=_py_state(), numpy_rng=_np_state(), trainer_order=TRAINER_ORDER,
-                      sha256=digests)
-    full_state[STATE_DIGEST] = content_digest(full_state, STATE_DIGEST)
-    (tmp / 'state.json').write_text(json.dumps(full_state))
-    final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+        full_state = dict(state, python_rng=_py_state(), numpy_rng=_np_state(), trainer_order=TRAINER_ORDER,
+                          sha256=digests)
+        full_state[STATE_DIGEST] = content_digest(full_state, STATE_DIGEST)
+        with writing(final):
+            (tmp / 'state.json').write_text(json.dumps(full_state))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename
     for old in checkpoints(run_dir)[KEEP:]:
         shutil.rmtree(old, ignore_errors=True)
     return final

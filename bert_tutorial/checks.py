@@ -30,11 +30,17 @@ def setting(name: str) -> str:
 Rule = tuple[Callable[[Any], bool], str]  # a test of a value, and what it allows (for the error)
 
 
-def integer(low: int, optional: bool = False) -> Rule:
-    """An integer >= ``low`` (or ``None`` when ``optional``)."""
+def integer(low: int, optional: bool = False, high: int | None = None) -> Rule:
+    """An integer >= ``low`` (and <= ``high``; or ``None`` when ``optional``)."""
     def ok(v):
-        return (optional and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= low)
-    return ok, f'an integer >= {low}' + (' or None' if optional else '')
+        return (optional and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= low
+                                            and (high is None or v <= high))
+    allowed = f'an integer >= {low}' if high is None else f'an integer in [{low}, {high}]'
+    return ok, allowed + (' or None' if optional else '')
+
+
+# numpy's generators take seeds below 2**32; MXNet's (a C int) silently wraps larger ones onto smaller seeds.
+MAX_SEED = 2**32 - 1
 
 
 def positive() -> Rule:

@@ -11,6 +11,7 @@ import sys
 import warnings
 
 from .commands import download, evaluate, export, finetune, predict, pretrain
+from .files import WriteError
 
 COMMANDS = (download, finetune, predict, evaluate, pretrain, export)
 
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    except WriteError as err:  # after the work: a full disk, a folder in a file's place
+        print(f'error: {err}', file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         return 130

@@ -37,13 +37,14 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .checkpoint import resume as resume_from
-from .checks import check_settings, fraction, integer, one_of, positive, setting
+from .checks import MAX_SEED, check_settings, fraction, integer, one_of, positive, setting
 from .devices import as_context_list, contexts, default_ctx, measured
 from .encoders import GluonBERT, TutorialBERT
-from .files import locked_output, write_atomic
+from .files import check_free_space, check_out_folder, check_run_folder, locked_output, write_atomic
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
 from .loop import (
     RESUMED_KEY,
+    agree_on_settings,
     agree_on_steps,
     clipped_update,
     epoch_batches,
@@ -53,6 +54,7 @@ from .loop import (
     make_trainer,
     seed_everything,
     seed_step,
+    share_parameters,
     show_progress,
     watchdog,
 )
@@ -75,6 +77,8 @@ from .speed.kernels import load_kernels
 log = logging.getLogger(__name__)
 
 TUTORIAL_WARMUP_STEPS = 50
+# The files a run writes into its out folder (beside checkpoints/): checked before any work.
+RUN_FILES = ('model.params', 'config.json', 'vocab.json', 'metrics.json', 'checkpoints/best.params')
 # Checkpoints trained as sentence encoders with mean pooling (their [CLS] pooler was not trained for it).
 SENTENCE_ENCODERS = {DEFAULT_MODEL}
 
@@ -146,10 +150,10 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
         raise ValueError("select='best' needs data to score the epochs on (test_data)")
     check_settings(dict(num_epoch=num_epoch, lr=lr, loss_reduction=loss_reduction, warmup_steps=warmup_steps,
                         warmup_ratio=0 if warmup_ratio is None else warmup_ratio, log_interval=log_interval,
-                        checkpoint_every=checkpoint_every, clip=1 if clip is None else clip), {
+                        checkpoint_every=checkpoint_every, clip=1 if clip is None else clip, seed=seed), {
         'num_epoch': integer(1), 'lr': positive(), 'loss_reduction': one_of('sum', 'mean'),
         'warmup_steps': integer(0), 'warmup_ratio': fraction(), 'log_interval': integer(1),
-        'checkpoint_every': integer(1, optional=True), 'clip': positive()})
+        'checkpoint_every': integer(1, optional=True), 'clip': positive(), 'seed': integer(0, high=MAX_SEED)})
     contexts = as_context_list(ctx)
     steps_per_epoch = len(train_data)
     if is_distributed(kvstore):  # before anything can fail on one worker alone
@@ -168,6 +172,8 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
     settings = dict(run_settings or {}, num_epoch=num_epoch, lr=lr, optimizer=rule, weight_decay=weight_decay,
                     no_decay_norm_bias=no_decay_norm_bias, warmup_steps=warmup_steps, loss_reduction=loss_reduction,
                     clip=clip, seed=seed, steps_per_epoch=steps_per_epoch)
+    if trainer.distributed:  # every worker must compute the same steps
+        agree_on_settings(kvstore, settings)
     history: list[dict] = []
     step = start_epoch = 0
     if checkpoint_dir is not None and not resume:  # resuming, resume_from compares the settings
@@ -179,6 +185,7 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
         if len(set(resumed)) > 1:
             raise ValueError(f'the workers resumed at different steps {resumed} (by rank): resume every worker from '
                              'checkpoints of the same step, or start afresh')
+        share_parameters(trainer)
     running, best = {}, None
     if state is not None:
         step, history, start_epoch = state['step'], state['history'], state['epoch']
@@ -373,7 +380,8 @@ class FinetuneConfig:
         """``ValueError`` naming the first setting out of its range, and what the range is."""
         rules = {
             'epochs': integer(1), 'batch_size': integer(1), 'max_len': integer(3), 'num_workers': integer(0),
-            'max_train': integer(1, optional=True), 'max_test': integer(1, optional=True), 'seed': integer(0),
+            'max_train': integer(1, optional=True), 'max_test': integer(1, optional=True),
+            'seed': integer(0, high=MAX_SEED),
             'log_interval': integer(1), 'checkpoint_every': integer(1, optional=True), 'lr': positive(),
             'warmup_ratio': fraction(), 'dropout': fraction(), 'bert_dropout': fraction(),
             'data': one_of('movie-reviews', 'imdb'), 'pooling': one_of('auto', 'cls', 'mean'),
@@ -570,6 +578,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Fine-tune a pre-trained BERT for sentiment as ``config`` says; writes the model folder (``save_model``),
     ``metrics.json`` and checkpoints into ``config.out``."""
     config.check()
+    check_out_folder(config.out, (config.model, config.imdb_root))
+    if config.kvstore.startswith('dist'):
+        watchdog.timeout  # noqa: B018 -- a malformed $BERT_TUTORIAL_DIST_TIMEOUT fails before any work
     if config.train is not None and config.data is not None:
         # The built-in corpus is not used: recorded as such (metrics.json, the checkpoints' settings).
         config = dataclasses.replace(config, data=None)
@@ -593,12 +604,19 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         if kvstore.rank:
             out = out / f'worker-{kvstore.rank}'
     with locked_output(out) as out:
-        return _finetune(config, ctx, out, kvstore)
+        result = _finetune(config, ctx, out, kvstore)
+    if not isinstance(kvstore, str):
+        # The end of a cluster run passes through the scheduler (MXNet's barrier at exit, which would block for ever
+        # without it): met here, under the watchdog, a dead scheduler ends this worker with a message.
+        with watchdog.waiting('the other workers and the scheduler at the end of the run'):
+            kvstore._barrier()  # noqa: SLF001 -- MXNet 1.9 names its public barrier so
+    return result
 
 
 def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore) -> FinetuneResult:
+    check_run_folder(out, RUN_FILES, ('checkpoints',))  # before anything loads
     settings = config.run_settings()  # once: the data digests recorded are of the files as this run found them
-    finished = check_run_dir(out, config.resume, settings)  # before anything loads
+    finished = check_run_dir(out, config.resume, settings)
     if finished is not None:
         log.info('%s holds a finished run (metrics.json): nothing to resume', out)
         return FinetuneResult(None, None, finished['history'], finished, out, finished_before=True)
@@ -637,6 +655,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
                            freeze_word_embed=config.freeze_word_embed, hybridize=config.hybridize,
                            matmul_layer_norm=config.matmul_layer_norm, kernel_dropout=config.kernel_dropout,
                            kernel_ops=config.kernel_ops)
+    check_free_space(out, net.collect_params(), 'fine-tuning')  # before training, not at its first checkpoint
     # The package's recipe (GluonNLP's fine-tuning script's choices); train_loop's defaults are the tutorial's.
     recipe = {} if config.tutorial_recipe else dict(no_decay_norm_bias=True, warmup_ratio=config.warmup_ratio,
                                                     loss_reduction='mean')

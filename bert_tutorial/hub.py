@@ -24,7 +24,7 @@ from mxnet.base import MXNetError
 from .assets import WheelAsset, fetch, gluonnlp_repo_url, mxnet_home, reachable, sha256_file
 from .checkpoint import content_digest, mxnet_message, nonfinite_parameter
 from .encoders import GluonBERT, TutorialBERT, build_encoder, gluon_bert_config
-from .files import require_files, write_atomic
+from .files import WriteError, require_files, write_atomic, writing
 from .model import BERTClassifier
 from .speed.kernels import library_operators
 from .vocab import load_vocabulary
@@ -253,7 +253,13 @@ def save_model(folder: str | os.PathLike, block: mx.gluon.HybridBlock, vocabular
     write_atomic(folder / 'vocab.json', vocabulary.to_json())
     if model_type == 'exported_classifier':
         prefix = folder / f'.model.{os.getpid()}'
-        block.export(str(prefix), epoch=0)
+        try:
+            with writing(folder / 'model-0000.params'):
+                block.export(str(prefix), epoch=0)
+        except WriteError:
+            for suffix in ('-symbol.json', '-0000.params'):
+                Path(f'{prefix}{suffix}').unlink(missing_ok=True)
+            raise
         library_ops = library_operators(json.loads(Path(f'{prefix}-symbol.json').read_text()))
         if library_ops:  # an export must load with MXNet alone, without the package's kernel library
             for suffix in ('-symbol.json', '-0000.params'):

@@ -8,6 +8,8 @@ generators from ``(seed, epoch)`` (data order, masking) and every step reseeds M
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import math
 import os
@@ -65,7 +67,7 @@ def show_progress(progress: bool | None) -> bool:
 
 
 # kvstore keys of the package's own, far from the Trainer's (0 .. number of parameters - 1).
-STEPS_KEY, RESUMED_KEY = 999_983, 999_979
+STEPS_KEY, RESUMED_KEY, SETTINGS_KEY = 999_983, 999_979, 999_961
 
 
 def is_distributed(kvstore) -> bool:
@@ -83,6 +85,51 @@ def gather(kvstore: mx.kvstore.KVStore, key: int, value: int, what: str) -> list
         kvstore.push(key, values)
         kvstore.pull(key, out=values)
         return [int(v) for v in values.asnumpy()]
+
+
+def gather_rows(kvstore: mx.kvstore.KVStore, key: int, row: Sequence[int], what: str) -> list[list[int]]:
+    """Every worker's ``row`` (integers in [0, 2**24): float32 holds them exactly), by rank, as ``gather`` does for
+    one value (a collective call; every worker's row must have the same length)."""
+    values = mx.nd.zeros((kvstore.num_workers, len(row)))
+    with watchdog.waiting(what):
+        kvstore.init(key, values)
+        values[kvstore.rank] = mx.nd.array(row)
+        kvstore.push(key, values)
+        kvstore.pull(key, out=values)
+        return values.asnumpy().astype(np.int64).tolist()
+
+
+def _fingerprint(value) -> list[int]:
+    """48 bits of the sha256 of a setting's JSON, as three 16-bit integers."""
+    digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=repr).encode()).digest()
+    return [int.from_bytes(digest[i:i + 2], 'big') for i in (0, 2, 4)]
+
+
+def agree_on_settings(kvstore: mx.kvstore.KVStore, settings: dict) -> None:
+    """``ValueError`` on every worker, naming the settings, when the workers were not all started with the same
+    ``settings`` (a worker with another learning rate would end with other parameters, silently): each worker's
+    fingerprint of each setting is gathered through the kvstore and compared."""
+    names = sorted(settings)
+    rows = gather_rows(kvstore, SETTINGS_KEY, [v for name in names for v in _fingerprint([name, settings[name]])],
+                       "the other workers' settings")
+    differ = [name for i, name in enumerate(names) if len({tuple(r[3 * i:3 * i + 3]) for r in rows}) > 1]
+    if differ:
+        mine = ', '.join(f'{name}={settings[name]!r}' for name in differ)
+        raise ValueError(f'the workers were started with different settings: {", ".join(differ)} differ between '
+                         f'them (this worker, rank {kvstore.rank}, has {mine}); start every worker with the same '
+                         'ones')
+
+
+def share_parameters(trainer: gluon.Trainer) -> None:
+    """Every worker's parameters set to rank 0's through the kvstore, and the copies landed, before the first step.
+
+    Left to the Trainer, this happens inside the first step's gradient all-reduce, whose messages on the same keys are
+    not ordered after it: in about one tiny run in four, a worker then ended with another output layer than the other
+    (tests/test_distributed.py: 3 of 12 runs on 2026-12-07, 0 of 20 with this), silently."""
+    with watchdog.waiting('the other workers to share the initial parameters'):
+        trainer._init_kvstore()  # noqa: SLF001 -- Gluon creates and fills its kvstore lazily, at the first step
+        trainer._init_params()  # noqa: SLF001
+        mx.nd.waitall()
 
 
 def agree_on_steps(kvstore: mx.kvstore.KVStore, steps: int) -> int:
@@ -109,13 +156,19 @@ class Watchdog:
 
     @property
     def timeout(self) -> float:
-        if self._timeout is None:
-            value = os.environ.get('BERT_TUTORIAL_DIST_TIMEOUT', '120')
-            try:
-                self._timeout = float(value)
-            except ValueError:
-                raise ValueError(f'BERT_TUTORIAL_DIST_TIMEOUT must be a number of seconds, got {value!r}') from None
-        return self._timeout
+        """The seconds a wait may last: as given, else ``$BERT_TUTORIAL_DIST_TIMEOUT`` (read each time), else 120;
+        ``ValueError`` naming the variable unless a finite number >= 1 (the watchdog looks once a second; 0 would end
+        a healthy cluster at once, infinity or NaN never end a stuck one)."""
+        if self._timeout is not None:
+            return self._timeout
+        value = os.environ.get('BERT_TUTORIAL_DIST_TIMEOUT', '120')
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds >= 1):
+            raise ValueError(f'BERT_TUTORIAL_DIST_TIMEOUT must be a finite number of seconds >= 1, got {value!r}')
+        return seconds
 
     @contextlib.contextmanager
     def waiting(self, what: str):

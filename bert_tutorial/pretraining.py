@@ -22,10 +22,20 @@ from tqdm.auto import tqdm
 
 from .checkpoint import DATA_KEY, check_fresh_start, check_run_dir, data_digests, remove_checkpoints, save_checkpoint
 from .checkpoint import resume as resume_from
-from .checks import check_batch_positions, check_settings, fraction, integer, is_concrete, one_of, positive, setting
+from .checks import (
+    MAX_SEED,
+    check_batch_positions,
+    check_settings,
+    fraction,
+    integer,
+    is_concrete,
+    one_of,
+    positive,
+    setting,
+)
 from .devices import contexts, default_ctx, measured
 from .encoders import SIZES, TutorialBERT
-from .files import locked_output, write_atomic
+from .files import check_free_space, check_out_folder, check_run_folder, locked_output, write_atomic
 from .hub import save_model
 from .loop import clipped_update, epoch_batches, lr_schedule, make_trainer, seed_everything, seed_step, show_progress
 from .model import BERTEncoder, MLMDecoder, NSClassifier
@@ -43,6 +53,9 @@ from .transformer import valid_length_mask
 from .vocab import build_vocab, load_vocabulary
 
 log = logging.getLogger(__name__)
+
+# The positions of BERT (BERTEncoder's default, every pre-trained BERT here): pretrain's max_len is capped at them.
+MAX_POSITIONS = 512
 
 
 class BERTPretrainModel(gluon.HybridBlock):
@@ -215,7 +228,7 @@ class PretrainConfig:
     hidden: int = 256              # the FFN's inner width (the tutorial's hidden_size)
     heads: int = 2
     dropout: float = 0.1
-    max_len: int = 48
+    max_len: int = 48               # word pieces of a pair; capped at MAX_POSITIONS (512)
     batch_size: int = 64
     steps: int = 1400
     lr: float = 1e-3
@@ -241,7 +254,7 @@ class PretrainConfig:
         check_settings(dataclasses.asdict(self), {
             'max_len': integer(5), 'steps': integer(1), 'batch_size': integer(1), 'heads': integer(1),
             'layers': integer(1), 'units': integer(1), 'hidden': integer(1), 'vocab_size': integer(6),
-            'min_freq': integer(1), 'eval_every': integer(1), 'seed': integer(0), 'lr': positive(),
+            'min_freq': integer(1), 'eval_every': integer(1), 'seed': integer(0, high=MAX_SEED), 'lr': positive(),
             'dropout': fraction(), 'ctx': one_of('cpu', 'gpu')}, flags=True)
         if self.units % self.heads:
             raise ValueError(f'{setting("units")} ({self.units}) must be divisible by {setting("heads")} '
@@ -286,12 +299,17 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     """Pre-train a small BERT as ``config`` says; writes the encoder folder (``save_model``, model type
     ``'encoder'``), ``metrics.json`` and checkpoints into ``config.out``."""
     config.check()
+    check_out_folder(config.out, (config.corpus,))
+    if config.max_len > MAX_POSITIONS:  # as finetune caps it at its model's positions; memory grows with max_len
+        log.warning('max_len %d is more than BERT has positions for: using %d', config.max_len, MAX_POSITIONS)
+        config = dataclasses.replace(config, max_len=MAX_POSITIONS)
     ctx = contexts(config.ctx)[0]  # no GPU for ctx='gpu': one clear error before anything is written
     with locked_output(config.out) as out:
         return _pretrain(config, out, ctx)
 
 
 def _pretrain(config: PretrainConfig, out: Path, ctx: mx.Context) -> PretrainResult:
+    check_run_folder(out, ('model.params', 'config.json', 'vocab.json', 'metrics.json'), ('checkpoints',))
     settings = config.run_settings()  # once: the data digests recorded are of the files as this run found them
     finished = check_run_dir(out, config.resume, settings)  # before anything loads
     if finished is not None:
@@ -315,6 +333,7 @@ def _pretrain(config: PretrainConfig, out: Path, ctx: mx.Context) -> PretrainRes
                               max_len=config.max_len)
     model.initialize(mx.init.Normal(0.02), ctx=ctx)
     model.hybridize(static_alloc=True, static_shape=True)
+    check_free_space(out, model.collect_params(), 'pre-training')  # before training
     baseline = most_frequent_token(train_docs)
     history = pretrain_loop(model, pretraining_loader(train_set, config.batch_size, shuffle=True, drop_last=True),
                             pretraining_loader(eval_set, config.batch_size, shuffle=False), config.steps, config.lr,

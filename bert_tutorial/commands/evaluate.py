@@ -10,6 +10,7 @@ from pathlib import Path
 import gluonnlp as nlp
 
 from ..devices import contexts
+from ..files import check_output, write_atomic
 from ..hub import load_model
 from ..predict import classification_report, predict_sentiments
 from ..sentiment_data import check_tokens, class_order, load_movie_reviews, read_labelled_lines
@@ -56,6 +57,10 @@ def _columns(args: argparse.Namespace, config: dict) -> tuple[str, str | None, s
 
 
 def run(args: argparse.Namespace) -> int:
+    default = Path(args.model_dir) / 'evaluation.json'
+    # Before any work: never over an input, a model's files or (without --overwrite) any other file.
+    output = check_output(args.output or default, '--output', overwrite=args.overwrite, default=default,
+                          inputs=[args.model_dir] + ([] if args.data == 'movie-reviews' else [args.data]))
     ctx = contexts(args.ctx)[0]
     net, vocabulary, config = load_model(args.model_dir, ctx=ctx, model_type='classifier')
     tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
@@ -81,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
     print('confusion (rows: actual, columns: predicted, in the order above):')
     for name, row in zip(labels, report['confusion']):
         print(f"{name:{width}s}  " + '  '.join(f'{n:6d}' for n in row))
-    output = Path(args.output) if args.output else Path(args.model_dir) / 'evaluation.json'
-    output.write_text(json.dumps(report, indent=2))
+    write_atomic(output, json.dumps(report, indent=2))
     print(f'written to {output}')
     return 0
 
@@ -97,7 +101,10 @@ def register(subparsers) -> None:
     p.add_argument('--text-pair-column', default=None, help='sentence pairs (None: as the model was trained)')
     p.add_argument('--label-column', default=None,
                    help="class names or their indices (0 = the first class); None: as trained, else label")
-    p.add_argument('--output', default=None, help='where to write the JSON report (None: MODEL_DIR/evaluation.json)')
+    p.add_argument('--output', default=None,
+                   help='where to write the JSON report (None: MODEL_DIR/evaluation.json); never an input or a path '
+                   'inside a model folder')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing --output file')
     p.add_argument('--ctx', choices=('cpu', 'gpu'), default='cpu',
                    help='where to compute: the CPU or the first GPU (needs a CUDA build of MXNet: see the install '
                    'page)')

@@ -12,6 +12,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
+from ..files import WriteError, check_output
 from ..hub import EXPORT_INPUTS, load_model, save_model
 from ..predict import sentence_batches
 from .kernel_ops import standard_ops
@@ -19,17 +20,23 @@ from .kernels import library_operators
 
 
 def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                      int8_calibration: Sequence[str] | None = None, calib_mode: str = 'naive') -> Path:
+                      int8_calibration: Sequence[str] | None = None, calib_mode: str = 'naive',
+                      overwrite: bool = False) -> Path:
     """Export the classifier saved in ``model_dir`` as a symbol graph and its parameters (``save_model``, model type
     ``'exported_classifier'``; default ``out_dir``: ``<model_dir>/export``). ``gluon.SymbolBlock.imports`` loads it
     without any package code (``hub.load_model`` does that).
 
     ``int8_calibration``: representative sentences (a few hundred training sentences); the graph written is then
     the INT8 one of ``quantize_classifier``, calibrated on them (CPU only).
+
+    ``out_dir`` must be a new or empty folder, or (with ``overwrite``, or the default) an earlier export; never
+    ``model_dir`` or a folder inside another model (``ValueError``, before any work).
     """
+    default = Path(model_dir) / 'export'
+    out = check_output(out_dir or default, 'out_dir', inputs=[model_dir], overwrite=overwrite, folder=True,
+                       default=default)
     # A freshly loaded classifier: MXNet's LayerNorm and Dropout, never the package's kernels (see _graph).
     net, vocabulary, config = load_model(model_dir, ctx=mx.cpu(), model_type='classifier')
-    out = Path(out_dir) if out_dir else Path(model_dir) / 'export'
     net.hybridize(static_alloc=True)
     # One forward pass builds the graph that export writes.
     net(nd.array([[vocabulary['[CLS]'], vocabulary['[SEP]']]]), nd.zeros((1, 2)), nd.array([2]))
@@ -40,7 +47,14 @@ def export_classifier(model_dir: str | os.PathLike, out_dir: str | os.PathLike |
         net = quantize_classifier(net, batches, calib_mode=calib_mode)
         config['int8'] = {'calib_mode': calib_mode, 'calib_sentences': len(int8_calibration),
                           'int8_dense_layers': len(int8_layers(net)['int8'])}
-    return save_model(out, net, vocabulary, config)
+    fresh = not out.exists() or not any(out.iterdir())
+    try:
+        return save_model(out, net, vocabulary, config)
+    except WriteError:  # a full disk: leave a new folder as it was, not half an export that blocks the next try
+        if fresh:
+            for path in out.iterdir():
+                path.unlink()
+        raise
 
 
 def _graph(block: gluon.HybridBlock, inputs: Sequence[str]) -> tuple[mx.sym.Symbol, dict, dict]:
