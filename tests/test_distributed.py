@@ -65,15 +65,21 @@ def test_dist_sync_workers_run_the_same_steps_and_end_with_identical_parameters(
     assert not mismatched, f'parameters that differ between the workers: {mismatched}'
 
 
+def read_until(process, text: str, seconds: float = 300) -> str:
+    """What ``process`` printed up to the line that holds ``text`` (which must come within ``seconds``)."""
+    seen = ''
+    deadline = time.time() + seconds
+    while text not in seen and time.time() < deadline:
+        seen += process.stdout.readline()
+    assert text in seen, seen
+    return seen
+
+
 @pytest.mark.slow
 def test_a_worker_that_dies_ends_the_others_with_a_message(tmp_path):
     nodes, workers = start_cluster(tmp_path, ['--max-train', '512', '--epochs', '3'], timeout=15)
     try:
-        seen = ''
-        deadline = time.time() + 300
-        while 'Batch 1 ' not in seen and time.time() < deadline:  # both are training
-            seen += workers[1].stdout.readline()
-        assert 'Batch 1 ' in seen, seen
+        read_until(workers[1], 'Batch 1 ')  # both are training
         workers[1].kill()
         start = time.time()
         out = workers[0].communicate(timeout=120)[0]
@@ -169,11 +175,7 @@ def test_workers_end_with_a_message_when_the_scheduler_dies(tmp_path, tiny_run):
     each worker ends with exit code 3 and the watchdog's line instead of blocking for ever after its summary."""
     nodes, workers = start_tiny_cluster(tmp_path / 'out', [tiny_run + ['--epochs', '2']] * 2, timeout=5)
     try:
-        seen = ''
-        deadline = time.time() + 300
-        while 'Batch 0 ' not in seen and time.time() < deadline:  # training has started
-            seen += workers[0].stdout.readline()
-        assert 'Batch 0 ' in seen, seen
+        read_until(workers[0], 'Batch 0 ')  # training has started
         nodes[0].kill()
         start = time.time()
         outputs = [w.communicate(timeout=60)[0] for w in workers]
