@@ -67,10 +67,11 @@ def all_finite(net: mx.gluon.Block) -> bool:
     return nonfinite_parameter(net) is None
 
 
-def data_digests(files: dict[str, str | os.PathLike | None]) -> dict[str, str]:
-    """``{setting: sha256}`` of the data files (or folders of ``*.txt`` files) a run reads, for its checkpoints'
-    settings: a resumed run then refuses data edited in between. Settings that name no existing file are left
-    out (the run's own reading names them)."""
+def data_digests(files: dict[str, str | os.PathLike | None], pattern: str = '*.txt') -> dict[str, str]:
+    """``{setting: sha256}`` of the data files (or folders of ``pattern`` files: a corpus's ``*.txt``, a model
+    folder's ``*``) a run reads, for its checkpoints' settings: a resumed run then refuses data (or a base model)
+    changed in between. Settings that name no existing file are left out (the run's own reading names them; a
+    built-in model's name is a verified asset)."""
     digests = {}
     for name, path in files.items():
         if path is None:
@@ -78,10 +79,14 @@ def data_digests(files: dict[str, str | os.PathLike | None]) -> dict[str, str]:
         path = Path(path)
         if path.is_file():
             digests[name] = sha256_file(path)
-        elif path.is_dir():  # a corpus folder: its *.txt files' names and contents, in the order they are read
+        elif path.is_dir():  # its files' names and contents, in a fixed order
             h = hashlib.sha256()
-            for f in sorted(path.rglob('*.txt')):
-                h.update(f'{f.relative_to(path)}\0{sha256_file(f)}\n'.encode())
+            for f in sorted(path.rglob(pattern)):
+                relative = f.relative_to(path)
+                # a model folder's hidden files (.lock, temporaries) are not the model
+                hidden = pattern == '*' and any(part.startswith('.') for part in relative.parts)
+                if f.is_file() and not hidden:
+                    h.update(f'{relative}\0{sha256_file(f)}\n'.encode())
             digests[name] = h.hexdigest()
     return digests
 
@@ -240,7 +245,10 @@ def check_run_dir(run_dir: str | os.PathLike, resume: bool, settings: dict[str, 
         if finished is not None:
             raise ValueError(f'{Path(run_dir)} holds a finished run (metrics.json): choose another out folder, or '
                              f'delete that one (--resume on it says that it has finished)')
+        _check_nothing_to_overwrite(run_dir)
         return None
+    if finished is None and not checkpoints(run_dir):  # a resume that will start from scratch
+        _check_nothing_to_overwrite(run_dir)
     if finished is not None:
         # metrics.json records the config, not the data digests (there is nothing left to resume on that data)
         _compare(Path(run_dir) / 'metrics.json', finished.get('config'),
@@ -251,6 +259,18 @@ def check_run_dir(run_dir: str | os.PathLike, resume: bool, settings: dict[str, 
         best_parameters(path, state)
         return None
     return None
+
+
+# What a run saves into its out folder at the end (save_model): a folder that holds one of them before the run has any
+# checkpoint there is somebody else's (a saved model, an export, the user's own files), which the run would replace.
+MODEL_FILES = ('config.json', 'vocab.json', 'model.params')
+
+
+def _check_nothing_to_overwrite(run_dir: str | os.PathLike) -> None:
+    found = [name for name in MODEL_FILES if os.path.lexists(Path(run_dir) / name)]
+    if found:
+        raise ValueError(f'out (--out): {Path(run_dir)} already holds {", ".join(found)}, which this run would '
+                         'replace with its own (a saved model, an export or your files); choose another out folder')
 
 
 def finished_run(run_dir: str | os.PathLike) -> dict[str, Any] | None:

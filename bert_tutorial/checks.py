@@ -43,14 +43,21 @@ def integer(low: int, optional: bool = False, high: int | None = None) -> Rule:
 MAX_SEED = 2**32 - 1
 
 
+# MXNet reads operator settings (a learning rate, a dropout rate) as float32 and refuses one below its smallest normal
+# number ("Out of range value for lr", deep in C++): such a rate is refused here, by name.
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
 def positive() -> Rule:
-    """A finite number > 0 (NaN and infinity are not)."""
-    return (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0), 'a finite number > 0'
+    """A finite number > 0 that float32 holds (NaN, infinity and numbers below 1.2e-38 are not)."""
+    return ((lambda v: isinstance(v, (int, float)) and math.isfinite(v) and FLOAT32_TINY <= v < 3.4e38),
+            'a number from 1.2e-38 to 3.4e38')
 
 
 def fraction() -> Rule:
-    """A number in [0, 1) (a dropout rate, a share of the steps)."""
-    return (lambda v: isinstance(v, (int, float)) and 0 <= v < 1), 'in [0, 1)'
+    """A number in [0, 1) (a dropout rate, a share of the steps): 0, or at least float32's smallest normal number."""
+    return (lambda v: isinstance(v, (int, float)) and (v == 0 or FLOAT32_TINY <= v < 1)), \
+        '0 or in [1.2e-38, 1)'
 
 
 def one_of(*choices) -> Rule:

@@ -130,11 +130,21 @@ def remove_stale_temporaries(folder: str | os.PathLike, subfolders: Sequence[str
     return removed
 
 
+def resolved_path(path: str | os.PathLike, flag: str) -> Path:
+    """``path`` with its links followed; ``ValueError`` naming ``flag`` for a link that leads back to itself (Python's
+    ``RuntimeError: Symlink loop``) or one that cannot be followed."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as err:
+        raise ValueError(f'{flag}: {path} cannot be followed ({err}): a symbolic link loop; give another path') \
+            from None
+
+
 def check_out_folder(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
     """Before any work: ``ValueError`` when a recipe's out folder is one of its input folders (the model it starts
     from, a corpus folder) or is, or lies inside, a model folder the package does not write (a Hugging Face
     checkpoint): the run would write its ``config.json`` and ``model.params`` over theirs."""
-    resolved = Path(out).resolve()
+    resolved = resolved_path(out, 'out (--out)')
     for source in inputs:
         if source is not None and Path(source).is_dir() and resolved == Path(source).resolve():
             raise ValueError(f'out (--out): {out} is an input of this run ({source}); choose another out folder')
@@ -213,7 +223,7 @@ def check_output(path: str | os.PathLike, flag: str, *, inputs: Sequence[str | o
     always be replaced.
     """
     path = Path(path)
-    resolved = path.resolve()
+    resolved = resolved_path(path, flag)
     for source in inputs:
         source = Path(source)
         if _same(path, source) or resolved == source.resolve():

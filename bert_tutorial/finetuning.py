@@ -374,6 +374,9 @@ class FinetuneConfig:
                     'hybridize', 'matmul_layer_norm', 'kernel_ops', 'keep_checkpoints'}
         settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in harmless}
         settings[DATA_KEY] = data_digests({'train': self.train, 'validation': self.validation, 'test': self.test})
+        # the model the run starts from, when it is a folder (a pretrain output, a Hugging Face checkpoint): replaced
+        # between a kill and --resume, it would pair the checkpoint's weights with another vocabulary, silently
+        settings[DATA_KEY].update(data_digests({'model': self.model}, pattern='*'))
         return settings
 
     def check(self) -> None:
@@ -655,6 +658,7 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
                            freeze_word_embed=config.freeze_word_embed, hybridize=config.hybridize,
                            matmul_layer_norm=config.matmul_layer_norm, kernel_dropout=config.kernel_dropout,
                            kernel_ops=config.kernel_ops)
+    net.labels = list(data.labels)  # as load_model gives them: predict_sentiments(result.model, ...) names them so
     check_free_space(out, net.collect_params(), 'fine-tuning')  # before training, not at its first checkpoint
     # The package's recipe (GluonNLP's fine-tuning script's choices); train_loop's defaults are the tutorial's.
     recipe = {} if config.tutorial_recipe else dict(no_decay_norm_bias=True, warmup_ratio=config.warmup_ratio,

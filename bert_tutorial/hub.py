@@ -360,6 +360,8 @@ def load_model(folder: str | os.PathLike, ctx=None, model_type: str | None = Non
                          'it again)')
     if config['model_type'] == 'exported_classifier':
         block.max_len = config['encoder']['max_len'] if 'encoder' in config else None  # predict_sentiments checks it
+    if config.get('labels'):  # predict_sentiments names the classes so unless told otherwise
+        block.labels = list(config['labels'])
     return block, vocabulary, config
 
 

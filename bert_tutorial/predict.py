@@ -19,15 +19,18 @@ def _check_sentence(sentence, name: str = 'sentence') -> str:
 
 def predict_sentiments(net, ctx, vocabulary, tokenizer, sentences: Sequence[str], max_len: int = 128,
                        batch_size: int = 32, sort_by_length: bool = True,
-                       labels: Sequence[str] = LABELS) -> list[tuple[str, float]]:
+                       labels: Sequence[str] | None = None) -> list[tuple[str, float]]:
     """``(label, probability of that label)`` for each sentence (or ``(text, text_pair)`` pair), in the order given;
     texts longer than ``max_len`` word pieces are cut, as in training.
 
     ``sort_by_length``: batch sentences of similar length together, so each batch is padded to a length close to
     its own (the scores are the same up to float rounding; padded positions are masked either way).
     ``net`` is a ``BERTClassifier`` or any block with its inputs, e.g. an exported or quantized ``SymbolBlock``;
-    ``labels``: the names of its classes, in order (a saved model's ``config['labels']``).
+    ``labels``: the names of its classes, in order; by default those of a model ``load_model`` read (its
+    ``config['labels']``), else the tutorial's ``('negative', 'positive')``.
     """
+    if labels is None:  # a loaded model knows its classes: fresh/rotten must not come out as negative/positive
+        labels = getattr(net, 'labels', None) or LABELS
     if isinstance(sentences, str):
         raise ValueError('sentences must be a list of strings; use predict_sentiment for one sentence')
     sentences = [tuple(_check_sentence(t, f'sentences[{i}]') for t in s) if isinstance(s, tuple)

@@ -141,18 +141,18 @@ def test_killed_finetune_resumes_to_the_uninterrupted_result(tmp_path, tiny_mode
 
 
 @pytest.mark.parametrize('args, message', [
-    (['finetune', '--lr', 'nan'], 'lr (--lr) must be a finite number > 0, got nan'),
-    (['finetune', '--lr', '-1'], 'lr (--lr) must be a finite number > 0, got -1.0'),
-    (['finetune', '--warmup-ratio', 'nan'], 'warmup_ratio (--warmup-ratio) must be in [0, 1), got nan'),
+    (['finetune', '--lr', 'nan'], 'lr (--lr) must be a number from 1.2e-38 to 3.4e38, got nan'),
+    (['finetune', '--lr', '-1'], 'lr (--lr) must be a number from 1.2e-38 to 3.4e38, got -1.0'),
+    (['finetune', '--warmup-ratio', 'nan'], 'warmup_ratio (--warmup-ratio) must be 0 or in [1.2e-38, 1), got nan'),
     (['finetune', '--log-interval', '0'], 'log_interval (--log-interval) must be an integer >= 1, got 0'),
     (['finetune', '--checkpoint-every', '-1'], 'checkpoint_every (--checkpoint-every) must be an integer >= 1 or None'),
-    (['finetune', '--dropout', '2'], 'dropout (--dropout) must be in [0, 1), got 2.0'),
-    (['finetune', '--bert-dropout', '-0.1'], 'bert_dropout (--bert-dropout) must be in [0, 1), got -0.1'),
+    (['finetune', '--dropout', '2'], 'dropout (--dropout) must be 0 or in [1.2e-38, 1), got 2.0'),
+    (['finetune', '--bert-dropout', '-0.1'], 'bert_dropout (--bert-dropout) must be 0 or in [1.2e-38, 1), got -0.1'),
     (['finetune', '--max-train', '0'], 'max_train (--max-train) must be an integer >= 1 or None, got 0'),
     (['pretrain', '--heads', '0'], 'heads (--heads) must be an integer >= 1, got 0'),
     (['pretrain', '--layers', '0'], 'layers (--layers) must be an integer >= 1, got 0'),
     (['pretrain', '--units', '30', '--heads', '4'], 'units (--units) (30) must be divisible by heads (--heads) (4)'),
-    (['pretrain', '--lr', 'inf'], 'lr (--lr) must be a finite number > 0, got inf'),
+    (['pretrain', '--lr', 'inf'], 'lr (--lr) must be a number from 1.2e-38 to 3.4e38, got inf'),
 ])
 def test_bad_settings_are_refused_before_any_work(args, message):
     """Each gets one ``error:`` line naming the flag and what it allows, exit code 2, no traceback, at once."""

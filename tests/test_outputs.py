@@ -418,3 +418,28 @@ def test_finetune_with_a_zero_dist_timeout_stops_before_joining_the_cluster(tmp_
                            str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == "error: BERT_TUTORIAL_DIST_TIMEOUT must be a finite number of seconds >= 1, got '0'\n"
+
+
+# ---- found by the second hostile pass (issue 23) ------------------------------------------------------------------
+
+@pytest.mark.parametrize('flag, value', [('--lr', '1e-40'), ('--lr', '1e-300'), ('--bert-dropout', '1e-300'),
+                                         ('--warmup-ratio', '1e-45')])
+def test_rates_float32_cannot_hold_are_refused_naming_the_flag(capsys, flag, value):
+    """MXNet reads rates as float32 and fails in C++ ("Out of range value for lr") on one below its smallest normal
+    number: refused up front, naming the flag, before any model loads."""
+    from bert_tutorial import cli
+    capsys.readouterr()
+    code = cli.main(['finetune', flag, value, '--out', 'never-written'])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f'error: {flag[2:].replace("-", "_")} ({flag}) must be ') and '1.2e-38' in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_an_output_path_that_is_a_symlink_loop_is_one_clear_error(tmp_path):
+    from bert_tutorial.files import check_out_folder, check_output
+    loop = tmp_path / 'loop'
+    loop.symlink_to(loop)
+    with pytest.raises(ValueError, match=r'--output: .*loop cannot be followed .*symbolic link loop'):
+        check_output(loop, '--output')
+    with pytest.raises(ValueError, match=r'out \(--out\): .*loop cannot be followed'):
+        check_out_folder(loop)

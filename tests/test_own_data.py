@@ -36,7 +36,7 @@ def test_class_order_and_labels_absent_from_training():
 @pytest.mark.parametrize('changes, match', [
     (dict(validation='v.csv'), r'validation \(--validation\) and test \(--test\) files go with a train'),
     (dict(validation_fraction=0.0), r"select \(--select\) 'best' needs validation data.*select \(--select\) 'last'"),
-    (dict(validation_fraction=1.0), r'validation_fraction \(--validation-fraction\) must be in \[0, 1\)'),
+    (dict(validation_fraction=1.0), r'validation_fraction \(--validation-fraction\) must be 0 or in \[1.2e-38, 1\)'),
     (dict(select='first'), r"select \(--select\) must be one of 'last', 'best'"),
 ])
 def test_bad_data_settings(changes, match):

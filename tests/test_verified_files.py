@@ -536,3 +536,60 @@ def test_a_cache_folder_that_is_a_file_is_one_clear_error(fake_index):
     with pytest.raises(ValueError, match=f'the asset cache {asset.cache_dir} cannot be written'):
         assets.fetch(asset)
     assert downloads == []
+
+
+# ---- found by the second hostile pass (issue 23) ------------------------------------------------------------------
+
+def test_resume_refuses_a_base_model_folder_changed_since_the_checkpoint(monkeypatch, capsys, encoder_dir,
+                                                                          data_files, tmp_path, tiny_vocab):
+    """The --model folder replaced between a kill and --resume (here: its vocabulary with two words swapped, as a
+    pretrain run into the same folder could do) would pair the checkpoint's weights with another vocabulary."""
+    out = tmp_path / 'run'
+    killed_run(monkeypatch, encoder_dir, data_files, out)
+    vocab = json.loads((encoder_dir / 'vocab.json').read_text())
+    ids = vocab['token_to_idx']
+    ids['good'], ids['bad'] = ids['bad'], ids['good']
+    (encoder_dir / 'vocab.json').write_text(json.dumps(vocab))
+    code, _, err = run_cli(capsys, *finetune_args(encoder_dir, data_files, out, '--resume'))
+    assert code == 2 and err.startswith('error: ') and len(err.strip().splitlines()) == 1, err
+    assert 'model' in err and str(encoder_dir) in err and 'changed' in err
+    assert not (out / 'model.params').exists()
+
+
+@pytest.mark.parametrize('resume', [False, True])
+@pytest.mark.parametrize('present', ['config.json', 'vocab.json', 'model.params'])
+def test_a_run_never_replaces_model_files_it_did_not_write(capsys, encoder_dir, data_files, tmp_path, present, resume):
+    """An out folder that holds a saved model, an export or the user's own config.json, with no checkpoint of a run:
+    refused before any work (finetune would have written its model over them with exit code 0)."""
+    out = tmp_path / 'mine'
+    out.mkdir()
+    (out / present).write_text('the user\'s own file\n')
+    code, _, err = run_cli(capsys, *finetune_args(encoder_dir, data_files, out, *(['--resume'] if resume else [])))
+    assert code == 2 and f'already holds {present}' in err and str(out) in err, err
+    assert (out / present).read_text() == 'the user\'s own file\n'
+    assert not (out / 'checkpoints').exists()
+
+
+def test_pretrain_never_replaces_model_files_it_did_not_write(capsys, tmp_path):
+    corpus = tmp_path / 'corpus.txt'
+    corpus.write_text('\n'.join(f'the movie is good {i}. the plot was dull {i}.' for i in range(40)) + '\n')
+    out = tmp_path / 'mine'
+    out.mkdir()
+    (out / 'config.json').write_text('{"mine": true}\n')
+    code, _, err = run_cli(capsys, 'pretrain', '--corpus', corpus, '--out', out, '--steps', '2')
+    assert code == 2 and 'already holds config.json' in err, err
+    assert (out / 'config.json').read_text() == '{"mine": true}\n'
+
+
+def test_predict_sentiments_names_the_classes_of_a_loaded_model(tiny_bert, tiny_vocab, tmp_path):
+    """A fresh/rotten model read by load_model, called as docs/deployment.md shows (no labels=): its own class
+    names, never the tutorial's negative/positive."""
+    net = BERTClassifier(tiny_bert, 2)
+    net.classifier.initialize(mx.init.Normal(0.02))
+    folder = save_model(tmp_path / 'fresh', net, tiny_vocab, classifier_config(net, 16, ['fresh', 'rotten']))
+    tokenizer = nlp.data.BERTTokenizer(tiny_vocab, lower=True)
+    for block in (load_model(folder)[0], load_model(export_classifier(folder, tmp_path / 'export'))[0]):
+        got = predict_sentiments(block, mx.cpu(), tiny_vocab, tokenizer, ['good movie', 'bad plot'], max_len=16)
+        expected = predict_sentiments(block, mx.cpu(), tiny_vocab, tokenizer, ['good movie', 'bad plot'],
+                                      max_len=16, labels=['fresh', 'rotten'])
+        assert got == expected and {label for label, _ in got} <= {'fresh', 'rotten'}
