@@ -16,7 +16,12 @@ def load_vocabulary(vocab_txt: str | os.PathLike) -> nlp.vocab.BERTVocab:
     path = Path(vocab_txt)
     if not path.is_file():
         raise FileNotFoundError(f'vocab_txt: {path} does not exist (expected a WordPiece vocab.txt, one token a line)')
-    tokens = path.read_text(encoding='utf-8').splitlines()
+    try:
+        tokens = path.read_text(encoding='utf-8').splitlines()
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b'\n') + 1
+        raise ValueError(f'vocab_txt: {path} is not UTF-8 text (line {line}, byte {err.start}): expected a WordPiece '
+                         'vocab.txt, one token a line') from None
     missing = [t for t in SPECIAL_TOKENS if t not in tokens]
     if missing:
         raise ValueError(f'vocab_txt: {path} lacks the special tokens {missing}')

@@ -593,3 +593,11 @@ def test_predict_sentiments_names_the_classes_of_a_loaded_model(tiny_bert, tiny_
         expected = predict_sentiments(block, mx.cpu(), tiny_vocab, tokenizer, ['good movie', 'bad plot'],
                                       max_len=16, labels=['fresh', 'rotten'])
         assert got == expected and {label for label, _ in got} <= {'fresh', 'rotten'}
+
+
+def test_a_vocabulary_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    from bert_tutorial.vocab import load_vocabulary
+    vocab = tmp_path / 'vocab.txt'
+    vocab.write_bytes('[PAD]\n[UNK]\ncaf\xe9\n'.encode('latin-1'))
+    with pytest.raises(ValueError, match=r'vocab_txt: .*vocab.txt is not UTF-8 text \(line 3, byte 15\)'):
+        load_vocabulary(vocab)
