@@ -652,6 +652,10 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
     train_data, validation_data, test_data = loader(train, True), loader(data.validation), loader(data.test)
     log.info('%d training, %d validation and %d test examples, %d batches an epoch', len(train),
              len(data.validation or []), len(data.test or []), len(train_data))
+    for name, held in (('validation', data.validation), ('test', data.test)):
+        if held and len(held) < 30:  # e.g. a tenth of examples/reviews.csv: one example
+            log.warning('only %d %s example(s): each is %.0f%% of its accuracy, which says little; give more data '
+                        '(or a --%s file)', len(held), name, 100 / len(held), name)
 
     seed_everything(config.seed)  # the new output layer's initial weights depend on the seed alone
     net = build_classifier(bert, ctx, len(data.labels), pooling=pooling, dropout=config.dropout,

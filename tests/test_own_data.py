@@ -179,6 +179,8 @@ def test_own_files_end_to_end_in_every_combination(case, tiny_encoder_dir, tmp_p
     assert f"training file {files['train']}" in log and 'movie-reviews' not in log
     for k in ('validation', 'test'):
         assert (f'{k} file {files[k]}' in log) == (k in used)
+        n = m[f'num_{k}']  # all below 30 here: each says how little its accuracy says
+        assert (f'only {n} {k} example(s)' in log) == (n > 0)
 
     summary = stdout.strip().splitlines()[-1]
     kept = m['selected_epoch']
