@@ -7,11 +7,10 @@ import logging
 from pathlib import Path
 
 import mxnet as mx
-import numpy as np
 import pytest
 from gluonnlp.model.bert import DotProductSelfAttentionCell
 from mxnet import gluon
-from test_kernels import _blocks, _classifier, _grads
+from test_kernels import _blocks, _classifier, _grads, _same_as_before
 
 from bert_tutorial.speed import choice
 from bert_tutorial.speed.kernel_ops import KernelDense, KernelGELU, KernelLayerNorm, KernelSelfAttentionCell
@@ -271,12 +270,7 @@ def test_classifier_runs_the_chosen_kernels_with_mxnets_values(tiny_vocab, monke
     assert {type(b) for b in norms} == {KernelLayerNorm if 'layer_norm' in chosen else MatmulLayerNorm}
     if not chosen & {'softmax', 'attention', 'dense'}:
         assert sum(type(b) is DotProductSelfAttentionCell for b in _blocks(net)) == 1
-    net.hybridize(static_alloc=True)
-    after, after_grads = _grads(net)
-    # float32 round-off: the kernels sum in other orders (rows of 16 units, 32 hidden units, 5 tokens)
-    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
-    for name, grad in before_grads.items():
-        np.testing.assert_allclose(after_grads[name], grad, rtol=1e-3, atol=1e-5, err_msg=name)
+    _same_as_before(net, before, before_grads, hybridize=True)  # MXNet's values, within float32 round-off
 
 
 @needs_kernels
