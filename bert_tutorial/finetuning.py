@@ -555,8 +555,9 @@ def data_sources(config: FinetuneConfig) -> dict:
 
 def describe_data(config: FinetuneConfig) -> str:
     """``data_sources`` in words, for the log."""
-    held_out = config.validation_fraction if not config.validation else 0
-    if config.train is None:
+    sources = data_sources(config)
+    held_out = sources['validation_fraction']
+    if 'corpus' in sources:
         return (f'the {config.data} corpus (its train and test splits' +
                 (f', {held_out:g} of the training {"movies" if config.data == "movie-reviews" else "examples"} '
                  'held out for validation)' if held_out else ', no validation)'))
