@@ -7,7 +7,7 @@ requirements = [line.split('#')[0].strip() for line in (here / 'requirements.txt
 
 setup(
     name='bert_tutorial',
-    version='0.5.0',
+    version='0.6.0',
     description='The MXNet/Gluon "BERT Pre-training and Fine-tuning" tutorial as an installable package',
     long_description=(here / 'README.md').read_text(),
     long_description_content_type='text/markdown',

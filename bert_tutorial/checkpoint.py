@@ -18,7 +18,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -233,12 +233,13 @@ def check_fresh_start(run_dir: str | os.PathLike) -> None:
                          f'{_checkpoints_dir(run_dir)})')
 
 
-def check_run_dir(run_dir: str | os.PathLike, resume: bool, settings: dict[str, Any]) -> dict[str, Any] | None:
+def check_run_dir(run_dir: str | os.PathLike, resume: bool, settings: dict[str, Any],
+                  accept: Collection[str] = ()) -> dict[str, Any] | None:
     """Before any work: refuse to resume ``run_dir`` with ``settings`` that differ from those its newest intact
     checkpoint (or, for a finished run, its ``metrics.json``) was written with (the saved state would mean something
     else, or the schedule would change), or a folder whose checkpoints are all damaged; refuse to start afresh over
     another run's checkpoints or over a finished run. Returns the ``metrics.json`` of a finished run that ``resume``
-    finds (there is nothing left to do), else ``None``."""
+    finds (there is nothing left to do), else ``None``. ``accept``: settings that may differ (the caller said so)."""
     finished = finished_run(run_dir)
     if not resume:
         check_fresh_start(run_dir)
@@ -252,13 +253,22 @@ def check_run_dir(run_dir: str | os.PathLike, resume: bool, settings: dict[str, 
     if finished is not None:
         # metrics.json records the config, not the data digests (there is nothing left to resume on that data)
         _compare(Path(run_dir) / 'metrics.json', finished.get('config'),
-                 {k: v for k, v in settings.items() if k != DATA_KEY}, what='the finished run')
+                 {k: v for k, v in settings.items() if k != DATA_KEY}, what='the finished run', accept=accept)
         return finished
     for path, state in _intact(run_dir, warn=False):
-        _compare(path, state.get('settings'), settings)
+        _compare(path, state.get('settings'), settings, accept=accept)
         best_parameters(path, state)
         return None
     return None
+
+
+def latest_settings(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The settings recorded by ``run_dir``'s newest intact checkpoint, else by its finished run's ``metrics.json``
+    (its ``config``); ``None`` when there are none."""
+    for _, state in _intact(run_dir, warn=False):
+        return state.get('settings')
+    finished = finished_run(run_dir)
+    return finished.get('config') if finished is not None else None
 
 
 # What a run saves into its out folder at the end (save_model): a folder that holds one of them before the run has any
@@ -357,7 +367,8 @@ def _intact(run_dir: str | os.PathLike, warn: bool = True) -> Iterator[tuple[Pat
                          f'({"; ".join(damage)}); start afresh in another out folder (or delete that one)')
 
 
-def _compare(path: Path, saved: dict | None, settings: dict[str, Any], what: str = 'the checkpoint') -> None:
+def _compare(path: Path, saved: dict | None, settings: dict[str, Any], what: str = 'the checkpoint',
+             accept: Collection[str] = ()) -> None:
     if saved is None:
         log.warning('%s was written before checkpoints recorded their settings: whether this run continues it '
                     'with the same ones cannot be checked', path)
@@ -371,7 +382,7 @@ def _compare(path: Path, saved: dict | None, settings: dict[str, Any], what: str
             raise ValueError(f'resume: the {name} data {now.get(name)} changed since the checkpoint {path} was '
                              f'written (its sha256 differs): resume with the data the run was started on, or start '
                              f'afresh in another out folder (or delete {path.parent})')
-    for key in sorted(set(now) & set(saved) - {DATA_KEY}):
+    for key in sorted(set(now) & set(saved) - {DATA_KEY} - set(accept)):
         if now[key] != saved[key]:
             raise ValueError(f'resume: {what} {path} was written with {key}={saved[key]!r}, this run has '
                              f'{key}={now[key]!r}; resume with the same {key}, or start afresh in another out '
@@ -379,16 +390,17 @@ def _compare(path: Path, saved: dict | None, settings: dict[str, Any], what: str
 
 
 def resume(run_dir: str | os.PathLike | None, net: mx.gluon.Block, trainer: mx.gluon.Trainer | None,
-           ctx=None, settings: dict[str, Any] | None = None) -> dict[str, Any] | None:
+           ctx=None, settings: dict[str, Any] | None = None, accept: Collection[str] = ()) -> dict[str, Any] | None:
     """The state of ``run_dir``'s newest intact checkpoint (and its folder, ``checkpoint_path``), loaded into
     ``net`` and ``trainer``; ``None`` if there is none. A damaged newest checkpoint is passed over, with a warning,
     for the one before it; a folder whose
-    checkpoints are all damaged is refused. With ``settings``, a checkpoint written with other ones is refused."""
+    checkpoints are all damaged is refused. With ``settings``, a checkpoint written with other ones is refused
+    (but for those in ``accept``)."""
     if run_dir is None:
         raise ValueError('resume=True needs checkpoint_dir')
     for path, state in _intact(run_dir):
         if settings is not None:
-            _compare(path, state.get('settings'), settings)
+            _compare(path, state.get('settings'), settings, accept=accept)
         best_parameters(path, state)  # before any training: the end of the run needs them
         try:
             state = load_checkpoint(path, net, trainer, ctx=ctx, state=state)
@@ -413,3 +425,54 @@ def _np_state():
 
 def _tuplify(obj):
     return tuple(_tuplify(o) for o in obj) if isinstance(obj, list) else obj
+
+
+class BestParameters:
+    """A copy of ``net``'s parameters: with a ``checkpoint_dir``, in its checkpoints' ``best.params`` (verified by
+    the sha256 their state records; a resumed run finds them there), else in memory."""
+
+    def __init__(self, net, checkpoint_dir: str | Path | None):
+        self.net, self._arrays = net, None
+        self.on_disk = checkpoint_dir is not None
+        self.pending = False  # kept, not yet written: the checkpoint written next holds them
+        self.path: Path | None = None
+        self.digest: str | None = None
+
+    def keep(self) -> None:
+        if self.on_disk:  # train_loop writes a checkpoint right after: its parameters are these
+            self.pending = True
+        else:
+            self._arrays = {k: p.data().copy() for k, p in self.net._collect_params_with_prefix().items()}
+
+    def resumed(self, checkpoint: Path, state: dict) -> None:
+        """The best parameters that the checkpoint a run resumed from recorded."""
+        found = best_parameters(checkpoint, state)
+        if found is not None:
+            self.path, self.digest = found
+
+    def for_checkpoint(self) -> bool | tuple[Path, str | None] | None:
+        """What the next checkpoint keeps as its ``best.params`` (``save_checkpoint``'s ``best``)."""
+        return True if self.pending else (self.path, self.digest) if self.path is not None else None
+
+    def written(self, checkpoint: Path) -> None:
+        if (checkpoint / BEST).is_file():
+            self.path = checkpoint / BEST
+            self.digest = json.loads((checkpoint / 'state.json').read_text())['sha256'][BEST]
+            self.pending = False
+
+    def restore(self) -> None:
+        if not self.on_disk:
+            for k, p in self.net._collect_params_with_prefix().items():
+                p.set_data(self._arrays[k])
+            return
+        if self.path is None or not self.path.is_file():
+            raise ValueError(f'{self.path} is missing: it held the parameters of the best epoch')
+        if self.digest is None:
+            check_finite_file(self.path)
+        elif sha256_file(self.path) != self.digest:
+            raise ValueError(f'{self.path} does not match the sha256 recorded when it was written: the parameters of '
+                             'the best epoch were damaged or changed; start afresh in another out folder')
+        self.net.load_parameters(str(self.path), ctx=self.net.collect_params().list_ctx())
+        bad = nonfinite_parameter(self.net)
+        if bad is not None:
+            raise ValueError(f'{self.path} holds NaN or inf ({bad})')

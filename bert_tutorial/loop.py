@@ -211,17 +211,16 @@ def lr_schedule(lr: float, total_steps: int, warmup_steps: int) -> mx.lr_schedul
     return mx.lr_scheduler.PolyScheduler(total_steps, base_lr=lr, pwr=1, warmup_steps=capped, warmup_mode='linear')
 
 
-def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: float = 0.01, kvstore: str = 'device',
-                 *, no_decay_norm_bias: bool = False, lr_scheduler: mx.lr_scheduler.LRScheduler | None = None,
-                 kernels: bool = True) -> gluon.Trainer:
+def make_trainer(net, lr: float, optimizer: str | Callable[..., mx.optimizer.Optimizer] = 'bertadam',
+                 weight_decay: float = 0.01, kvstore: str = 'device', *, no_decay_norm_bias: bool = False,
+                 lr_scheduler: mx.lr_scheduler.LRScheduler | None = None) -> gluon.Trainer:
     """A ``Trainer`` over the trainable parameters of ``net`` (tied weights once).
 
     ``weight_decay`` applies to every parameter, as in the tutorial; ``no_decay_norm_bias`` exempts LayerNorm's
-    ``gamma``/``beta`` and biases (GluonNLP's fine-tuning scripts). ``optimizer`` is a name in MXNet's registry:
-    ``'bertadam'`` is GluonNLP's ``BERTAdam`` itself (MXNet's operators, nothing compiled: the tutorial's);
-    ``'fusedbertadam'`` is the same update on the package's ``FusedBERTAdam`` (faster; on its C++ kernels, built on
-    first use, unless ``kernels=False`` or they do not build, and then ``clipped_update`` takes the gradient norm on
-    them too). With ``lr_scheduler`` the learning rate follows the optimizer's update count.
+    ``gamma``/``beta`` and biases (GluonNLP's fine-tuning scripts). ``optimizer`` is a name in MXNet's registry
+    (``'bertadam'``: GluonNLP's ``BERTAdam``, the tutorial's), or a callable that makes the optimizer from its
+    keyword arguments (``learning_rate``, ``wd``, ``epsilon``, ``lr_scheduler``), such as the one the speed plug-in's
+    ``accelerate`` returns. With ``lr_scheduler`` the learning rate follows the optimizer's update count.
     """
     # Keyed by structural names ('bert.encoder...'): Trainer orders parameters by key, and the optimizer states
     # of a checkpoint are stored by that order, so it must not depend on global name counters ('dense99_').
@@ -235,14 +234,15 @@ def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: floa
     opt_args = {'learning_rate': lr, 'wd': weight_decay}
     if lr_scheduler is not None:
         opt_args['lr_scheduler'] = lr_scheduler
-    if optimizer in ('bertadam', 'fusedbertadam', 'adam', 'adamw'):
+    if not isinstance(optimizer, str) or optimizer in ('bertadam', 'fusedbertadam', 'adam', 'adamw'):
         opt_args['epsilon'] = 1e-6
-    if optimizer == 'fusedbertadam':  # BERTAdam's update on a faster kernel
-        from .speed.optimizer import FusedBERTAdam  # the speed plug-in, only when asked for
-        # The kernels are CPU operators: a model on a GPU neither uses nor builds them.
-        on_cpu = all(c.device_type == 'cpu' for p in params.values() for c in p.list_ctx())
-        optimizer = FusedBERTAdam(kernels=kernels and on_cpu, **opt_args)
-        opt_args = None
+    if not isinstance(optimizer, str):
+        optimizer, opt_args = optimizer(**opt_args), None
+    elif optimizer.lower() not in mx.optimizer.Optimizer.opt_registry:
+        hint = (": it is the speed plug-in's; pass optimizer=bert_tutorial.speed.accelerate(net).optimizer"
+                if optimizer == 'fusedbertadam' else '')
+        raise ValueError(f'optimizer must be a name in MXNet\'s optimizer registry (e.g. \'bertadam\'), got '
+                         f'{optimizer!r}{hint}')
     # update_on_kvstore=False: gradients are clipped between allreduce and update.
     trainer = gluon.Trainer(params, optimizer, opt_args, kvstore=kvstore, update_on_kvstore=False)
     trainer.distributed = is_distributed(kvstore)
@@ -250,13 +250,21 @@ def make_trainer(net, lr: float, optimizer: str = 'bertadam', weight_decay: floa
     return trainer
 
 
-def gradient_norm(params: Sequence[gluon.Parameter], on_kernels: bool) -> float:
-    """The global L2 norm of the gradients of ``params``: GluonNLP's ``grad_global_norm`` (what the tutorial's
-    ``clip_grad_global_norm`` takes), or with ``on_kernels`` the package's ``bert_sum_sq`` kernel."""
-    if on_kernels:
-        from .speed.optimizer import grad_global_norm  # the speed plug-in, only for FusedBERTAdam on its kernels
-        return float(grad_global_norm(params).asscalar())
-    return float(nlp.utils.grad_global_norm(params).asscalar())
+def update_rule(optimizer: str | Callable) -> str:
+    """The update an optimizer computes, as checkpoints record it: its name, or a callable's ``rule`` (the speed
+    plug-in's ``FusedBERTAdam`` is ``'bertadam'``: runs of either resume alike)."""
+    if isinstance(optimizer, str):
+        return 'bertadam' if optimizer == 'fusedbertadam' else optimizer
+    return getattr(optimizer, 'rule', None) or getattr(optimizer, '__name__', type(optimizer).__name__).lower()
+
+
+def gradient_norm(trainer: gluon.Trainer, params: Sequence[gluon.Parameter]) -> float:
+    """The global L2 norm of the gradients of ``params``: the optimizer's own ``global_norm`` when it has one (the
+    speed plug-in's kernel), else GluonNLP's ``grad_global_norm`` (what the tutorial's ``clip_grad_global_norm``
+    takes)."""
+    own = getattr(trainer.optimizer, 'global_norm', None)
+    norm = own(params) if own is not None else nlp.utils.grad_global_norm(params)
+    return float(norm.asscalar())
 
 
 def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], clip: float | None, loss_value: float,
@@ -271,18 +279,17 @@ def clipped_update(trainer: gluon.Trainer, params: Sequence[gluon.Parameter], cl
     worker's own loss is not), so that all of them skip or raise together. ``grad_scale`` multiplies the (all-reduced)
     gradients first, e.g. ``1 / workers`` for the mean over every worker's batch.
     """
-    on_kernels = getattr(trainer.optimizer, 'norm_kernel', False)  # FusedBERTAdam's choice for the norm
     if getattr(trainer, 'distributed', False):  # set by make_trainer
         with watchdog.waiting('the gradients of the other workers'):
             trainer.allreduce_grads()
-            norm = gradient_norm(params, on_kernels)
+            norm = gradient_norm(trainer, params)
         if not math.isfinite(loss_value) and math.isfinite(norm):
             log.warning('non-finite loss %s at %s on this worker only; the shared gradients are finite', loss_value,
                         where)
         loss_value = 0.0
     else:
         trainer.allreduce_grads()
-        norm = gradient_norm(params, on_kernels)
+        norm = gradient_norm(trainer, params)
     if not finite_step(loss_value, norm, where, skip_nonfinite):
         return False
     norm *= grad_scale

@@ -1,7 +1,6 @@
 """The names the tutorial imports with ``from utils import ...``."""
-from .finetuning import train_loop
-from .predict import predict_sentiment
-from .transformer import AddNorm, EncoderBlock, MultiHeadAttention, PositionalEncoding, PositionWiseFFN
+from .tutorial import AddNorm, EncoderBlock, MultiHeadAttention, PositionalEncoding, PositionWiseFFN, predict_sentiment
+from .tutorial.train import train_loop
 
 __all__ = ['PositionalEncoding', 'MultiHeadAttention', 'AddNorm', 'PositionWiseFFN', 'EncoderBlock',
            'train_loop', 'predict_sentiment']

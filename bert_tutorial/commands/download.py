@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..hub import BUILTIN, DEFAULT_MODEL, ZOO_MODELS, builtin_checkpoint_dir, load_zoo_bert, zoo_files
+from ..recipes.hub import BUILTIN, DEFAULT_MODEL, ZOO_MODELS, builtin_checkpoint_dir, load_zoo_bert, zoo_files
 from ..speed.choice import prepare_kernels
 from . import DefaultsHelpFormatter
 

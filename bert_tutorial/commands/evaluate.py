@@ -11,9 +11,10 @@ import gluonnlp as nlp
 
 from ..devices import contexts
 from ..files import check_output, write_atomic
-from ..hub import load_model
-from ..predict import classification_report, predict_sentiments
-from ..sentiment_data import check_tokens, class_order, load_movie_reviews, read_labelled_lines
+from ..recipes.evaluation import classification_report
+from ..recipes.hub import load_model
+from ..recipes.sentiment_data import check_tokens, class_order, load_movie_reviews, read_labelled_lines
+from ..tutorial.predict import predict_sentiments
 from . import DefaultsHelpFormatter
 from .predict import pair_model
 

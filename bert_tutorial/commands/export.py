@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..files import check_output
-from ..sentiment_data import load_movie_reviews, subset
-from ..speed.export import export_classifier
+from ..recipes.export import export_classifier
+from ..recipes.sentiment_data import load_movie_reviews, subset
 from . import DefaultsHelpFormatter
 
 

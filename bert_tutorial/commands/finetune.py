@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..finetuning import FinetuneConfig, finetune
+from ..recipes.finetuning import FinetuneConfig, finetune
 from . import recipe_parser
 
 D = FinetuneConfig()
@@ -54,18 +54,20 @@ def register(subparsers) -> None:
     p.add_argument('--no-bucket', dest='bucket', action='store_false', help='pad to the longest in a random batch')
     p.add_argument('--no-hybridize', dest='hybridize', action='store_false',
                    help='run the model imperatively instead of as a hybridized (static) graph')
-    p.add_argument('--native-layer-norm', dest='matmul_layer_norm', action='store_false',
-                   help="MXNet's LayerNorm kernel (its CPU backward is slow) instead of the package's C++ kernel "
-                   "(or MatmulLayerNorm where it does not build or is not faster here)")
-    p.add_argument('--mxnet-dropout', dest='kernel_dropout', action='store_false', default=D.kernel_dropout,
-                   help="MXNet's Dropout instead of the package's C++ kernel (the default since 0.4, faster on CPU; "
-                   "the two draw other masks from the same seed)")
-    p.add_argument('--kernel-dropout', dest='kernel_dropout', action='store_true', default=D.kernel_dropout,
-                   help=argparse.SUPPRESS)  # the default since 0.4; accepted from older command lines
-    p.add_argument('--mxnet-ops', dest='kernel_ops', action='store_false', default=D.kernel_ops,
-                   help="MXNet's FullyConnected, softmax, GELU and self-attention products everywhere (by default, "
-                   "the package's C++ kernels where they are faster on this machine: timed once and cached; "
-                   "BERT_TUTORIAL_KERNEL_CHOICE overrides; the same values up to float32 round-off)")
+    p.add_argument('--fast', action=argparse.BooleanOptionalAction, default=D.fast,
+                   help="on a CPU, the speed plug-in: its C++ kernels where they are faster on this machine (timed "
+                   "once and cached; BERT_TUTORIAL_KERNEL_CHOICE overrides), its dropout kernel (other masks than "
+                   "MXNet's from the same seed) and FusedBERTAdam; it does nothing on a GPU. --no-fast: MXNet's "
+                   "operators and GluonNLP's BERTAdam, as the tutorial")
+    p.add_argument('--accept-other-dropout-masks', action='store_true', default=D.accept_other_dropout_masks,
+                   help='with --resume: continue a run whose checkpoint was trained with the other dropout (the '
+                   "kernel's masks on a CPU with --fast, MXNet's elsewhere), with this run's masks from there on")
+    # 0.5's speed flags, deprecated (hidden; they go in 0.7): each turns one part of --fast off
+    for flag, field in (('--native-layer-norm', 'matmul_layer_norm'), ('--mxnet-dropout', 'kernel_dropout'),
+                        ('--mxnet-ops', 'kernel_ops')):
+        p.add_argument(flag, dest=field, action='store_const', const=False, default=None, help=argparse.SUPPRESS)
+    p.add_argument('--kernel-dropout', dest='kernel_dropout', action='store_const', const=True, default=None,
+                   help=argparse.SUPPRESS)
     p.add_argument('--freeze-word-embed', action='store_true', default=D.freeze_word_embed,
                    help='do not update the word embedding (faster on CPU; the default before 0.3)')
     p.add_argument('--train-word-embed', dest='freeze_word_embed', action='store_false', default=D.freeze_word_embed,

@@ -9,9 +9,9 @@ import sys
 import gluonnlp as nlp
 
 from ..devices import contexts
-from ..hub import load_model
-from ..predict import predict_sentiments
-from ..sentiment_data import read_text_file
+from ..recipes.hub import load_model
+from ..recipes.sentiment_data import read_text_file
+from ..tutorial.predict import predict_sentiments
 from . import DefaultsHelpFormatter
 
 

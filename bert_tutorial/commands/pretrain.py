@@ -1,7 +1,9 @@
 """``python -m bert_tutorial pretrain``: a tiny BERT learns masked LM + next sentence prediction from text."""
 from __future__ import annotations
 
-from ..pretraining import PretrainConfig, pretrain
+import argparse
+
+from ..recipes.pretraining import PretrainConfig, pretrain
 from . import recipe_parser
 
 D = PretrainConfig()
@@ -30,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument('--ctx', choices=('cpu', 'gpu'), default=D.ctx,
                    help='where to compute: the CPU, or the first GPU (needs a CUDA build of MXNet: see the install '
                    'page); the default is gpu when MXNet sees one')
+    p.add_argument('--fast', action=argparse.BooleanOptionalAction, default=D.fast,
+                   help="on a CPU, BERTAdam's update on the speed plug-in's FusedBERTAdam (the same values, faster); "
+                   "--no-fast: GluonNLP's BERTAdam")
     p.add_argument('--seed', type=int, default=D.seed, help='seeds the split, the vocabulary, pairs, masks, weights')
     p.add_argument('--out', default=D.out, help='the output folder: the encoder, its config and vocabulary, '
                    'metrics.json (and checkpoints until the run finishes)')

@@ -371,21 +371,22 @@ def use_chosen_kernels(block, layer_norm: bool = True, dropout: bool = True, ops
     """``use_kernels`` with this machine's choice: each operator kernel that the flags allow and the choice picks
     (``layer_norm``: LayerNorm, ``ops``: softmax, GELU, attention products and dense layers), and the dropout kernel
     as ``dropout`` says (never measured). A LayerNorm whose kernel is not used becomes ``MatmulLayerNorm``, as
-    without the kernels. Returns ``use_kernels``'s counts with ``'choice'``: ``choice_record()``."""
+    without the kernels. Returns ``use_kernels``'s counts with ``'choice'``: ``choice_record()``. Off a CPU it
+    changes nothing (``accelerate`` is the public entry point and says what it did)."""
     from .kernel_ops import use_kernels
     from .layer_norm import use_matmul_layer_norm
 
     on_cpu = all(c.device_type == 'cpu' for p in block.collect_params().values() for c in p.list_ctx())
-    record = choice_record() if on_cpu else {  # the kernels are CPU operators: nothing to build or time
-        'kernels': dict.fromkeys(OPERATORS, False), 'decided_by': 'not on a CPU',
-        'override': os.environ.get(CHOICE_SWITCH, '')}
+    if not on_cpu:  # the kernels and MatmulLayerNorm are CPU work-arounds: nothing to build, time or swap
+        return {'kernels': False, 'layer_norm': 0, 'dropout': 0, 'softmax': 0, 'gelu': 0, 'attention': 0,
+                'dense': 0, 'choice': None}
+    record = choice_record()
     kernels = record['kernels']
     counts = use_kernels(block, layer_norm=layer_norm and kernels['layer_norm'], dropout=dropout,
                          softmax=ops and kernels['softmax'], gelu=ops and kernels['gelu'],
                          attention=ops and kernels['attention'], dense=ops and kernels['dense'])
     if layer_norm and not counts['layer_norm']:
         counts['layer_norm'] = use_matmul_layer_norm(block)
-    log.info('bert_tutorial kernels: %s', describe(record))
     return dict(counts, choice=record)
 
 

@@ -242,7 +242,7 @@ def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True, sof
     ``nn.GELU`` and GluonNLP ``GELU()`` (erf form) a ``KernelGELU``; with ``dense``, every ``nn.Dense`` with
     ``flatten=False`` and a bias a ``KernelDense``, and the self-attention cells' query/key/value projection runs on
     ``bert_fc`` (where the BLAS is there: ``dense_available()``). Without the kernels (``load_kernels()`` is
-    ``False``) the layer norms become ``MatmulLayerNorm`` and the rest stays MXNet's.
+    ``False``) the layer norms become ``MatmulLayerNorm`` and the rest stays MXNet's; off a CPU nothing changes.
 
     Call it after the parameters are initialized or loaded. Returns ``{'kernels': bool, 'layer_norm': n,
     'dropout': m, 'softmax': k, 'gelu': g, 'attention': a, 'dense': d}``, the blocks replaced (an attention cell
@@ -251,7 +251,9 @@ def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True, sof
     ``attention`` and ``dense`` compute MXNet's values up to float32 round-off.
     """
     on_cpu = all(c.device_type == 'cpu' for p in block.collect_params().values() for c in p.list_ctx())
-    if not on_cpu or not load_kernels():  # the kernels are CPU operators
+    if not on_cpu:  # the kernels (and MatmulLayerNorm, a CPU work-around) are for CPUs: nothing changes
+        return dict.fromkeys(('layer_norm', 'dropout', 'softmax', 'gelu', 'attention', 'dense'), 0) | {'kernels': False}
+    if not load_kernels():
         return {'kernels': False, 'layer_norm': use_matmul_layer_norm(block) if layer_norm else 0, 'dropout': 0,
                 'softmax': 0, 'gelu': 0, 'attention': 0, 'dense': 0}
     dense = dense and dense_available()

@@ -35,14 +35,21 @@ class FusedBERTAdam(nlp.optimizer.BERTAdam):
     ``BERTAdam``'s own path.
     """
 
+    rule = 'bertadam'  # the update it computes, as checkpoints record it (loop.update_rule)
+
     def __init__(self, kernels: bool = True, **kwargs):
         super().__init__(**kwargs)
         # Each kernel where this machine's choice (speed.choice: measured against MXNet's operators) picks it.
         self.kernels = bool(kernels) and load_kernels() and chosen('adam')
-        # The gradient norm's kernel (bert_sum_sq), read by loop.clipped_update.
+        # The gradient norm's kernel (bert_sum_sq), for global_norm.
         self.norm_kernel = bool(kernels) and load_kernels() and chosen('grad_norm')
         # The Updater passes lists of up to aggregate_num weights; 0 means one weight a call (adam_update's form).
         self.aggregate_num = KERNEL_AGGREGATE if self.kernels else 0
+
+    def global_norm(self, params: Sequence[mx.gluon.Parameter]) -> mx.nd.NDArray:
+        """The global gradient norm of ``params`` that ``loop.clipped_update`` clips by: on ``bert_sum_sq`` where
+        this machine's choice picks it, else GluonNLP's ``grad_global_norm``."""
+        return grad_global_norm(params, kernels=self.norm_kernel)
 
     def _rescale_and_clip(self) -> dict:
         """The ``rescale_grad`` and ``clip_gradient`` arguments of the kernels (-1: no clipping)."""

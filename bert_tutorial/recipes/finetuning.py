@@ -1,0 +1,495 @@
+"""The package's sentiment recipe, ``finetune(FinetuneConfig)``: what ``python -m bert_tutorial finetune`` runs.
+
+It loads a pre-trained BERT and the data, trains with the tutorial's ``train_loop`` on the package's recipe (and the
+speed plug-in where it helps) and saves the model folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import gluonnlp as nlp
+import mxnet as mx
+from mxnet import gluon
+
+from ..checkpoint import (
+    DATA_KEY,
+    check_run_dir,
+    data_digests,
+    latest_settings,
+    remove_checkpoints,
+)
+from ..checks import MAX_SEED, check_settings, fraction, integer, one_of, positive, setting
+from ..devices import contexts, default_ctx, measured
+from ..files import check_free_space, check_out_folder, check_run_folder, locked_output, write_atomic
+from ..loop import (
+    seed_everything,
+    watchdog,
+)
+from ..speed import accelerate
+from ..speed.accelerate import dropout_kernel_available
+from ..tutorial.model import BERTClassifier
+from ..tutorial.train import evaluate_accuracy, train_loop
+from .encoders import GluonBERT, TutorialBERT
+from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
+from .sentiment_data import (
+    LABELS,
+    check_tokens,
+    class_order,
+    encode_labels,
+    load_imdb,
+    load_movie_reviews,
+    read_labelled_lines,
+    sentiment_loader,
+    subset,
+    transform_label,
+)
+
+log = logging.getLogger(__name__)
+
+# The files a run writes into its out folder (beside checkpoints/): checked before any work.
+RUN_FILES = ('model.params', 'config.json', 'vocab.json', 'metrics.json', 'checkpoints/best.params')
+# Checkpoints trained as sentence encoders with mean pooling (their [CLS] pooler was not trained for it).
+SENTENCE_ENCODERS = {DEFAULT_MODEL}
+DEPRECATED_SPEED = ('matmul_layer_norm', 'kernel_dropout', 'kernel_ops')
+
+
+# ---- the package's recipe -----------------------------------------------------------------------------------------
+
+@dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run depends on; ``python -m bert_tutorial finetune`` has a flag for each field."""
+
+    model: str = DEFAULT_MODEL        # built-in name, GluonNLP zoo name, Hugging Face folder or pretrain output
+    data: str | None = 'movie-reviews'  # 'movie-reviews' (built in) or 'imdb'; None (recorded so) with a train file
+    imdb_root: str | None = None      # folder with aclImdb/ or aclImdb_v1.tar.gz, for data='imdb'
+    train: str | None = None          # your own data instead: a .csv, .tsv or .jsonl file of labelled text
+    validation: str | None = None     # ... scored after every epoch (else validation_fraction of train is held out)
+    test: str | None = None           # ... scored once, at the end
+    text_column: str = 'text'
+    text_pair_column: str | None = None  # sentence pairs: the second text's column
+    label_column: str = 'label'       # any strings or integers; classes in class_order (numeric or alphabetical)
+    validation_fraction: float = 0.1  # of the training data (of its movies, for the built-in corpus), held out
+    select: str = 'best'              # the parameters of the 'best' epoch on validation, or of the 'last'
+    epochs: int = 3
+    lr: float = 5e-5
+    warmup_ratio: float = 0.1         # warm-up over this share of all steps
+    tutorial_recipe: bool = False     # train_loop's defaults instead: decay everywhere, 50 warm-up steps, summed loss
+    batch_size: int = 32
+    max_len: int = 128                # word pieces with [CLS] and [SEP]; capped at the model's positions
+    max_train: int | None = None      # use at most this many training examples
+    max_test: int | None = None       # ... and at most this many test examples, and as many validation examples
+    dropout: float = 0.1              # before the output layer (the tutorial: 0)
+    pooling: str = 'auto'             # 'cls' (the tutorial), 'mean', or 'auto': mean for sentence encoders
+    bert_dropout: float = 0.1         # inside BERT
+    bucket: bool = True               # batches of similar length (FixedBucketSampler)
+    hybridize: bool = True
+    fast: bool = True                 # the speed plug-in on a CPU (speed.accelerate): its kernels where they are
+                                      # faster here, its dropout kernel (other masks); it does nothing elsewhere
+    accept_other_dropout_masks: bool = False  # resume where the checkpoint's dropout cannot run (another kind of
+                                      # device, --no-fast, no kernels): continue with this run's masks
+    freeze_word_embed: bool = False   # True: the word embedding stays as pre-trained (faster on CPU)
+    ctx: str = default_ctx()
+    kvstore: str = 'device'           # 'dist_sync': data-parallel over workers started by MXNet's launcher
+    num_workers: int = 0              # data loader worker processes (the tutorial's loaders used 4)
+    seed: int = 0
+    out: str = 'runs/finetune'
+    resume: bool = False
+    checkpoint_every: int | None = None
+    keep_checkpoints: bool = False    # keep out/checkpoints when the run finishes (they exist to resume a stopped one)
+    log_interval: int = 50
+    progress: bool | None = None      # a progress bar: None draws one on terminals only
+    # 0.5's speed switches, deprecated (None: as fast says; the names go in 0.7)
+    matmul_layer_norm: bool | None = None  # False: MXNet's LayerNorm
+    kernel_dropout: bool | None = None     # False: MXNet's Dropout
+    kernel_ops: bool | None = None         # False: MXNet's dense, softmax, GELU and attention operators
+
+    def __post_init__(self):
+        used = [f'{name}={getattr(self, name)}' for name in DEPRECATED_SPEED if getattr(self, name) is not None]
+        if used:
+            warnings.warn(f'FinetuneConfig({", ".join(used)}) is deprecated: fast=True/False is the speed switch '
+                          'since 0.6 (the old names go in 0.7)', FutureWarning, stacklevel=3)
+
+    def run_settings(self) -> dict:
+        """The settings a checkpoint of this run depends on: all but where it writes, how it reports, and speed
+        settings that give the same values; and the sha256 of the data files it reads (``data_sha256``)."""
+        # kernel_dropout: finetune records whether the dropout kernel ran (its masks), whatever asked for it
+        harmless = {'out', 'resume', 'log_interval', 'progress', 'ctx', 'checkpoint_every', 'num_workers',
+                    'hybridize', 'fast', 'accept_other_dropout_masks', *DEPRECATED_SPEED, 'keep_checkpoints'}
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in harmless}
+        settings[DATA_KEY] = data_digests({'train': self.train, 'validation': self.validation, 'test': self.test})
+        # the model the run starts from, when it is a folder (a pretrain output, a Hugging Face checkpoint): replaced
+        # between a kill and --resume, it would pair the checkpoint's weights with another vocabulary, silently
+        settings[DATA_KEY].update(data_digests({'model': self.model}, pattern='*'))
+        return settings
+
+    def check(self) -> None:
+        """``ValueError`` naming the first setting out of its range, and what the range is."""
+        rules = {
+            'epochs': integer(1), 'batch_size': integer(1), 'max_len': integer(3), 'num_workers': integer(0),
+            'max_train': integer(1, optional=True), 'max_test': integer(1, optional=True),
+            'seed': integer(0, high=MAX_SEED),
+            'log_interval': integer(1), 'checkpoint_every': integer(1, optional=True), 'lr': positive(),
+            'warmup_ratio': fraction(), 'dropout': fraction(), 'bert_dropout': fraction(),
+            'data': one_of('movie-reviews', 'imdb'), 'pooling': one_of('auto', 'cls', 'mean'),
+            'ctx': one_of('cpu', 'gpu'), 'kvstore': one_of('device', 'dist_sync', 'dist_device_sync'),
+            'validation_fraction': fraction(), 'select': one_of('last', 'best')}
+        if self.train and self.data is None:  # as finetune records a run on the user's files
+            del rules['data']
+        check_settings(dataclasses.asdict(self), rules, flags=True)
+        columns = ('text_column', 'text_pair_column', 'label_column')
+        for i, first in enumerate(columns):
+            for second in columns[i + 1:]:
+                value = getattr(self, first)
+                if value is not None and value == getattr(self, second):
+                    raise ValueError(f'{setting(first)} and {setting(second)} are both {value!r}: the text, the '
+                                     'second text and the label must be different columns')
+        if (self.validation or self.test) and not self.train:
+            raise ValueError(f'{setting("validation")} and {setting("test")} files go with a {setting("train")} file')
+        if self.select == 'best' and not (self.validation or self.validation_fraction):
+            raise ValueError(f"{setting('select')} 'best' needs validation data: a {setting('validation')} file or "
+                             f"a {setting('validation_fraction')} above 0; or keep the last epoch with "
+                             f"{setting('select')} 'last'")
+
+
+@dataclass
+class FinetuneResult:
+    """What ``finetune`` returns: the fine-tuned classifier and its vocabulary, one history record per epoch, the
+    ``metrics`` (also in ``out/metrics.json``) and the output folder. ``finished_before``: ``resume`` found the run
+    already finished in ``out`` and trained nothing; ``model`` and ``vocabulary`` are then ``None`` (``load_model(out)``
+    loads them) and the rest is read from ``metrics.json``."""
+
+    model: BERTClassifier | None
+    vocabulary: nlp.vocab.BERTVocab | None
+    history: list[dict]
+    metrics: dict
+    out: Path
+    finished_before: bool = False
+
+    def summary(self) -> str:
+        """The line ``python -m bert_tutorial finetune`` prints at the end: the test accuracy when there was test
+        data, else the validation accuracy of the epoch kept, else (nothing held out) its training accuracy,
+        saying which."""
+        m = self.metrics
+        kept = m.get('selected_epoch', len(self.history) - 1)
+        if m.get('test_accuracy') is not None:
+            score = f"test accuracy {m['test_accuracy']:.4f}"
+            if m.get('validation_accuracy') is not None:
+                score += f" (epoch {kept} kept, validation accuracy {m['validation_accuracy']:.4f})"
+        elif m.get('validation_accuracy') is not None:
+            score = f"validation accuracy {m['validation_accuracy']:.4f} of epoch {kept}, the one kept (no test data)"
+        else:
+            train = m.get('train_accuracy', self.history[kept]['train_accuracy'])
+            score = (f"training accuracy {train:.4f} (epoch {kept}, measured while training; nothing was held out: "
+                     "no validation or test data)")
+        line = f"{score} after {len(self.history)} epoch(s), {m['seconds']:.0f} s; model saved in {self.out}"
+        if self.finished_before:
+            return f'this run had finished, nothing to resume (trained nothing, changed nothing): {line}'
+        return line
+
+
+def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_classes: int = 2,
+                     pooling: str = 'mean', dropout: float = 0.1, freeze_word_embed: bool = False,
+                     hybridize: bool = True, **deprecated) -> BERTClassifier:
+    """The classifier as ``finetune`` trains it: a new output layer on ``bert``, on MXNet's operators
+    (``speed.accelerate(net)`` before the first call speeds it up, as ``finetune`` does with ``fast``).
+
+    ``matmul_layer_norm``, ``kernel_dropout``, ``kernel_ops`` (0.5's speed switches) are deprecated: given, the
+    classifier is accelerated with them, as in 0.5."""
+    unknown = set(deprecated) - set(DEPRECATED_SPEED)
+    if unknown:
+        raise TypeError(f'build_classifier() got unexpected keyword arguments {sorted(unknown)}')
+    if freeze_word_embed:
+        # The word embedding is 30522 x units: its dense Adam update is a large fixed cost of a short batch on CPU.
+        bert.word_embedding.collect_params().setattr('grad_req', 'null')
+    net = BERTClassifier(bert, num_classes, dropout=dropout, pooling=pooling)
+    net.classifier.initialize(mx.init.Normal(0.02), ctx=ctx)
+    if len(ctx) > 1:
+        net.collect_params().reset_ctx(ctx)
+    if deprecated:
+        warnings.warn(f'build_classifier({", ".join(sorted(deprecated))}=...) is deprecated since 0.6: call '
+                      'bert_tutorial.speed.accelerate(net) (the old names go in 0.7)', FutureWarning, stacklevel=2)
+        flags = {name: deprecated.get(name, True) for name in DEPRECATED_SPEED}
+        if any(flags.values()):
+            accelerate(net, ctx, dropout=flags['kernel_dropout'], layer_norm=flags['matmul_layer_norm'],
+                       ops=flags['kernel_ops'])
+    if hybridize:
+        net.hybridize(static_alloc=True)
+    return net
+
+
+@dataclass
+class Examples:
+    """A run's data: ``(text[, text_pair], class index)`` lists (``validation``/``test``: ``None`` when there are
+    none) and the class names, in the order of the model's outputs."""
+
+    train: list
+    validation: list | None
+    test: list | None
+    labels: list[str]
+
+
+def load_examples(config: FinetuneConfig, tokenizer=None) -> Examples:
+    """The training, validation and test examples the config asks for: the built-in corpus or IMDB (labels
+    negative/positive), or the user's files (``train``, ``validation``, ``test``; classes in ``class_order`` of the
+    training labels). Without a validation file, ``validation_fraction`` of the training data is held out (by
+    movie for the built-in corpus). ``tokenizer``: refuse a file's text of no word it keeps, naming the line.
+    A training split of fewer than two classes, or an empty split, is an error naming the setting that made it."""
+    vf, seed = config.validation_fraction, config.seed
+    validation = None
+    if config.train is not None:
+        text_columns = [config.text_column, *([config.text_pair_column] if config.text_pair_column else [])]
+
+        def read(path):
+            rows = read_labelled_lines(path, config.text_column, config.label_column,
+                                       text_pair_column=config.text_pair_column)
+            if tokenizer is not None:
+                check_tokens(rows, tokenizer, path, text_columns)
+            return rows
+
+        def encode(path):
+            rows = read(path)
+            return encode_labels([row for _, row in rows], labels, path, [n for n, _ in rows])
+        rows = [row for _, row in read(config.train)]
+        labels = class_order(row[-1] for row in rows)
+        if len(labels) < 2:
+            raise ValueError(f'{config.train}: every example has the label {labels[0]!r}; a classifier needs two '
+                             'classes or more')
+        train = encode_labels(rows, labels, config.train)
+        test = encode(config.test) if config.test else None
+        if config.validation:
+            validation = encode(config.validation)
+    else:
+        labels = list(LABELS)
+        if config.data == 'movie-reviews':
+            train = load_movie_reviews('train', seed=seed, validation_fraction=vf)
+            validation = load_movie_reviews('validation', seed=seed, validation_fraction=vf) if vf else None
+            test = load_movie_reviews('test', seed=seed)
+        else:
+            train = [transform_label(x) for x in load_imdb('train', config.imdb_root)]
+            test = [transform_label(x) for x in load_imdb('test', config.imdb_root)]
+    source = config.train or config.data
+    held_out = validation is None and vf
+    if held_out:
+        held = set(random.Random(seed).sample(range(len(train)), max(1, round(vf * len(train)))))
+        validation = [x for i, x in enumerate(train) if i in held]
+        train = [x for i, x in enumerate(train) if i not in held]
+    held_out = held_out or (config.train is None and vf)  # the built-in corpus holds out movies
+    if not train:
+        alternative = f', or give a {setting("validation")} file' if config.train else ''
+        raise ValueError(f'{source}: {setting("validation_fraction")} {vf} holds out all {len(validation or [])} '
+                         f'examples: none is left to train on; lower it{alternative}')
+    if validation is not None and not validation:
+        raise ValueError(f'{source}: {setting("validation_fraction")} {vf} holds out no example; raise it, or set '
+                         f'it to 0 with {setting("select")} last')
+    _two_classes(train, labels, source, f'after {setting("validation_fraction")} {vf} is held out, ' if held_out
+                 else '')
+    kept = subset(train, config.max_train, seed)
+    if len(kept) < len(train):
+        _two_classes(kept, labels, source, after=f'that {setting("max_train")} {config.max_train} keeps ')
+    return Examples(kept, subset(validation, config.max_test, seed) if validation is not None else None,
+                    subset(test, config.max_test, seed) if test is not None else None, labels)
+
+
+def data_sources(config: FinetuneConfig) -> dict:
+    """The data a run uses, as ``metrics.json`` records it: the ``train``, ``validation`` and ``test`` files (``None``
+    where there is none), or the built-in ``corpus``; ``validation_fraction``: the share of the training data held
+    out for validation (0 when a validation file is given or nothing is held out)."""
+    held_out = 0.0 if config.validation else config.validation_fraction
+    if config.train is not None:
+        return {'train': config.train, 'validation': config.validation, 'test': config.test,
+                'validation_fraction': held_out}
+    return {'corpus': config.data, 'validation_fraction': held_out}
+
+
+def describe_data(config: FinetuneConfig) -> str:
+    """``data_sources`` in words, for the log."""
+    sources = data_sources(config)
+    held_out = sources['validation_fraction']
+    if 'corpus' in sources:
+        return (f'the {config.data} corpus (its train and test splits' +
+                (f', {held_out:g} of the training {"movies" if config.data == "movie-reviews" else "examples"} '
+                 'held out for validation)' if held_out else ', no validation)'))
+    validation = (f'validation file {config.validation}' if config.validation else
+                  f'{held_out:g} of it held out for validation' if held_out else 'no validation')
+    test = f'test file {config.test}' if config.test else 'no test file'
+    return f'training file {config.train} ({validation}; {test})'
+
+
+def _two_classes(train: list, labels: list[str], source: str, before: str = '', after: str = '') -> None:
+    """``ValueError`` when the training examples (label indices last) are all of one class: a classifier learns
+    nothing from them, and would still answer."""
+    present = sorted({x[-1] for x in train})
+    if len(present) < 2:
+        n = len(train)
+        raise ValueError(f'{source}: {before}the {n} training example{"" if n == 1 else "s"} {after}'
+                         f'{"has" if n == 1 else "have"} one class ({labels[present[0]]!r}); a classifier needs two '
+                         'or more to learn from: give more data or hold out less')
+
+
+def check_dropout_masks(out: Path, config: FinetuneConfig, kernel_dropout: bool) -> tuple[str, ...]:
+    """Before a resume: ``ValueError`` when the checkpoint in ``out`` was trained with the other dropout (the
+    kernel's masks against MXNet's: a CPU with ``fast`` against a GPU, ``--no-fast`` or a machine without the
+    kernels), naming the flag that accepts it; with ``accept_other_dropout_masks`` a warning, and the settings that
+    may then differ from the checkpoint's."""
+    saved = latest_settings(out) if config.resume else None
+    if saved is None or saved.get('kernel_dropout', kernel_dropout) == kernel_dropout:
+        return ()
+    had, has = ("the dropout kernel's masks", "MXNet's Dropout") if saved['kernel_dropout'] else \
+        ("MXNet's Dropout", "the dropout kernel's masks")
+    where = ('a CPU with fast (--fast) where the C++ kernels build' if saved['kernel_dropout'] else
+             f'{"a GPU, " if config.ctx == "cpu" else ""}fast=False (--no-fast) or a machine without the kernels')
+    if not config.accept_other_dropout_masks:
+        raise ValueError(f'resume: the checkpoint in {out} was trained with {had}; this run would draw {has} '
+                         f'(ctx {config.ctx}, fast={config.fast}): the rest of the run would differ from an '
+                         f'uninterrupted one. Resume on {where}, or pass {setting("accept_other_dropout_masks")} '
+                         'to continue with these masks from here on')
+    log.warning('resume: the checkpoint was trained with %s; continuing with %s from here on '
+                '(accept_other_dropout_masks)', had, has)
+    return ('kernel_dropout',)
+
+
+def finetune(config: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune a pre-trained BERT for sentiment as ``config`` says; writes the model folder (``save_model``),
+    ``metrics.json`` and checkpoints into ``config.out``."""
+    config.check()
+    check_out_folder(config.out, (config.model, config.imdb_root))
+    if config.kvstore.startswith('dist'):
+        watchdog.timeout  # noqa: B018 -- a malformed $BERT_TUTORIAL_DIST_TIMEOUT fails before any work
+    if config.train is not None and config.data is not None:
+        # The built-in corpus is not used: recorded as such (metrics.json, the checkpoints' settings).
+        config = dataclasses.replace(config, data=None)
+    ctx = contexts(config.ctx)
+    kvstore, out = config.kvstore, Path(config.out)
+    if kvstore.startswith('dist'):
+        missing = [v for v in ('DMLC_ROLE', 'DMLC_PS_ROOT_URI', 'DMLC_PS_ROOT_PORT', 'DMLC_NUM_WORKER',
+                               'DMLC_NUM_SERVER') if v not in os.environ]
+        if missing:
+            raise ValueError(f'kvstore {kvstore} needs a parameter-server cluster: start the workers with MXNet\'s '
+                             f'launcher (mxnet/tools/launch.py), or set {", ".join(missing)}')
+        # Workers started by MXNet's launcher (or the DMLC_* variables) each train on their own shard; worker 0
+        # writes into out, the others into out/worker-N.
+        with watchdog.waiting('the scheduler, the servers and the other workers to connect'):
+            kvstore = mx.kv.create(kvstore)
+        if kvstore.rank:
+            out = out / f'worker-{kvstore.rank}'
+    with locked_output(out) as out:
+        result = _finetune(config, ctx, out, kvstore)
+    if not isinstance(kvstore, str):
+        # The end of a cluster run passes through the scheduler (MXNet's barrier at exit, which would block for ever
+        # without it): met here, under the watchdog, a dead scheduler ends this worker with a message.
+        with watchdog.waiting('the other workers and the scheduler at the end of the run'):
+            kvstore._barrier()  # noqa: SLF001 -- MXNet 1.9 names its public barrier so
+    return result
+
+
+def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore) -> FinetuneResult:
+    check_run_folder(out, RUN_FILES, ('checkpoints',))  # before anything loads
+    settings = config.run_settings()  # once: the data digests recorded are of the files as this run found them
+    # The dropout kernel's masks are not MXNet's: recorded, so that a resume where it cannot run (a GPU, --no-fast, no
+    # kernels) refuses instead of continuing on other masks, unless accept_other_dropout_masks says to.
+    settings['kernel_dropout'] = config.fast and config.kernel_dropout is not False and \
+        dropout_kernel_available(config.ctx)
+    accept = check_dropout_masks(out, config, settings['kernel_dropout'])
+    finished = check_run_dir(out, config.resume, settings, accept=accept)
+    if finished is not None:
+        log.info('%s holds a finished run (metrics.json): nothing to resume', out)
+        return FinetuneResult(None, None, finished['history'], finished, out, finished_before=True)
+    started = time.time()
+    pooling = config.pooling
+    if pooling == 'auto':  # sentence encoders were trained with mean pooling; BERT's pooler is for [CLS]
+        pooling = 'mean' if config.model in SENTENCE_ENCODERS else 'cls'
+    log.info('data: %s', describe_data(config))
+    log.info('loading the pre-trained model %s', config.model)
+    bert, vocabulary = get_pretrained_bert(config.model, ctx=ctx[0], dropout=config.bert_dropout,
+                                           use_pooler=pooling == 'cls')
+    max_len = config.max_len
+    if max_len > bert.config['max_len']:
+        log.warning('max_len %d is more than %s has positions for: using %d', max_len, config.model,
+                    bert.config['max_len'])
+        max_len = bert.config['max_len']
+    tokenizer = nlp.data.BERTTokenizer(vocabulary, lower=True)
+    data = load_examples(config, tokenizer)
+    train = data.train
+    if not isinstance(kvstore, str):
+        train = train[kvstore.rank::kvstore.num_workers]
+        log.info('worker %d of %d: %d training examples', kvstore.rank, kvstore.num_workers, len(train))
+
+    def loader(examples, shuffle=False):
+        if examples is None:
+            return None
+        return sentiment_loader(examples, tokenizer, vocabulary, max_len, config.batch_size, shuffle=shuffle,
+                                bucket=config.bucket, num_workers=config.num_workers, num_classes=len(data.labels))
+
+    train_data, validation_data, test_data = loader(train, True), loader(data.validation), loader(data.test)
+    log.info('%d training, %d validation and %d test examples, %d batches an epoch', len(train),
+             len(data.validation or []), len(data.test or []), len(train_data))
+    for name, held in (('validation', data.validation), ('test', data.test)):
+        if held and len(held) < 30:  # e.g. a tenth of examples/reviews.csv: one example
+            log.warning('only %d %s example(s): each is %.0f%% of its accuracy, which says little; give more data '
+                        '(or a --%s file)', len(held), name, 100 / len(held), name)
+
+    seed_everything(config.seed)  # the new output layer's initial weights depend on the seed alone
+    net = build_classifier(bert, ctx, len(data.labels), pooling=pooling, dropout=config.dropout,
+                           freeze_word_embed=config.freeze_word_embed, hybridize=False)
+    if config.fast:
+        acceleration = accelerate(net, ctx, dropout=settings['kernel_dropout'],
+                                  layer_norm=config.matmul_layer_norm is not False,
+                                  ops=config.kernel_ops is not False)
+        optimizer, kernel_choice = acceleration.optimizer, acceleration.choice
+    else:
+        log.info("speed: off (fast=False, --no-fast): MXNet's operators and GluonNLP's BERTAdam")
+        optimizer, kernel_choice = 'bertadam', None
+    if config.hybridize:
+        net.hybridize(static_alloc=True)
+    net.labels = list(data.labels)  # as load_model gives them: predict_sentiments(result.model, ...) names them so
+    check_free_space(out, net.collect_params(), 'fine-tuning')  # before training, not at its first checkpoint
+    # The package's recipe (GluonNLP's fine-tuning script's choices); train_loop's defaults are the tutorial's.
+    recipe = {} if config.tutorial_recipe else dict(no_decay_norm_bias=True, warmup_ratio=config.warmup_ratio,
+                                                    loss_reduction='mean')
+    recipe['optimizer'] = optimizer  # BERTAdam's update: GluonNLP's, or the speed plug-in's FusedBERTAdam
+    # Epochs are scored on the validation data when there is some (the test data is then scored once, at the end,
+    # with the selected parameters), else on the test data, as the tutorial does.
+    scored = validation_data if validation_data is not None else test_data
+    history = train_loop(net, train_data, scored, config.epochs, config.lr, ctx, gluon.loss.SoftmaxCELoss(),
+                         **recipe, checkpoint_dir=out, resume=config.resume, seed=config.seed,
+                         progress=config.progress, log_interval=config.log_interval,
+                         checkpoint_every=config.checkpoint_every, kvstore=kvstore,
+                         run_settings=settings, accept_changes=accept, select=config.select,
+                         eval_name='Validation' if validation_data is not None else 'Test')
+    save_model(out, net, vocabulary, classifier_config(net, max_len, data.labels, base_model=config.model,
+                                                       columns=[config.text_column, config.text_pair_column,
+                                                                config.label_column]))
+    selected = max(range(len(history)), key=lambda e: (history[e].get('validation_accuracy') or -1, -e)) \
+        if config.select == 'best' else len(history) - 1
+    test_accuracy = history[-1].get('test_accuracy')
+    if validation_data is not None and test_data is not None:
+        test_accuracy = evaluate_accuracy(net, test_data, ctx)
+        print(f'Test Accuracy {test_accuracy}')
+    metrics = {
+        'test_accuracy': test_accuracy,
+        'validation_accuracy': history[selected].get('validation_accuracy'), 'selected_epoch': selected,
+        'train_accuracy': history[selected]['train_accuracy'], 'data': data_sources(config),
+        'labels': data.labels,
+        'train_samples_per_second': sum(h['samples_per_second'] * h['seconds'] for h in history)
+        / sum(h['seconds'] for h in history),
+        'seconds': time.time() - started, 'num_train': len(train), 'num_validation': len(data.validation or []),
+        'num_test': len(data.test or []), 'max_len': max_len,
+        # kernel_dropout as it ran (what a resume of the finished run compares), the other deprecated names as given
+        'config': dict(dataclasses.asdict(config), kernel_dropout=settings['kernel_dropout']), 'history': history,
+        'measured': measured(),
+        # which C++ kernels ran (what the machine's measurement or the override chose), and why; None: none ran
+        'kernel_choice': kernel_choice, 'kernel_dropout': settings['kernel_dropout'],
+    }
+    # metrics.json, written last, marks the run finished (resume then has nothing to do); the checkpoints go after it.
+    write_atomic(out / 'metrics.json', json.dumps(metrics, indent=2))
+    if not config.keep_checkpoints:
+        remove_checkpoints(out)
+    return FinetuneResult(net, vocabulary, history, metrics, out)

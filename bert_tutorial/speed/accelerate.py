@@ -1,0 +1,75 @@
+"""The speed plug-in's one switch: ``accelerate(net)`` puts the kernels this machine's choice picks into ``net`` and
+returns the optimizer to train it with.
+
+    acceleration = accelerate(net)
+    train_loop(net, ..., optimizer=acceleration.optimizer)
+
+On a CPU: each C++ kernel where it beats MXNet's operator here (``choice``: measured once, cached;
+``$BERT_TUTORIAL_KERNEL_CHOICE`` overrides), the dropout kernel (other masks than MXNet's ``Dropout`` from the same
+seed), and ``FusedBERTAdam`` (GluonNLP's ``BERTAdam`` update, fused). Anywhere else it changes nothing and returns
+GluonNLP's ``BERTAdam``: the kernels are CPU operators. Either way one log line says what it did.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import mxnet as mx
+
+from .choice import describe, use_chosen_kernels
+from .kernels import load_kernels
+from .optimizer import FusedBERTAdam
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    """What ``accelerate`` did: ``on`` (anything at all), ``dropout`` (the dropout kernel runs: its masks are not
+    MXNet's), ``swapped`` (blocks replaced, by kind), ``optimizer`` (for ``train_loop``/``make_trainer``), ``choice``
+    (the machine's kernel choice, as ``metrics.json`` records it; ``None`` off a CPU) and the ``message`` logged."""
+
+    on: bool
+    dropout: bool
+    optimizer: str | type
+    message: str
+    swapped: dict = field(default_factory=dict)
+    choice: dict | None = None
+
+
+def _contexts(net, ctx) -> list[mx.Context]:
+    if ctx is not None:
+        return list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
+    found = {c for p in net.collect_params().values() for c in (p.list_ctx() if p._data is not None else [])}  # noqa: SLF001
+    return sorted(found, key=str) or [mx.cpu()]
+
+
+def accelerate(net, ctx: mx.Context | Sequence[mx.Context] | None = None, *, dropout: bool = True,
+               layer_norm: bool = True, ops: bool = True) -> Acceleration:
+    """Speed ``net`` up in place for training on ``ctx`` (default: where its parameters are; call it after they are
+    initialized or loaded, before ``hybridize``). ``dropout=False`` keeps MXNet's ``Dropout`` (its masks);
+    ``layer_norm=False``/``ops=False`` keep MXNet's LayerNorm / its dense, softmax, GELU and attention operators
+    (what the deprecated ``--native-layer-norm``/``--mxnet-ops`` asked for). Off a CPU nothing changes."""
+    contexts = _contexts(net, ctx)
+    where = ', '.join(str(c) for c in contexts)
+    if any(c.device_type != 'cpu' for c in contexts):
+        message = (f"speed: nothing to do on {where} (the kernels are CPU operators): MXNet's operators and "
+                   "GluonNLP's BERTAdam")
+        log.info('%s', message)
+        return Acceleration(False, False, 'bertadam', message)
+    counts = use_chosen_kernels(net, layer_norm=layer_norm, dropout=dropout, ops=ops)
+    record = counts.pop('choice')
+    on_kernels = bool(counts.pop('kernels'))
+    message = (f"speed: {describe(record)}; dropout: {'the C++ kernel' if counts['dropout'] else 'MXNet'}'s masks"
+               if on_kernels else "speed: no C++ kernels here (see above): MXNet's operators, MatmulLayerNorm and "
+               "FusedBERTAdam on MXNet's adam_update")
+    log.info('%s', message)
+    return Acceleration(True, counts['dropout'] > 0, FusedBERTAdam, message, counts, record)
+
+
+def dropout_kernel_available(ctx: str | mx.Context) -> bool:
+    """Whether ``accelerate`` would run the dropout kernel on ``ctx`` (``'cpu'``/``'gpu'`` or a context): on a CPU
+    where the C++ kernels load (building them on first use)."""
+    kind = ctx if isinstance(ctx, str) else ctx.device_type
+    return kind == 'cpu' and load_kernels()
