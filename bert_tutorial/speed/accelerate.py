@@ -39,9 +39,15 @@ class Acceleration:
 
 
 def _contexts(net, ctx) -> list[mx.Context]:
+    """``ctx`` as a list, else the contexts of ``net``'s parameters (those initialized or waiting for their shape)."""
     if ctx is not None:
         return list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
-    found = {c for p in net.collect_params().values() for c in (p.list_ctx() if p._data is not None else [])}  # noqa: SLF001
+    found = set()
+    for param in net.collect_params().values():
+        try:
+            found.update(param.list_ctx())
+        except RuntimeError:  # not initialized yet: it will be where the caller initializes it
+            continue
     return sorted(found, key=str) or [mx.cpu()]
 
 
