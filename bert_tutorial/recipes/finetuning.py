@@ -26,7 +26,7 @@ from ..checkpoint import (
     latest_settings,
     remove_checkpoints,
 )
-from ..checks import MAX_SEED, check_settings, fraction, integer, one_of, positive, setting
+from ..checks import MAX_SEED, check_fields, compared_settings, fraction, integer, option, positive, setting
 from ..devices import contexts, default_ctx, measured
 from ..files import check_free_space, check_out_folder, check_run_folder, locked_output, write_atomic
 from ..loop import (
@@ -58,58 +58,97 @@ log = logging.getLogger(__name__)
 RUN_FILES = ('model.params', 'config.json', 'vocab.json', 'metrics.json', 'checkpoints/best.params')
 # Checkpoints trained as sentence encoders with mean pooling (their [CLS] pooler was not trained for it).
 SENTENCE_ENCODERS = {DEFAULT_MODEL}
-DEPRECATED_SPEED = ('matmul_layer_norm', 'kernel_dropout', 'kernel_ops')
+# What replaces 0.5's speed switches (FinetuneConfig's deprecated fields; build_classifier's keywords).
+SPEED_SWITCH = "--fast/--no-fast (fast=True/False) is the speed switch since 0.6; 0.5's switches go in 0.7"
 
 
 # ---- the package's recipe -----------------------------------------------------------------------------------------
 
 @dataclass
 class FinetuneConfig:
-    """Everything a fine-tuning run depends on; ``python -m bert_tutorial finetune`` has a flag for each field."""
+    """Everything a fine-tuning run depends on. Each field's metadata (``checks.option``) is the one source of its
+    ``python -m bert_tutorial finetune`` flag and help, its check and whether a resume compares it."""
 
-    model: str = DEFAULT_MODEL        # built-in name, GluonNLP zoo name, Hugging Face folder or pretrain output
-    data: str | None = 'movie-reviews'  # 'movie-reviews' (built in) or 'imdb'; None (recorded so) with a train file
-    imdb_root: str | None = None      # folder with aclImdb/ or aclImdb_v1.tar.gz, for data='imdb'
-    train: str | None = None          # your own data instead: a .csv, .tsv or .jsonl file of labelled text
-    validation: str | None = None     # ... scored after every epoch (else validation_fraction of train is held out)
-    test: str | None = None           # ... scored once, at the end
-    text_column: str = 'text'
-    text_pair_column: str | None = None  # sentence pairs: the second text's column
-    label_column: str = 'label'       # any strings or integers; classes in class_order (numeric or alphabetical)
-    validation_fraction: float = 0.1  # of the training data (of its movies, for the built-in corpus), held out
-    select: str = 'best'              # the parameters of the 'best' epoch on validation, or of the 'last'
-    epochs: int = 3
-    lr: float = 5e-5
-    warmup_ratio: float = 0.1         # warm-up over this share of all steps
-    tutorial_recipe: bool = False     # train_loop's defaults instead: decay everywhere, 50 warm-up steps, summed loss
-    batch_size: int = 32
-    max_len: int = 128                # word pieces with [CLS] and [SEP]; capped at the model's positions
-    max_train: int | None = None      # use at most this many training examples
-    max_test: int | None = None       # ... and at most this many test examples, and as many validation examples
-    dropout: float = 0.1              # before the output layer (the tutorial: 0)
-    pooling: str = 'auto'             # 'cls' (the tutorial), 'mean', or 'auto': mean for sentence encoders
-    bert_dropout: float = 0.1         # inside BERT
-    bucket: bool = True               # batches of similar length (FixedBucketSampler)
-    hybridize: bool = True
-    fast: bool = True                 # the speed plug-in on a CPU (speed.accelerate): its kernels where they are
-                                      # faster here, its dropout kernel (other masks); it does nothing elsewhere
-    accept_other_dropout_masks: bool = False  # resume where the checkpoint's dropout cannot run (another kind of
-                                      # device, --no-fast, no kernels): continue with this run's masks
-    freeze_word_embed: bool = False   # True: the word embedding stays as pre-trained (faster on CPU)
-    ctx: str = default_ctx()
-    kvstore: str = 'device'           # 'dist_sync': data-parallel over workers started by MXNet's launcher
-    num_workers: int = 0              # data loader worker processes (the tutorial's loaders used 4)
-    seed: int = 0
-    out: str = 'runs/finetune'
-    resume: bool = False
-    checkpoint_every: int | None = None
-    keep_checkpoints: bool = False    # keep out/checkpoints when the run finishes (they exist to resume a stopped one)
-    log_interval: int = 50
-    progress: bool | None = None      # a progress bar: None draws one on terminals only
-    # 0.5's speed switches, deprecated (None: as fast says; the names go in 0.7)
-    matmul_layer_norm: bool | None = None  # False: MXNet's LayerNorm
-    kernel_dropout: bool | None = None     # False: MXNet's Dropout
-    kernel_ops: bool | None = None         # False: MXNet's dense, softmax, GELU and attention operators
+    model: str = option(DEFAULT_MODEL, 'built-in model, GluonNLP zoo name, Hugging Face BERT directory, or a pretrain '
+                        'output dir')
+    data: str | None = option('movie-reviews', 'the built-in corpus or IMDB (not used with --train: then None, '
+                              'recorded so)', choices=('movie-reviews', 'imdb'))
+    imdb_root: str | None = option(None, 'folder with aclImdb/ or aclImdb_v1.tar.gz (--data imdb; None: the cache '
+                                   'under MXNET_HOME)')
+    train: str | None = option(None, 'your own data: a .csv, .tsv or .jsonl file of labelled text (None: --data)')
+    validation: str | None = option(None, 'a file scored after every epoch (with --train; None: '
+                                    '--validation-fraction of --train)')
+    test: str | None = option(None, 'a file scored once, at the end (with --train; None: no test)')
+    text_column: str = option('text', 'the column (or JSON key) of the text')
+    text_pair_column: str | None = option(None, 'the second text of sentence pairs (None: single texts)')
+    label_column: str = option('label', 'the column of the labels: any strings or integers; classes in numeric '
+                               'order if all are integers, else alphabetical')
+    validation_fraction: float = option(0.1, 'of the training data (of its movies for the built-in corpus) held out '
+                                        'for validation, when no --validation file is given (0: none, then with '
+                                        '--select last)', rule=fraction())
+    select: str = option('best', 'keep the parameters of the last epoch, or of the best one on the validation data',
+                         choices=('last', 'best'))
+    epochs: int = option(3, 'passes over the training data', rule=integer(1))
+    lr: float = option(5e-5, 'peak learning rate (after warm-up, then linear decay to 0)', rule=positive())
+    warmup_ratio: float = option(0.1, 'warm-up over this share of all steps', rule=fraction())
+    tutorial_recipe: bool = option(False, "the tutorial's train_loop recipe instead: weight decay on LayerNorm and "
+                                   "biases too, 50 warm-up steps (not --warmup-ratio), the gradient of the batch's "
+                                   'summed loss', flags={'--tutorial-recipe': True})
+    batch_size: int = option(32, 'examples a step', rule=integer(1))
+    max_len: int = option(128, "word pieces an example, [CLS] and [SEP] included (capped at the model's positions)",
+                          rule=integer(3))
+    max_train: int | None = option(None, 'use at most N training examples (None: all)',
+                                   rule=integer(1, optional=True))
+    max_test: int | None = option(None, 'use at most N test examples, and at most N validation examples (None: all)',
+                                  rule=integer(1, optional=True))
+    dropout: float = option(0.1, 'dropout before the output layer (the tutorial: 0)', rule=fraction())
+    pooling: str = option('auto', "sentence encoding: pooled [CLS] (the tutorial) or the mean over tokens; auto: mean "
+                          'for sentence encoders (all-MiniLM-L6-v2), cls otherwise', choices=('auto', 'cls', 'mean'))
+    bert_dropout: float = option(0.1, 'dropout inside BERT', rule=fraction())
+    bucket: bool = option(True, 'pad to the longest in a random batch (by default batches hold examples of similar '
+                          'length: FixedBucketSampler)', flags={'--no-bucket': False})
+    hybridize: bool = option(True, 'run the model imperatively instead of as a hybridized (static) graph',
+                             flags={'--no-hybridize': False}, free='compute')
+    fast: bool = option(True, "on a CPU, the speed plug-in: its C++ kernels where they are faster on this machine "
+                        "(timed once and cached; BERT_TUTORIAL_KERNEL_CHOICE overrides), its dropout kernel (other "
+                        "masks than MXNet's from the same seed) and FusedBERTAdam; it does nothing on a GPU. "
+                        "--no-fast: MXNet's operators and GluonNLP's BERTAdam, as the tutorial", free='compute')
+    accept_other_dropout_masks: bool = option(
+        False, "with --resume: continue a run whose checkpoint was trained with the other dropout (the kernel's masks "
+        "on a CPU with --fast, MXNet's elsewhere), with this run's masks from there on",
+        flags={'--accept-other-dropout-masks': True}, free='compute')
+    freeze_word_embed: bool = option(False, 'do not update the word embedding (faster on CPU; the default before 0.3)',
+                                     flags={'--freeze-word-embed': True},
+                                     hidden={'--train-word-embed': False})  # the default since 0.3: older lines
+    ctx: str = option(default_ctx(), 'where to compute: the CPU, or every visible GPU (needs a CUDA build of MXNet: '
+                      'see the install page); the default is gpu when MXNet sees one', choices=('cpu', 'gpu'),
+                      free='compute')
+    kvstore: str = option('device', 'dist_sync: data-parallel over workers started by mxnet/tools/launch.py or DMLC_* '
+                          'variables', choices=('device', 'dist_sync', 'dist_device_sync'))
+    num_workers: int = option(0, "data loader worker processes (the tutorial's loaders used 4)", rule=integer(0),
+                              free='compute')
+    seed: int = option(0, 'seeds the held-out split, the new layer, the batch order and the dropout masks',
+                       rule=integer(0, high=MAX_SEED))
+    out: str = option('runs/finetune', 'the output folder: the model, its config and vocabulary, metrics.json (and '
+                      'checkpoints until the run finishes)', free='output')
+    resume: bool = option(False, 'continue from the last checkpoint in --out (a finished run says so and exits 0)',
+                          flags={'--resume': True}, free='output')
+    checkpoint_every: int | None = option(None, 'also checkpoint every N steps (None: after every epoch only)',
+                                          rule=integer(1, optional=True), free='output')
+    keep_checkpoints: bool = option(False, 'keep --out/checkpoints when the run finishes (by default they are removed '
+                                    'then: they exist to resume a run that stopped)',
+                                    flags={'--keep-checkpoints': True}, free='output')
+    log_interval: int = option(50, "print the tutorial's Batch line every N batches", rule=integer(1), free='output')
+    progress: bool | None = option(None, 'no progress bar (by default one is drawn on terminals only)',
+                                   flags={'--no-progress': False}, free='output')
+    # 0.5's speed switches, deprecated (None: as fast says; the names go in 0.7): each turns one part of fast off
+    matmul_layer_norm: bool | None = option(None, "False: MXNet's LayerNorm", hidden={'--native-layer-norm': False},
+                                            free='compute', deprecated=SPEED_SWITCH)
+    kernel_dropout: bool | None = option(None, "False: MXNet's Dropout",
+                                         hidden={'--mxnet-dropout': False, '--kernel-dropout': True},
+                                         free='compute', deprecated=SPEED_SWITCH)
+    kernel_ops: bool | None = option(None, "False: MXNet's dense, softmax, GELU and attention operators",
+                                     hidden={'--mxnet-ops': False}, free='compute', deprecated=SPEED_SWITCH)
 
     def __post_init__(self):
         used = [f'{name}={getattr(self, name)}' for name in DEPRECATED_SPEED if getattr(self, name) is not None]
@@ -118,12 +157,10 @@ class FinetuneConfig:
                           'since 0.6 (the old names go in 0.7)', FutureWarning, stacklevel=3)
 
     def run_settings(self) -> dict:
-        """The settings a checkpoint of this run depends on: all but where it writes, how it reports, and speed
-        settings that give the same values; and the sha256 of the data files it reads (``data_sha256``)."""
+        """The settings a checkpoint of this run depends on: all but those a resume may change (``free``: where it
+        writes, how it reports and computes); and the sha256 of the data files it reads (``data_sha256``)."""
         # kernel_dropout: finetune records whether the dropout kernel ran (its masks), whatever asked for it
-        harmless = {'out', 'resume', 'log_interval', 'progress', 'ctx', 'checkpoint_every', 'num_workers',
-                    'hybridize', 'fast', 'accept_other_dropout_masks', *DEPRECATED_SPEED, 'keep_checkpoints'}
-        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in harmless}
+        settings = compared_settings(self)
         settings[DATA_KEY] = data_digests({'train': self.train, 'validation': self.validation, 'test': self.test})
         # the model the run starts from, when it is a folder (a pretrain output, a Hugging Face checkpoint): replaced
         # between a kill and --resume, it would pair the checkpoint's weights with another vocabulary, silently
@@ -132,18 +169,8 @@ class FinetuneConfig:
 
     def check(self) -> None:
         """``ValueError`` naming the first setting out of its range, and what the range is."""
-        rules = {
-            'epochs': integer(1), 'batch_size': integer(1), 'max_len': integer(3), 'num_workers': integer(0),
-            'max_train': integer(1, optional=True), 'max_test': integer(1, optional=True),
-            'seed': integer(0, high=MAX_SEED),
-            'log_interval': integer(1), 'checkpoint_every': integer(1, optional=True), 'lr': positive(),
-            'warmup_ratio': fraction(), 'dropout': fraction(), 'bert_dropout': fraction(),
-            'data': one_of('movie-reviews', 'imdb'), 'pooling': one_of('auto', 'cls', 'mean'),
-            'ctx': one_of('cpu', 'gpu'), 'kvstore': one_of('device', 'dist_sync', 'dist_device_sync'),
-            'validation_fraction': fraction(), 'select': one_of('last', 'best')}
-        if self.train and self.data is None:  # as finetune records a run on the user's files
-            del rules['data']
-        check_settings(dataclasses.asdict(self), rules, flags=True)
+        # data is None (not one of its choices) as finetune records a run on the user's files
+        check_fields(self, skip=('data',) if self.train and self.data is None else ())
         columns = ('text_column', 'text_pair_column', 'label_column')
         for i, first in enumerate(columns):
             for second in columns[i + 1:]:
@@ -157,6 +184,9 @@ class FinetuneConfig:
             raise ValueError(f"{setting('select')} 'best' needs validation data: a {setting('validation')} file or "
                              f"a {setting('validation_fraction')} above 0; or keep the last epoch with "
                              f"{setting('select')} 'last'")
+
+
+DEPRECATED_SPEED = tuple(f.name for f in dataclasses.fields(FinetuneConfig) if f.metadata['deprecated'])
 
 
 @dataclass

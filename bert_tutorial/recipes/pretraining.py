@@ -25,11 +25,12 @@ from ..checkpoint import resume as resume_from
 from ..checks import (
     MAX_SEED,
     check_batch_positions,
-    check_settings,
+    check_fields,
+    compared_settings,
     fraction,
     integer,
     is_concrete,
-    one_of,
+    option,
     positive,
     setting,
 )
@@ -217,47 +218,55 @@ def most_frequent_token(docs) -> int:
 
 @dataclass
 class PretrainConfig:
-    """Everything a pre-training run depends on; ``python -m bert_tutorial pretrain`` has a flag for each field."""
+    """Everything a pre-training run depends on. Each field's metadata (``checks.option``) is the one source of its
+    ``python -m bert_tutorial pretrain`` flag and help, its check and whether a resume compares it."""
 
-    corpus: str = 'movie-reviews'  # 'movie-reviews' (built in), 'wikitext-2', or a text file / folder of .txt files
-    encoding: str = 'utf-8'        # of a corpus file or folder
-    vocab: str | None = None       # a WordPiece vocab.txt (default: the words of the corpus)
-    vocab_size: int = 20000
-    min_freq: int = 2
-    layers: int = 2
-    units: int = 128
-    hidden: int = 256              # the FFN's inner width (the tutorial's hidden_size)
-    heads: int = 2
-    dropout: float = 0.1
-    max_len: int = 48               # word pieces of a pair; capped at MAX_POSITIONS (512)
-    batch_size: int = 64
-    steps: int = 1400
-    lr: float = 1e-3
-    eval_every: int = 200          # evaluate and checkpoint every N steps
-    ctx: str = default_ctx()
-    fast: bool = True              # BERTAdam's update on the speed plug-in's FusedBERTAdam on a CPU (same values)
-    seed: int = 0
-    out: str = 'runs/pretrain'
-    resume: bool = False
-    keep_checkpoints: bool = False  # keep out/checkpoints when the run finishes (they exist to resume a stopped one)
-    progress: bool | None = None   # a progress bar: None draws one on terminals only
+    corpus: str = option('movie-reviews', "'movie-reviews' (built-in), 'wikitext-2', or a text file / folder of .txt "
+                         'files')
+    encoding: str = option('utf-8', 'the encoding of a corpus file or folder')
+    vocab: str | None = option(None, 'a WordPiece vocab.txt (None: the words of the corpus)')
+    vocab_size: int = option(20000, 'at most this many tokens (without --vocab)', rule=integer(6))
+    min_freq: int = option(2, 'a word enters the vocabulary when it occurs at least this often (without --vocab)',
+                           rule=integer(1))
+    layers: int = option(2, 'transformer blocks', rule=integer(1))
+    units: int = option(128, 'the width of the encodings', rule=integer(1))
+    hidden: int = option(256, "the FFN's inner width (the tutorial's hidden_size)", rule=integer(1))
+    heads: int = option(2, 'attention heads (dividing --units)', rule=integer(1))
+    dropout: float = option(0.1, 'dropout inside the encoder', rule=fraction())
+    max_len: int = option(48, f'tokens a sentence pair, [CLS] and [SEP] included (capped at {MAX_POSITIONS}, the '
+                          "positions of BERT)", rule=integer(5))
+    batch_size: int = option(64, 'sentence pairs a step', rule=integer(1))
+    steps: int = option(1400, 'training steps', rule=integer(1))
+    lr: float = option(1e-3, 'peak learning rate (after warm-up, then linear decay to 0)', rule=positive())
+    eval_every: int = option(200, 'evaluate and checkpoint every N steps', rule=integer(1))
+    ctx: str = option(default_ctx(), 'where to compute: the CPU, or the first GPU (needs a CUDA build of MXNet: see '
+                      'the install page); the default is gpu when MXNet sees one', choices=('cpu', 'gpu'),
+                      free='compute')
+    fast: bool = option(True, "on a CPU, BERTAdam's update on the speed plug-in's FusedBERTAdam (the same values, "
+                        "faster); --no-fast: GluonNLP's BERTAdam", free='compute')
+    seed: int = option(0, 'seeds the split, the vocabulary, pairs, masks, weights', rule=integer(0, high=MAX_SEED))
+    out: str = option('runs/pretrain', 'the output folder: the encoder, its config and vocabulary, metrics.json (and '
+                      'checkpoints until the run finishes)', free='output')
+    resume: bool = option(False, 'continue from the last checkpoint in --out (a finished run says so and exits 0)',
+                          flags={'--resume': True}, free='output')
+    keep_checkpoints: bool = option(False, 'keep --out/checkpoints when the run finishes (by default they are removed '
+                                    'then: they exist to resume a run that stopped)',
+                                    flags={'--keep-checkpoints': True}, free='output')
+    progress: bool | None = option(None, 'no progress bar (by default one is drawn on terminals only)',
+                                   flags={'--no-progress': False}, free='output')
 
     def run_settings(self) -> dict:
-        """The settings a checkpoint of this run depends on: all but where it writes and how it reports; and the
-        sha256 of the files it reads (a corpus file or folder, a vocabulary: ``data_sha256``)."""
-        settings = {k: v for k, v in dataclasses.asdict(self).items()
-                    if k not in {'out', 'resume', 'progress', 'ctx', 'fast', 'keep_checkpoints'}}
+        """The settings a checkpoint of this run depends on: all but those a resume may change (``free``: where it
+        writes, how it reports and computes); and the sha256 of the files it reads (a corpus file or folder, a
+        vocabulary: ``data_sha256``)."""
+        settings = compared_settings(self)
         corpus = None if self.corpus in ('movie-reviews', 'wikitext-2') else self.corpus  # built in: verified assets
         settings[DATA_KEY] = data_digests({'corpus': corpus, 'vocab': self.vocab})
         return settings
 
     def check(self) -> None:
         """``ValueError`` naming the first setting out of its range, and what the range is."""
-        check_settings(dataclasses.asdict(self), {
-            'max_len': integer(5), 'steps': integer(1), 'batch_size': integer(1), 'heads': integer(1),
-            'layers': integer(1), 'units': integer(1), 'hidden': integer(1), 'vocab_size': integer(6),
-            'min_freq': integer(1), 'eval_every': integer(1), 'seed': integer(0, high=MAX_SEED), 'lr': positive(),
-            'dropout': fraction(), 'ctx': one_of('cpu', 'gpu')}, flags=True)
+        check_fields(self)
         if self.units % self.heads:
             raise ValueError(f'{setting("units")} ({self.units}) must be divisible by {setting("heads")} '
                              f'({self.heads})')

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import mxnet as mx
 
-from ...assets import _lock as directory_lock  # flock on the folder's .lock
-from ...assets import mxnet_home, sha256_file
+from ...assets import directory_lock, mxnet_home, sha256_file
 from ...files import write_atomic
 
 log = logging.getLogger(__name__)
