@@ -11,7 +11,7 @@ import pytest
 
 import bert_tutorial
 from bert_tutorial.cli import build_parser
-from bert_tutorial.finetuning import FinetuneConfig
+from bert_tutorial.recipes.finetuning import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'docs' / '_ext'))
@@ -67,8 +67,11 @@ def test_stored_notebooks_hold_no_machine_paths(notebook):
 
 def test_layout_table_lists_every_module():
     page = (ROOT / 'docs' / 'classes.md').read_text(encoding='utf-8')
+    from bert_tutorial._aliases import MOVED  # 0.5's paths, kept until 0.7: named in CHANGELOG.md, not in the layout
+    aliases = {old.replace('.', '/') + '.py' for old in MOVED}
     modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / 'bert_tutorial').rglob('*.py')
-                     if p.name not in ('__init__.py', '__main__.py') and '__pycache__' not in p.parts)
+                     if p.name not in ('__init__.py', '__main__.py') and '__pycache__' not in p.parts
+                     and p.relative_to(ROOT).as_posix() not in aliases)
     missing = [m for m in modules if f'`{m}`' not in page and f'`{Path(m).parent.as_posix()}/`' not in page
                and not (m.startswith('bert_tutorial/commands/') and '`commands/`' in page)]
     assert not missing, f'docs/classes.md (Layout) does not describe {missing}'
