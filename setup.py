@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -7,7 +8,7 @@ requirements = [line.split('#')[0].strip() for line in (here / 'requirements.txt
 
 setup(
     name='bert_tutorial',
-    version='0.6.0',
+    version=re.search(r"__version__ = '([^']+)'", (here / 'bert_tutorial' / 'version.py').read_text())[1],
     description='The MXNet/Gluon "BERT Pre-training and Fine-tuning" tutorial as an installable package',
     long_description=(here / 'README.md').read_text(),
     long_description_content_type='text/markdown',

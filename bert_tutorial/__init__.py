@@ -24,9 +24,8 @@ from .tutorial import (
     predict_sentiments,
     train_loop,
 )
+from .version import __version__  # noqa: F401 -- the package's version attribute
 from .vocab import load_vocabulary
-
-__version__ = '0.6.0'
 
 # name -> the module that defines it, imported on first use (PEP 562)
 _LAZY = {

@@ -1,12 +1,14 @@
 """The import paths of 0.5 (``bert_tutorial.finetuning``, ``bert_tutorial.speed.export``, ...), kept for one release.
 
-Each old module is the new module itself (``sys.modules`` maps the old name onto it), so that code which sets an
-attribute through the old path (a test's monkeypatch, a subclass) changes what the package runs.
+An old module is a stand-in for the module it moved to: reading a name reads it there (or where that name moved,
+``MOVED_NAMES``), and setting one (a test's monkeypatch, a user's override) sets it there, so that it changes what the
+package runs.
 """
 from __future__ import annotations
 
 import importlib
 import sys
+import types
 import warnings
 
 # old path -> new path; the aliases go in 0.7
@@ -24,9 +26,42 @@ MOVED = {
 }
 
 
+# names of 0.5's modules that went elsewhere than the rest of their module
+MOVED_NAMES = {
+    'bert_tutorial.predict': {'classification_report': 'bert_tutorial.recipes.evaluation'},
+    'bert_tutorial.finetuning': {'BestParameters': 'bert_tutorial.checkpoint',
+                                 'TUTORIAL_WARMUP_STEPS': 'bert_tutorial.tutorial.train'},
+}
+
+
+class Moved(types.ModuleType):
+    """Module ``old``, now ``new``: attributes are read from and written to ``new`` (or where ``MOVED_NAMES`` says)."""
+
+    def __init__(self, old: str, new: str):
+        super().__init__(old)
+        vars(self)['_target'] = importlib.import_module(new)
+
+    def _home(self, name: str):
+        moved = MOVED_NAMES.get(self.__name__, {}).get(name)
+        return importlib.import_module(moved) if moved else vars(self)['_target']
+
+    def __getattr__(self, name: str):
+        return getattr(self._home(name), name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._home(name), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._home(name), name)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(dir(vars(self)['_target'])) | set(MOVED_NAMES.get(self.__name__, {})))
+
+
 def alias(old: str) -> None:
-    """Make module ``old`` (being imported) the module it moved to, with a ``FutureWarning`` saying where."""
+    """Make module ``old`` (being imported) a stand-in for the module it moved to, with a ``FutureWarning`` saying
+    where."""
     new = MOVED[old]
     warnings.warn(f'{old} moved to {new} in bert_tutorial 0.6; the old path goes in 0.7', FutureWarning,
                   stacklevel=3)
-    sys.modules[old] = importlib.import_module(new)
+    sys.modules[old] = Moved(old, new)

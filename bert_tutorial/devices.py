@@ -6,6 +6,8 @@ import os
 
 import mxnet as mx
 
+from .version import __version__
+
 
 def as_context_list(ctx) -> list[mx.Context]:
     """``ctx`` (a context or a list of them) as a non-empty list of contexts."""
@@ -96,7 +98,6 @@ def machine_description(cpuinfo: str = '/proc/cpuinfo') -> dict:
 def measured() -> dict:
     """When, where and with what a figure is measured: today's date, ``machine_description()`` and the versions of
     the package and MXNet, as every result records."""
-    from . import __version__
     return {'date': datetime.date.today().isoformat(), **machine_description(), 'bert_tutorial': __version__,
             'mxnet': mx.__version__}
 

@@ -17,6 +17,7 @@ import random
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import gluonnlp as nlp
@@ -213,7 +214,7 @@ def lr_schedule(lr: float, total_steps: int, warmup_steps: int) -> mx.lr_schedul
 
 def make_trainer(net, lr: float, optimizer: str | Callable[..., mx.optimizer.Optimizer] = 'bertadam',
                  weight_decay: float = 0.01, kvstore: str = 'device', *, no_decay_norm_bias: bool = False,
-                 lr_scheduler: mx.lr_scheduler.LRScheduler | None = None) -> gluon.Trainer:
+                 lr_scheduler: mx.lr_scheduler.LRScheduler | None = None, kernels: bool | None = None) -> gluon.Trainer:
     """A ``Trainer`` over the trainable parameters of ``net`` (tied weights once).
 
     ``weight_decay`` applies to every parameter, as in the tutorial; ``no_decay_norm_bias`` exempts LayerNorm's
@@ -221,6 +222,7 @@ def make_trainer(net, lr: float, optimizer: str | Callable[..., mx.optimizer.Opt
     (``'bertadam'``: GluonNLP's ``BERTAdam``, the tutorial's), or a callable that makes the optimizer from its
     keyword arguments (``learning_rate``, ``wd``, ``epsilon``, ``lr_scheduler``), such as the one the speed plug-in's
     ``accelerate`` returns. With ``lr_scheduler`` the learning rate follows the optimizer's update count.
+    ``kernels`` (deprecated, 0.5's switch of ``'fusedbertadam'``'s kernels) is passed on to that optimizer.
     """
     # Keyed by structural names ('bert.encoder...'): Trainer orders parameters by key, and the optimizer states
     # of a checkpoint are stored by that order, so it must not depend on global name counters ('dense99_').
@@ -236,6 +238,10 @@ def make_trainer(net, lr: float, optimizer: str | Callable[..., mx.optimizer.Opt
         opt_args['lr_scheduler'] = lr_scheduler
     if not isinstance(optimizer, str) or optimizer in ('bertadam', 'fusedbertadam', 'adam', 'adamw'):
         opt_args['epsilon'] = 1e-6
+    if kernels is not None:
+        warnings.warn("make_trainer(kernels=...) is deprecated since 0.6: pass optimizer=accelerate(net).optimizer "
+                      '(the speed plug-in chooses the kernels); it goes in 0.7', FutureWarning, stacklevel=2)
+        opt_args['kernels'] = kernels
     if not isinstance(optimizer, str):
         optimizer, opt_args = optimizer(**opt_args), None
     elif optimizer.lower() not in mx.optimizer.Optimizer.opt_registry:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import mxnet as mx
 
-from .choice import describe, use_chosen_kernels
+from .choice import OPERATORS, use_chosen_kernels
 from .kernels import load_kernels
 from .optimizer import FusedBERTAdam
 
@@ -66,10 +66,17 @@ def accelerate(net, ctx: mx.Context | Sequence[mx.Context] | None = None, *, dro
         return Acceleration(False, False, 'bertadam', message)
     counts = use_chosen_kernels(net, layer_norm=layer_norm, dropout=dropout, ops=ops)
     record = counts.pop('choice')
-    on_kernels = bool(counts.pop('kernels'))
-    message = (f"speed: {describe(record)}; dropout: {'the C++ kernel' if counts['dropout'] else 'MXNet'}'s masks"
-               if on_kernels else "speed: no C++ kernels here (see above): MXNet's operators, MatmulLayerNorm and "
-               "FusedBERTAdam on MXNet's adam_update")
+    if counts.pop('kernels'):
+        # what runs in this net (the blocks swapped, the optimizer's kernels), not only what the machine's choice allows
+        running = [op for op in OPERATORS if (counts[op] if op in counts else record['kernels'][op])]
+        mxnet = [op for op in OPERATORS if op not in running]
+        message = (f"speed: C++ kernels for {', '.join(running) or 'nothing'}; MXNet's operators for "
+                   f"{', '.join(mxnet) or 'nothing'} (the kernels' choice: {record['decided_by']}); dropout: "
+                   f"{'the C++ kernel' if counts['dropout'] else 'MXNet'}'s masks")
+    else:
+        message = ("speed: no C++ kernels here (see above): MXNet's operators, MatmulLayerNorm for LayerNorm"
+                   if counts['layer_norm'] else "speed: no C++ kernels here (see above): MXNet's operators")
+        message += ", FusedBERTAdam on MXNet's adam_update"
     log.info('%s', message)
     return Acceleration(True, counts['dropout'] > 0, FusedBERTAdam, message, counts, record)
 

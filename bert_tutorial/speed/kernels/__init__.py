@@ -181,7 +181,7 @@ def load_kernels() -> bool:
                         error_line(err))
             return False
         _state = str(path)
-        log.info('bert_tutorial kernels: C++ kernels from %s', path)
+        log.debug('bert_tutorial kernels: C++ kernels from %s', path)  # accelerate's line says what runs
     return bool(_state)
 
 
