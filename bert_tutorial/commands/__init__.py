@@ -73,7 +73,16 @@ def recipe_parser(subparsers, name: str, help: str, config_class: type, recipe) 
         print(recipe(config).summary())
         return 0
 
+    parser = command_parser(subparsers, name, help, run)
+    add_flags(parser, config_class)
+    return parser
+
+
+def command_parser(subparsers, name: str, help: str, run, model_dir: bool = False) -> argparse.ArgumentParser:
+    """The parser of a command that runs ``run(args)`` (its exit code), showing its defaults in ``--help``; with
+    ``model_dir``, a command on a fine-tuned model, its ``--model-dir``."""
     parser = subparsers.add_parser(name, help=help, formatter_class=DefaultsHelpFormatter)
     parser.set_defaults(func=run)
-    add_flags(parser, config_class)
+    if model_dir:
+        parser.add_argument('--model-dir', default='runs/finetune', help='output folder of finetune')
     return parser

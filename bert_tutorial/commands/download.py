@@ -6,7 +6,7 @@ import argparse
 
 from ..recipes.hub import BUILTIN, DEFAULT_MODEL, ZOO_MODELS, builtin_checkpoint_dir, load_zoo_bert, zoo_files
 from ..speed.choice import prepare_kernels
-from . import DefaultsHelpFormatter
+from . import command_parser
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,8 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser('download', help='fetch and cache a pre-trained BERT, print where its files are',
-                              formatter_class=DefaultsHelpFormatter)
+    p = command_parser(subparsers, 'download', 'fetch and cache a pre-trained BERT, print where its files are', run)
     p.add_argument('name', nargs='?', default=DEFAULT_MODEL, help='built-in model or GluonNLP zoo name')
     p.add_argument('--no-kernels', dest='kernels', action='store_false',
                    help='do not build the C++ kernels nor time them (by default they are built and timed now, not at '
@@ -38,4 +37,3 @@ def register(subparsers) -> None:
     p.add_argument('--measure-again', action='store_true',
                    help='time the kernels again even if this machine has a cached choice (it is timed once per '
                    'machine; do this on a quiet machine if the first timing ran next to other work)')
-    p.set_defaults(func=run)

@@ -15,7 +15,7 @@ from ..recipes.evaluation import classification_report
 from ..recipes.hub import load_model
 from ..recipes.sentiment_data import check_tokens, class_order, load_movie_reviews, read_labelled_lines
 from ..tutorial.predict import predict_sentiments
-from . import DefaultsHelpFormatter
+from . import command_parser
 from .predict import pair_model
 
 
@@ -93,9 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser('evaluate', help='score a fine-tuned classifier on labelled text',
-                              formatter_class=DefaultsHelpFormatter)
-    p.add_argument('--model-dir', default='runs/finetune', help='output folder of finetune')
+    p = command_parser(subparsers, 'evaluate', 'score a fine-tuned classifier on labelled text', run, model_dir=True)
     p.add_argument('--data', required=True,
                    help="a .csv, .tsv or .jsonl file of labelled text, or 'movie-reviews' (the built-in test split)")
     p.add_argument('--text-column', default=None, help='None: as the model was trained, else text')
@@ -109,4 +107,3 @@ def register(subparsers) -> None:
     p.add_argument('--ctx', choices=('cpu', 'gpu'), default='cpu',
                    help='where to compute: the CPU or the first GPU (needs a CUDA build of MXNet: see the install '
                    'page)')
-    p.set_defaults(func=run)

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..files import check_output
 from ..recipes.export import export_classifier
 from ..recipes.sentiment_data import load_movie_reviews, subset
-from . import DefaultsHelpFormatter
+from . import command_parser
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,9 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser('export', help='export a fine-tuned classifier for gluon.SymbolBlock.imports',
-                              formatter_class=DefaultsHelpFormatter)
-    p.add_argument('--model-dir', default='runs/finetune', help='output folder of finetune')
+    p = command_parser(subparsers, 'export', 'export a fine-tuned classifier for gluon.SymbolBlock.imports', run,
+                       model_dir=True)
     p.add_argument('--out', default=None,
                    help='a new or empty folder to write into (None: MODEL_DIR/export); never the model folder or a '
                    'folder inside another model')
@@ -39,4 +38,3 @@ def register(subparsers) -> None:
                    help='write an INT8 graph (oneDNN, CPU) calibrated on sentences of the built-in training corpus')
     p.add_argument('--calib-sentences', type=int, default=320, help='calibration sentences for --int8')
     p.add_argument('--calib-mode', choices=('naive', 'entropy'), default='naive', help='calibration for --int8')
-    p.set_defaults(func=run)

@@ -12,7 +12,7 @@ from ..devices import contexts
 from ..recipes.hub import load_model
 from ..recipes.sentiment_data import read_text_file
 from ..tutorial.predict import predict_sentiments
-from . import DefaultsHelpFormatter
+from . import command_parser
 
 
 def read_sentences(args: argparse.Namespace) -> list[str]:
@@ -82,9 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser('predict', help='predict the class of sentences with a fine-tuned model',
-                              formatter_class=DefaultsHelpFormatter)
-    p.add_argument('--model-dir', default='runs/finetune', help='output folder of finetune')
+    p = command_parser(subparsers, 'predict', 'predict the class of sentences with a fine-tuned model', run,
+                       model_dir=True)
     p.add_argument('--input', default=None, help='a text file of sentences, one a line (None: the arguments)')
     p.add_argument('--json', action='store_true', help='one JSON object a line: text, label, probability')
     p.add_argument('--pairs', action='store_true', help='each sentence is two texts separated by a tab')
@@ -92,4 +91,3 @@ def register(subparsers) -> None:
                    help='where to compute: the CPU or the first GPU (needs a CUDA build of MXNet: see the install '
                    'page)')
     p.add_argument('sentences', nargs='*', help="sentences to classify, or - to read one a line from stdin")
-    p.set_defaults(func=run)

@@ -39,6 +39,7 @@ from ..tutorial.model import BERTClassifier
 from ..tutorial.train import evaluate_accuracy, train_loop
 from .encoders import GluonBERT, TutorialBERT
 from .hub import DEFAULT_MODEL, classifier_config, get_pretrained_bert, save_model
+from .results import RunResult
 from .sentiment_data import (
     LABELS,
     check_tokens,
@@ -189,24 +190,13 @@ class FinetuneConfig:
 DEPRECATED_SPEED = tuple(f.name for f in dataclasses.fields(FinetuneConfig) if f.metadata['deprecated'])
 
 
-@dataclass
-class FinetuneResult:
-    """What ``finetune`` returns: the fine-tuned classifier and its vocabulary, one history record per epoch, the
-    ``metrics`` (also in ``out/metrics.json``) and the output folder. ``finished_before``: ``resume`` found the run
-    already finished in ``out`` and trained nothing; ``model`` and ``vocabulary`` are then ``None`` (``load_model(out)``
-    loads them) and the rest is read from ``metrics.json``."""
+class FinetuneResult(RunResult):
+    """What ``finetune`` returns (``RunResult``): ``model`` is the fine-tuned ``BERTClassifier``, ``history`` one
+    record per epoch."""
 
-    model: BERTClassifier | None
-    vocabulary: nlp.vocab.BERTVocab | None
-    history: list[dict]
-    metrics: dict
-    out: Path
-    finished_before: bool = False
-
-    def summary(self) -> str:
-        """The line ``python -m bert_tutorial finetune`` prints at the end: the test accuracy when there was test
-        data, else the validation accuracy of the epoch kept, else (nothing held out) its training accuracy,
-        saying which."""
+    def result_line(self) -> str:
+        """The test accuracy when there was test data, else the validation accuracy of the epoch kept, else (nothing
+        held out) its training accuracy, saying which."""
         m = self.metrics
         kept = m.get('selected_epoch', len(self.history) - 1)
         if m.get('test_accuracy') is not None:
@@ -219,10 +209,7 @@ class FinetuneResult:
             train = m.get('train_accuracy', self.history[kept]['train_accuracy'])
             score = (f"training accuracy {train:.4f} (epoch {kept}, measured while training; nothing was held out: "
                      "no validation or test data)")
-        line = f"{score} after {len(self.history)} epoch(s), {m['seconds']:.0f} s; model saved in {self.out}"
-        if self.finished_before:
-            return f'this run had finished, nothing to resume (trained nothing, changed nothing): {line}'
-        return line
+        return f"{score} after {len(self.history)} epoch(s), {m['seconds']:.0f} s; model saved in {self.out}"
 
 
 def build_classifier(bert: GluonBERT | TutorialBERT, ctx: list[mx.Context], num_classes: int = 2,

@@ -52,6 +52,7 @@ from .pretraining_data import (
     split_documents,
     tokenize_documents,
 )
+from .results import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -272,29 +273,15 @@ class PretrainConfig:
                              f'({self.heads})')
 
 
-@dataclass
-class PretrainResult:
-    """What ``pretrain`` returns: the trained model and its vocabulary, one history record per evaluation, the
-    held-out ``metrics`` (also in ``out/metrics.json``) and the output folder. ``finished_before``: ``resume`` found
-    the run already finished in ``out`` and trained nothing; ``model`` and ``vocabulary`` are then ``None`` (the
-    encoder is in ``out``: ``load_model(out)``) and the rest is read from ``metrics.json``."""
+class PretrainResult(RunResult):
+    """What ``pretrain`` returns (``RunResult``): ``model`` is the ``BERTPretrainModel``, ``history`` one record per
+    evaluation; the encoder is saved in ``out``."""
 
-    model: BERTPretrainModel | None
-    vocabulary: nlp.vocab.BERTVocab | None
-    history: list[dict]
-    metrics: dict
-    out: Path
-    finished_before: bool = False
-
-    def summary(self) -> str:
-        """The line ``python -m bert_tutorial pretrain`` prints at the end."""
+    def result_line(self) -> str:
         m = self.metrics
-        line = (f"held-out MLM accuracy {m['mlm_accuracy']:.3f} (always '{m['baseline_token']}': "
+        return (f"held-out MLM accuracy {m['mlm_accuracy']:.3f} (always '{m['baseline_token']}': "
                 f"{m['mlm_baseline_accuracy']:.3f}), NSP accuracy {m['nsp_accuracy']:.3f}, {m['seconds']:.0f} s; "
                 f"encoder saved in {self.out} (fine-tune it: finetune --model {self.out})")
-        if self.finished_before:
-            return f'this run had finished, nothing to resume (trained nothing, changed nothing): {line}'
-        return line
 
 
 def load_corpus(corpus: str, encoding: str = 'utf-8') -> list[list[str]]:
