@@ -11,7 +11,7 @@ import pytest
 
 import bert_tutorial
 from bert_tutorial.cli import build_parser
-from bert_tutorial.finetuning import FinetuneConfig
+from bert_tutorial.recipes.finetuning import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'docs' / '_ext'))
