@@ -111,6 +111,31 @@ def test_a_model_on_a_gpu_is_left_alone_by_every_entry_point(tiny_vocab, no_buil
     assert _kinds(net) == before
 
 
+class _Made(Exception):
+    """Stops a loop once its trainer is made."""
+
+
+@pytest.mark.parametrize('ctx', [mx.gpu(0), mx.cpu()], ids=['gpu', 'cpu'])
+def test_pretrain_loop_takes_the_optimizer_accelerate_gives(monkeypatch, caplog, request, ctx):
+    """``pretrain_loop`` called as a library (no ``optimizer``): on a GPU GluonNLP's ``BERTAdam``, nothing built
+    (the speed plug-in's ``FusedBERTAdam`` would build and time the kernels for nothing); on a CPU ``FusedBERTAdam``.
+    No block of the model is swapped either way."""
+    from bert_tutorial.recipes import pretraining
+
+    def made(model, lr, optimizer, *args, **kwargs):
+        raise _Made(optimizer)
+    monkeypatch.setattr(pretraining, 'make_trainer', made)
+    if ctx.device_type == 'gpu':
+        request.getfixturevalue('no_build')
+    model = pretraining.BERTPretrainModel(20, 16, 32, 2, 1, 0.1, max_len=16)
+    model.initialize()
+    before = _kinds(model)
+    with caplog.at_level(logging.INFO, logger=LOGGER), pytest.raises(_Made) as made_with:
+        pretraining.pretrain_loop(model, [None], [None], 1, 1e-3, ctx)
+    assert made_with.value.args[0] == ('bertadam' if ctx.device_type == 'gpu' else FusedBERTAdam)
+    assert _kinds(model) == before and len(_lines(caplog)) == 1
+
+
 # ---- on a CPU: what the choice says ------------------------------------------------------------------------------
 
 def test_accelerate_on_a_cpu_without_operator_kernels(tiny_vocab, monkeypatch, caplog):

@@ -36,7 +36,7 @@ from ..checks import (
 from ..devices import contexts, default_ctx, measured
 from ..files import check_free_space, check_out_folder, check_run_folder, locked_output, write_atomic
 from ..loop import clipped_update, epoch_batches, lr_schedule, make_trainer, seed_everything, seed_step, show_progress
-from ..speed import FusedBERTAdam, accelerate
+from ..speed import accelerate
 from ..tutorial.model import BERTEncoder, MLMDecoder, NSClassifier
 from ..tutorial.transformer import valid_length_mask
 from ..vocab import build_vocab, load_vocabulary
@@ -139,7 +139,7 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
                   eval_every: int | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
                   seed: int = 0, baseline_token: int | None = None, progress: bool | None = None,
                   skip_nonfinite: bool = False, before_epoch: Callable[[int], object] | None = None,
-                  run_settings: dict | None = None, optimizer: str | Callable = FusedBERTAdam) -> list[dict]:
+                  run_settings: dict | None = None, optimizer: str | Callable | None = None) -> list[dict]:
     """Train masked LM + next-sentence prediction for ``num_steps`` steps; returns the evaluation history.
 
     ``train_data``: batches of a ``PretrainingDataset``; ``before_epoch(seed)`` is called at the start of every
@@ -147,9 +147,9 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
     ``eval_every`` steps (default: every epoch) it logs MLM loss/accuracy and NSP accuracy on ``eval_data`` and writes
     a checkpoint to ``checkpoint_dir``; ``resume=True`` continues from the newest (refusing one written with other
     settings: the loop's, and ``run_settings``, what the caller's data and model depend on). BERTAdam's update (by
-    default on the speed plug-in's ``FusedBERTAdam``, its C++ kernels where they build; ``optimizer='bertadam'``:
-    GluonNLP's) with weight decay except on LayerNorm and biases, the tutorial's schedule with ``warmup_ratio`` of the
-    steps as warm-up.
+    default the optimizer ``accelerate`` gives for ``ctx``: on a CPU the speed plug-in's ``FusedBERTAdam``, its C++
+    kernels where they build; elsewhere GluonNLP's, nothing built; ``optimizer='bertadam'``: GluonNLP's) with weight
+    decay except on LayerNorm and biases, the tutorial's schedule with ``warmup_ratio`` of the steps as warm-up.
     """
     if num_steps < 1 or lr <= 0:
         raise ValueError(f'num_steps must be >= 1 and lr > 0, got {num_steps} and {lr}')
@@ -158,6 +158,8 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
         raise ValueError('train_data is empty')
     eval_every = eval_every or steps_per_epoch
     warmup = max(1, int(warmup_ratio * num_steps))
+    if optimizer is None:  # the plug-in's optimizer alone (no block swapped): FusedBERTAdam on a CPU only
+        optimizer = accelerate(model, ctx, dropout=False, layer_norm=False, ops=False).optimizer
     trainer = make_trainer(model, lr, optimizer, weight_decay, no_decay_norm_bias=True,
                            lr_scheduler=lr_schedule(lr, num_steps, warmup))
     params = [p for p in model.collect_params().values() if p.grad_req != 'null']
