@@ -9,28 +9,32 @@ global norm 1 and the optimizer update.
 - tutorial: shuffled batches padded to their longest, imperative, MXNet's LayerNorm, dense word-embedding gradient,
   and the tutorial's ``train_loop`` step: GluonNLP's ``BERTAdam`` with weight decay on every parameter, backward on
   the per-example loss vector, clipping that rewrites every gradient (GluonNLP's ``clip_grad_global_norm``);
-- default (what ``python -m bert_tutorial finetune`` trains): length buckets, ``hybridize(static_alloc=True)``,
-  the word embedding trained (``finetune``'s default since 0.3), the dropout kernel and each operator kernel of the
-  package (dense layers, LayerNorm, attention softmax and products, GELU, the optimizer update and gradient norm)
-  where this machine's choice picks it (since 0.5: ``bert_tutorial.speed.choice``, printed at the start),
-  clipping through the optimizer's gradient rescaling;
-- every-kernel (0.4's default; not with ``--quick``): the same with every kernel, whatever the choice;
-- mxnet-ops (0.4's ``finetune --mxnet-ops``, close to 0.3's default; not with ``--quick``): MXNet's dense layers,
-  softmax, attention products and GELU, the other kernels (LayerNorm, dropout, optimizer) kept;
-- mxnet (not with ``--quick``): the default pipeline on MXNet's operators alone (its LayerNorm, Dropout and
-  ``adam_update``; no C++ kernel), what runs where the kernels do not build;
+- default (what ``python -m bert_tutorial finetune`` trains on a CPU): length buckets, ``hybridize(static_alloc=True)``,
+  the word embedding trained (``finetune``'s default since 0.3), and the speed plug-in's one switch as ``finetune``
+  throws it: ``build_classifier(...)``, ``accelerate(net)`` (the dropout kernel and each operator kernel of the
+  package, dense layers, LayerNorm, attention softmax and products, GELU, where this machine's choice picks it:
+  ``bert_tutorial.speed.choice``, printed at the start), ``make_trainer(..., acceleration.optimizer)``
+  (``FusedBERTAdam``: the optimizer update and gradient norm on the kernels the choice picks), clipping through the
+  optimizer's gradient rescaling;
+- every-kernel (0.4's default; not with ``--quick``): the same under ``choice.override('all')``: every kernel,
+  whatever the choice;
+- mxnet-ops (not with ``--quick``): ``accelerate(net, ops=False)`` (what the deprecated ``finetune --mxnet-ops``
+  runs): MXNet's dense layers, softmax, attention products and GELU, LayerNorm, dropout and optimizer as the default;
+- mxnet (not with ``--quick``): what ``finetune --no-fast`` runs: the default pipeline on MXNet's operators and
+  GluonNLP's ``BERTAdam`` with its gradient norm (no C++ kernel, nothing compiled), as on a machine without the
+  kernels' speed;
 - pytorch, when torch and transformers are importable (they are not dependencies): Hugging Face's
   ``BertForSequenceClassification`` on the same checkpoint, the default pipeline's batches, the same trainable
   parameters (the word embedding too), AdamW with the same decay groups, and as many threads as MXNet uses.
-The achieved GFLOP/s of the default pipeline counts the dense and attention matrix products of forward and backward
-on the padded batches. Test accuracies of full runs are read from ``runs/finetune/metrics.json`` (default) and
+The pipelines are built in ``benchmarks/pipelines.py`` (``profile_step.py`` profiles the same). The achieved GFLOP/s
+of the default pipeline counts the dense and attention matrix products of forward and backward on the padded
+batches. Test accuracies of full runs are read from ``runs/finetune/metrics.json`` (default) and
 ``runs/finetune-tutorial/metrics.json`` (the tutorial's pipeline) when they exist; docs/speed.md says how to make them.
 Figures go to ``benchmarks/results/finetune.json``.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import time
@@ -44,19 +48,19 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 import gluonnlp as nlp  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-from mxnet import autograd, gluon  # noqa: E402
+from mxnet import gluon  # noqa: E402
+from pipelines import BATCH, CLIP, LR, MAX_LEN, MXNetVariant, build_pipeline  # noqa: E402
 
 import bert_tutorial  # noqa: E402
-from bert_tutorial import BERTClassifier, FinetuneConfig, build_classifier, get_pretrained_bert  # noqa: E402
 from bert_tutorial.devices import measured  # noqa: E402
-from bert_tutorial.hub import builtin_checkpoint_dir  # noqa: E402
-from bert_tutorial.loop import clipped_update, make_trainer  # noqa: E402
-from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
+from bert_tutorial.recipes.finetuning import FinetuneConfig  # noqa: E402
+from bert_tutorial.recipes.hub import builtin_checkpoint_dir, get_pretrained_bert  # noqa: E402
+from bert_tutorial.recipes.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
 from bert_tutorial.speed import choice  # noqa: E402
+from bert_tutorial.tutorial.model import BERTClassifier  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'benchmarks' / 'results' / 'finetune.json'
-LR, CLIP, MAX_LEN, BATCH = 5e-5, 1.0, 128, 32
 OTHER_VARIANTS = ('every-kernel', 'mxnet-ops', 'mxnet')  # timed next to the default, except with --quick
 
 
@@ -94,32 +98,6 @@ def train_flops(config: dict, batch) -> float:
     dense = 2 * b * t * layers * (4 * u * u + 2 * u * f)
     attention = 2 * b * layers * 2 * t * t * u
     return 3.0 * (dense + attention)
-
-
-class MXNetVariant:
-    """One MXNet pipeline: a classifier, its trainer, and its step (the tutorial's or the package's)."""
-
-    def __init__(self, name: str, net, trainer, batches, tutorial_step: bool):
-        self.name, self.net, self.trainer, self.batches = name, net, trainer, batches
-        self.tutorial_step = tutorial_step
-        self.params = [p for p in net.collect_params().values() if p.grad_req != 'null']
-        self.loss_fn = gluon.loss.SoftmaxCELoss()
-
-    def step(self, batch) -> int:
-        ids, valid_len, segments, label = batch
-        with autograd.record():
-            loss = self.loss_fn(self.net(ids, segments, valid_len), label)
-            if not self.tutorial_step:
-                loss = loss.mean()
-        loss.backward()  # the tutorial's: of the loss vector, the gradient of the batch's summed loss
-        self.trainer.allreduce_grads()
-        if self.tutorial_step:
-            nlp.utils.clip_grad_global_norm(self.params, CLIP)
-            self.trainer.update(1)
-        else:
-            clipped_update(self.trainer, self.params, CLIP, float(loss.asscalar()), self.name, False)
-        loss.wait_to_read()
-        return ids.shape[0]
 
 
 class PyTorchVariant:
@@ -188,12 +166,8 @@ def mxnet_variants(examples, ctx, others: bool = False) -> list[MXNetVariant]:
         if name == 'tutorial':  # its utils.train_loop: GluonNLP's BERTAdam, weight decay on every parameter
             trainer = gluon.Trainer(net.collect_params(), 'bertadam', {'learning_rate': LR, 'wd': 0.01,
                                                                         'epsilon': 1e-6})
-        else:  # the 0.4 variants: every kernel (mxnet-ops: but the dense layers, softmax, products and GELU)
-            kernels = {'default': None, 'every-kernel': 'all', 'mxnet-ops': 'all', 'mxnet': 'none'}[name]
-            with choice.override(kernels) if kernels else contextlib.nullcontext():
-                net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, kernel_ops=name != 'mxnet-ops',
-                                       matmul_layer_norm=name != 'mxnet', kernel_dropout=name != 'mxnet')
-                trainer = make_trainer(net, LR, 'fusedbertadam', no_decay_norm_bias=True)
+        else:  # as finetune builds it: build_classifier, accelerate (or not: mxnet), make_trainer
+            net, trainer, _ = build_pipeline(name, bert, ctx)
         out.append(MXNetVariant(name, net, trainer, batches, tutorial_step=name == 'tutorial'))
     return out
 

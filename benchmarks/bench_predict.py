@@ -40,16 +40,17 @@ import numpy as np
 
 import bert_tutorial  # noqa: E402
 from bert_tutorial.devices import measured
-from bert_tutorial.finetuning import FinetuneConfig, finetune
-from bert_tutorial.hub import load_model
-from bert_tutorial.predict import predict_sentiment, predict_sentiments, sentence_batches
-from bert_tutorial.sentiment_data import LABELS, SentimentTransform, load_movie_reviews, subset
-from bert_tutorial.speed.export import (
+from bert_tutorial.recipes.export import (
     export_classifier,
     fuse_classifier,
     int8_layers,
     quantize_classifier,
 )
+from bert_tutorial.recipes.finetuning import FinetuneConfig, finetune
+from bert_tutorial.recipes.hub import load_model
+from bert_tutorial.recipes.sentiment_data import load_movie_reviews, subset
+from bert_tutorial.tutorial.data import LABELS, SentimentTransform
+from bert_tutorial.tutorial.predict import predict_sentiment, predict_sentiments, sentence_batches
 
 RESULTS = Path(__file__).parent / 'results' / 'predict.json'
 BATCH_SIZE = 32

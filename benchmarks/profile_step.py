@@ -2,16 +2,19 @@
 
     python benchmarks/profile_step.py [--rounds N] [--batches N] [--json PATH]
 
-The default pipeline (``build_classifier`` on the built-in model, batch 32, max_len 128, ``FusedBERTAdam`` with
-clipping) in these variants, each its own copy of the model, in one process:
-- mxnet: MXNet's operators only: ``LayerNorm``, ``Dropout``, softmax, GELU, attention products, and the optimizer
-  on ``adam_update`` with the gradient norm on ``multi_sum_sq``;
-- matmul: ``MatmulLayerNorm``, the rest as mxnet (``finetune``'s default before the C++ kernels, 0.2);
-- v0.3: ``KernelLayerNorm``, the rest as mxnet (``finetune``'s default in 0.3);
-- every: every C++ kernel (``KernelLayerNorm``, ``KernelDropout``, ``KernelSelfAttentionCell`` with its softmax,
-  products and projection, ``KernelGELU``, ``KernelDense``, ``bert_adam_update``, ``bert_sum_sq``): 0.4's default;
-- default: what ``finetune`` runs now: the kernels this machine's choice picks (``bert_tutorial.speed.choice``) and
-  the dropout kernel.
+The default pipeline (``build_classifier`` on the built-in model, batch 32, max_len 128, clipping) in these variants,
+each its own copy of the model, in one process, built as ``benchmarks/pipelines.py`` builds them (as ``finetune``
+does: ``build_classifier``, then ``accelerate`` or not, then ``make_trainer``):
+- mxnet: what ``finetune --no-fast`` runs: MXNet's operators only (``LayerNorm``, ``Dropout``, softmax, GELU,
+  attention products, ``FullyConnected``) and GluonNLP's ``BERTAdam`` with its gradient norm (``multi_sum_sq``);
+- matmul: ``MatmulLayerNorm``, the rest MXNet's, ``FusedBERTAdam`` on ``adam_update`` (``finetune``'s default before
+  the C++ kernels, 0.2);
+- v0.3: ``KernelLayerNorm``, the rest as matmul (``finetune``'s default in 0.3);
+- every: ``accelerate(net)`` under ``choice.override('all')``: every C++ kernel (``KernelLayerNorm``,
+  ``KernelDropout``, ``KernelSelfAttentionCell`` with its softmax, products and projection, ``KernelGELU``,
+  ``KernelDense``, ``bert_adam_update``, ``bert_sum_sq``): 0.4's default;
+- default: what ``finetune`` runs now: ``accelerate(net)``, the kernels this machine's choice picks
+  (``bert_tutorial.speed.choice``) and the dropout kernel, and its ``FusedBERTAdam``.
 ``load_kernels`` must succeed for v0.3, every and default.
 Rounds interleave the variants (the machine is shared: compare within a round, as ratios). Each round times steps
 without the profiler, then profiles the same steps with ``mx.profiler``'s aggregate statistics; the table gives
@@ -25,7 +28,6 @@ where its arrays landed, which ratios within one process do not cancel.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -38,17 +40,17 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import gluonnlp as nlp  # noqa: E402
 import mxnet as mx  # noqa: E402
-from bench_finetune import BATCH, LR, MAX_LEN, MXNetVariant  # noqa: E402
 from fresh_processes import run_fresh  # noqa: E402
 from mxnet import autograd  # noqa: E402
+from pipelines import BATCH, MAX_LEN, MXNetVariant, build_pipeline  # noqa: E402
 
-from bert_tutorial import build_classifier, get_pretrained_bert  # noqa: E402
 from bert_tutorial.devices import measured  # noqa: E402
-from bert_tutorial.loop import make_trainer  # noqa: E402
-from bert_tutorial.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
-from bert_tutorial.speed import choice, load_kernels, use_kernels, use_matmul_layer_norm  # noqa: E402
+from bert_tutorial.recipes.hub import get_pretrained_bert  # noqa: E402
+from bert_tutorial.recipes.sentiment_data import load_movie_reviews, sentiment_loader, subset  # noqa: E402
+from bert_tutorial.speed import FusedBERTAdam, choice, load_kernels  # noqa: E402
 
 VARIANTS = ('mxnet', 'matmul', 'v0.3', 'every', 'default')
+PIPELINE = {'every': 'every-kernel'}  # pipelines.py's name of a variant, where it differs
 
 
 class Step(MXNetVariant):
@@ -56,19 +58,12 @@ class Step(MXNetVariant):
 
     def __init__(self, name: str, ctx: mx.Context):
         bert, self.vocab = get_pretrained_bert(ctx=ctx, use_pooler=False)
-        default = name in ('every', 'default')
-        # every: all kernels whatever this machine's choice says; default: the choice (or $BERT_TUTORIAL_KERNEL_CHOICE)
-        with choice.override('all') if name == 'every' else contextlib.nullcontext():
-            net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, hybridize=False,
-                                   matmul_layer_norm=default, kernel_dropout=default, kernel_ops=default)
-            trainer = make_trainer(net, LR, 'fusedbertadam', no_decay_norm_bias=True, kernels=default)
-            adam = default and choice.chosen('adam')
-        if name == 'matmul':
-            use_matmul_layer_norm(net)
-        elif name == 'v0.3':
-            assert use_kernels(net, dropout=False)['kernels']
-        net.hybridize(static_alloc=True)
-        assert trainer.optimizer.kernels == adam, 'the C++ kernels did not load'
+        net, trainer, acceleration = build_pipeline(PIPELINE.get(name, name), bert, ctx)
+        if name == 'mxnet':  # finetune --no-fast: GluonNLP's BERTAdam
+            assert type(trainer.optimizer) is nlp.optimizer.BERTAdam
+        else:  # the optimizer follows the choice its blocks were swapped under (the variant's override)
+            assert type(trainer.optimizer) is FusedBERTAdam
+            assert trainer.optimizer.kernels == acceleration.choice['kernels']['adam']
         super().__init__(name, net, trainer, [], tutorial_step=False)
 
     def __call__(self, batch) -> None:

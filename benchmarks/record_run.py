@@ -23,6 +23,9 @@ RESULTS = Path(__file__).parent / 'results' / 'runs'
 # recorded command reproduces.
 REPORTING = {f.name for config in (FinetuneConfig, PretrainConfig) for f in dataclasses.fields(config)
              if f.metadata['free'] == 'output'}
+# What finetune records of how it ran, not a setting: kernel_dropout (whether the dropout kernel ran, decided by fast
+# and the machine, as 0.5 recorded it too: False also where the kernels did not build).
+AS_IT_RAN = {'kernel_dropout'}
 
 
 def command_of(config: dict, command: str = 'finetune') -> str:
@@ -31,10 +34,13 @@ def command_of(config: dict, command: str = 'finetune') -> str:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     words = ['python -m bert_tutorial', command]
     for action in sub._actions:
-        if action.dest not in config or action.dest in REPORTING or not action.option_strings:
+        if action.dest not in config or action.dest in REPORTING | AS_IT_RAN or not action.option_strings:
             continue
         value, flag = config[action.dest], action.option_strings[-1]
-        if action.nargs == 0:  # store_true/false/const; two flags may set one field both ways
+        if isinstance(action, argparse.BooleanOptionalAction):  # --fast / --no-fast
+            if value is not None and value != action.default:
+                words.append(next(o for o in action.option_strings if o.startswith('--no-') is not bool(value)))
+        elif action.nargs == 0:  # store_true/false/const; two flags may set one field both ways
             if value == action.const and value != action.default:
                 words.append(flag)
         elif value != action.default and value is not None:  # None: a setting not used (data with a train file)

@@ -2,8 +2,8 @@
 
     pip install -e ".[bench]" && python benchmarks/tfidf_baseline.py [--seed 0]
 
-It uses ``bert_tutorial.sentiment_data.load_movie_reviews``, the split the ``finetune`` command trains and tests on,
-and writes ``benchmarks/results/tfidf_baseline.json``.
+It uses ``bert_tutorial.recipes.sentiment_data.load_movie_reviews``, the split the ``finetune`` command trains and
+tests on, and writes ``benchmarks/results/tfidf_baseline.json``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from bert_tutorial.devices import measured
-from bert_tutorial.sentiment_data import load_movie_reviews
+from bert_tutorial.recipes.sentiment_data import load_movie_reviews
 
 RESULTS = Path(__file__).parent / 'results' / 'tfidf_baseline.json'
 

@@ -68,6 +68,18 @@ def tiny_encoder_dir(tiny_bert, tiny_vocab, tmp_path):
                       {'model_type': 'encoder', 'encoder': tiny_bert.config})
 
 
+@pytest.fixture(scope='module')
+def tiny_model(tmp_path_factory):
+    """A Hugging Face folder of a 2-layer, 8-unit BERT over the toy vocabulary (dropout 0.1), for ``--model``: runs
+    about checkpoints and settings, which any model shows, at a fraction of the cost."""
+    from test_hub import CONFIG, _tensors, _write
+
+    vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', *WORDS]
+    config = dict(CONFIG, vocab_size=len(vocab), max_position_embeddings=64)
+    return str(_write(tmp_path_factory.mktemp('tiny') / 'model', config, _tensors(config, np.random.default_rng(0)),
+                      vocab))
+
+
 def write_reviews(path, n, seed=0, labels=('negative', 'positive')):
     """``toy_reviews`` as a labelled CSV file (``text,label``) with the class names ``labels``."""
     import csv

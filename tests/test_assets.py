@@ -7,7 +7,7 @@ import time
 import pytest
 
 from bert_tutorial import assets
-from bert_tutorial.sentiment_data import ROTTEN_TOMATOES
+from bert_tutorial.recipes.sentiment_data import ROTTEN_TOMATOES
 
 MEMBER = 'rotten_tomatoes_corpus_full.csv.bz2'
 
@@ -60,7 +60,7 @@ def _offline_env(home):
 
 
 def test_unreachable_registry_fails_fast_with_the_way_out(home):
-    code = 'from bert_tutorial.sentiment_data import read_rotten_tomatoes; read_rotten_tomatoes()'
+    code = 'from bert_tutorial.recipes.sentiment_data import read_rotten_tomatoes; read_rotten_tomatoes()'
     start = time.monotonic()
     proc = subprocess.run([sys.executable, '-W', 'ignore', '-c', code], env=_offline_env(home),
                           capture_output=True, text=True, timeout=120)
@@ -78,7 +78,7 @@ def test_no_fetch_when_not_allowed(home):
 
 def test_concurrent_fetches_do_not_corrupt_each_other(home):
     code = ('from bert_tutorial.assets import fetch, sha256_file; '
-            'from bert_tutorial.sentiment_data import ROTTEN_TOMATOES;'
+            'from bert_tutorial.recipes.sentiment_data import ROTTEN_TOMATOES;'
             f'print(sha256_file(fetch(ROTTEN_TOMATOES)["{MEMBER}"]))')
     env = dict(os.environ, MXNET_HOME=str(home))
     procs = [subprocess.Popen([sys.executable, '-W', 'ignore', '-c', code], env=env, stdout=subprocess.PIPE,

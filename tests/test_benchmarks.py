@@ -32,7 +32,10 @@ def test_bench_finetune_quick(tmp_path):
         assert set(ours.values()) | {'bert_dropout'} <= set(every), sorted(every)
         # (MXNet's Dropout still runs on one element a layer: it tells bert_dropout whether training is on)
         assert not {'adam_update', 'multi_sum_sq', 'LayerNorm', '_backward_LayerNorm'} & set(every)
-        assert {'adam_update', 'multi_sum_sq', 'LayerNorm'} <= set(figures['profile']['operators']['mxnet'])
+        # mxnet: what finetune --no-fast runs: MXNet's operators and GluonNLP's BERTAdam (adamw_update), no kernel
+        mxnet = figures['profile']['operators']['mxnet']
+        assert {'multi_sum_sq', 'LayerNorm', 'Dropout'} <= set(mxnet) and any('adamw_update' in op for op in mxnet)
+        assert not [op for op in mxnet if op.startswith(('bert_', '_backward_bert_')) and mxnet[op] > 0]
         # the default runs the kernels this machine's choice picked (printed first), and no others
         default, chosen = figures['profile']['operators']['default'], figures['kernel_choice']['kernels']
         assert 'bert_dropout' in default and 'default pipeline runs C++ kernels for' in proc.stdout
@@ -66,6 +69,55 @@ def test_bench_predict_quick(tmp_path):
     assert v['exported']['agreement_with_float32'] == v['fused']['agreement_with_float32'] == 1.0
     assert v['int8']['agreement_with_float32'] >= 0.9
     assert v['int8-sorted']['agreement_with_float32'] >= 0.9
+
+
+@pytest.mark.parametrize('name', ['default', 'every-kernel', 'mxnet-ops', 'mxnet', 'matmul', 'v0.3'])
+def test_the_benchmarks_build_their_pipelines_as_finetune_does(tiny_vocab, monkeypatch, name):
+    """benchmarks/pipelines.py: build_classifier, then accelerate (as ``--fast`` on a CPU; not for mxnet: as
+    ``--no-fast``), then make_trainer with what accelerate returns; the blocks and optimizer each variant names."""
+    import gluonnlp as nlp
+    import mxnet as mx
+    from conftest import tiny_bert_config
+
+    from bert_tutorial.recipes.encoders import build_encoder
+    from bert_tutorial.speed import (
+        FusedBERTAdam,
+        KernelDense,
+        KernelDropout,
+        KernelGELU,
+        KernelLayerNorm,
+        KernelSelfAttentionCell,
+        MatmulLayerNorm,
+        load_kernels,
+    )
+    monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))
+    from pipelines import build_pipeline
+
+    if name in ('every-kernel', 'v0.3') and not load_kernels():
+        pytest.skip('no C++ kernels here')
+    net, trainer, acceleration = build_pipeline(name, build_encoder(tiny_bert_config(len(tiny_vocab), dropout=0.1)),
+                                                mx.cpu())
+    kinds, todo = set(), [net]
+    while todo:
+        block = todo.pop()
+        kinds.add(type(block))
+        todo += block._children.values()
+    ops = {KernelGELU, KernelSelfAttentionCell, KernelDense}
+    if name == 'mxnet':
+        assert acceleration is None and type(trainer.optimizer) is nlp.optimizer.BERTAdam
+        assert not kinds & {KernelLayerNorm, KernelDropout, MatmulLayerNorm, *ops}
+        return
+    assert type(trainer.optimizer) is FusedBERTAdam and acceleration.on
+    assert mx.gluon.nn.LayerNorm not in kinds  # a LayerNorm kernel or MatmulLayerNorm in every accelerated variant
+    if name == 'every-kernel':
+        assert {KernelLayerNorm, KernelDropout, KernelGELU, KernelSelfAttentionCell} <= kinds
+        assert trainer.optimizer.kernels and trainer.optimizer.norm_kernel
+    elif name == 'mxnet-ops':
+        assert not kinds & ops
+    elif name in ('matmul', 'v0.3'):
+        assert not kinds & ops and not trainer.optimizer.kernels
+        assert (KernelLayerNorm if name == 'v0.3' else MatmulLayerNorm) in kinds
+    assert (KernelDropout in kinds) is (load_kernels() and name not in ('matmul', 'v0.3'))
 
 
 @pytest.mark.slow

@@ -23,20 +23,6 @@ SMALL = ('--max-train', '64', '--max-test', '32', '--epochs', '1', '--max-len', 
 
 
 @pytest.fixture(scope='module')
-def tiny_model(tmp_path_factory):
-    """A Hugging Face folder of a 2-layer, 8-unit BERT over the toy vocabulary, for ``--model``: runs about
-    checkpoints and settings, which any model shows, at a fraction of the cost."""
-    import numpy as np
-    from conftest import WORDS
-    from test_hub import CONFIG, _tensors, _write
-
-    vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', *WORDS]
-    config = dict(CONFIG, vocab_size=len(vocab), max_position_embeddings=64)
-    return str(_write(tmp_path_factory.mktemp('tiny') / 'model', config, _tensors(config, np.random.default_rng(0)),
-                      vocab))
-
-
-@pytest.fixture(scope='module')
 def finetuned(tmp_path_factory):
     out = tmp_path_factory.mktemp('ft')
     proc = cli('finetune', *SMALL, '--out', str(out), '--no-progress', '--log-interval', '1')
@@ -55,10 +41,16 @@ def test_finetune_writes_metrics_and_model(finetuned):
     assert 0 <= metrics['test_accuracy'] <= 1 and metrics['train_samples_per_second'] > 0
     assert {'config.json', 'vocab.json', 'model.params'} <= set(os.listdir(out))
     assert 'Batch 0 Accuracy' in proc.stdout and 'Test Accuracy' in proc.stdout
-    # what ran and where: the kernels this machine's choice picked (said in the log too), versions, CPU
+    # what ran and where: the kernels this machine's choice picked (said in accelerate's one log line too), the
+    # dropout that ran, versions, CPU
     from bert_tutorial.speed.choice import OPERATORS, describe
     assert set(metrics['kernel_choice']['kernels']) == set(OPERATORS)
-    assert f"bert_tutorial kernels: {describe(metrics['kernel_choice'])}" in proc.stderr
+    speed = [line.split(': ', 1)[1] for line in proc.stderr.splitlines() if 'bert_tutorial.speed.accelerate:' in line]
+    if metrics['kernel_choice']['decided_by'] == 'no C++ kernels':
+        assert len(speed) == 1 and speed[0].startswith('speed: no C++ kernels here') and not metrics['kernel_dropout']
+    else:
+        assert speed == [f"speed: {describe(metrics['kernel_choice'])}; dropout: the C++ kernel's masks"]
+        assert metrics['kernel_dropout'] is metrics['config']['kernel_dropout'] is True
     import bert_tutorial
     assert metrics['measured']['mxnet'] == __import__('mxnet').__version__ and metrics['measured']['cpu']
     assert metrics['measured']['bert_tutorial'] == bert_tutorial.__version__
@@ -162,7 +154,7 @@ def test_bad_settings_are_refused_before_any_work(args, message):
 
 
 def test_a_corpus_that_is_not_utf8_is_refused_or_read_with_its_encoding(tmp_path):
-    from bert_tutorial.pretraining_data import read_text_corpus
+    from bert_tutorial.recipes.pretraining_data import read_text_corpus
 
     corpus = tmp_path / 'latin1.txt'
     corpus.write_bytes('Un café au lait. Une phrase.\n\nDeux. Trois.\n'.encode('latin-1'))
@@ -175,8 +167,9 @@ def test_a_corpus_that_is_not_utf8_is_refused_or_read_with_its_encoding(tmp_path
 
 def test_an_unwritable_or_busy_out_fails_before_any_work(tmp_path, monkeypatch):
     """Found before the model loads (here, loading it would fail the test), and the holder is named."""
-    from bert_tutorial import FinetuneConfig, PretrainConfig, finetune, finetuning, pretrain, pretraining
+    from bert_tutorial import FinetuneConfig, PretrainConfig, finetune, pretrain
     from bert_tutorial.files import locked_output
+    from bert_tutorial.recipes import finetuning, pretraining
 
     def no_work(*args, **kwargs):
         raise AssertionError('work started before the out folder was checked')
@@ -211,17 +204,21 @@ def test_resume_with_another_batch_size_is_refused_harmless_changes_are_not(tmp_
 @pytest.mark.slow
 def test_dropout_is_recorded_as_it_ran(tmp_path, tiny_model):
     """Where the C++ kernels are off, the default run records kernel_dropout=False (MXNet's Dropout ran): resuming
-    it where the kernels are on (other masks) is refused, unless --mxnet-dropout asks for MXNet's again; whether
-    the other operators run on the kernels (--mxnet-ops: the same values) does not matter."""
+    it where the kernels are on (other masks) is refused, naming --accept-other-dropout-masks, unless the deprecated
+    --mxnet-dropout asks for MXNet's again (0.5's flags still work, with a FutureWarning); whether the other operators
+    run on the kernels (the deprecated --mxnet-ops: the same values) does not matter."""
     from bert_tutorial.speed.kernels import load_kernels
     if not load_kernels():
         pytest.skip('no C++ kernels here')
     args = ['finetune', '--model', tiny_model, '--max-train', '16', '--max-test', '8', '--max-len', '32', '--epochs',
             '1', '--batch-size', '8', '--out', str(tmp_path), '--no-progress']
     proc = cli(*args, env={'BERT_TUTORIAL_KERNELS': 'off'})  # a process started with the kernels off
-    assert "MXNet's Dropout runs (kernel_dropout=False)" in proc.stderr
-    assert json.loads((tmp_path / 'metrics.json').read_text())['config']['kernel_dropout'] is False
+    assert "bert_tutorial.speed.accelerate: speed: no C++ kernels here" in proc.stderr
+    metrics = json.loads((tmp_path / 'metrics.json').read_text())
+    assert metrics['config']['kernel_dropout'] is False and metrics['kernel_dropout'] is False
     proc = run_cli(*args, '--resume', check=False)  # this process: the kernels are on
     assert proc.returncode == 2 and proc.stderr.startswith('error: ')
-    assert 'was written with kernel_dropout=False, this run has kernel_dropout=True' in proc.stderr
-    assert run_cli(*args, '--resume', '--mxnet-dropout', '--mxnet-ops').returncode == 0
+    assert "was trained with MXNet's Dropout; this run would draw the dropout kernel's masks" in proc.stderr
+    assert '--accept-other-dropout-masks' in proc.stderr
+    with pytest.warns(FutureWarning, match='deprecated'):
+        assert run_cli(*args, '--resume', '--mxnet-dropout', '--mxnet-ops').returncode == 0

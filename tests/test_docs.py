@@ -88,6 +88,13 @@ def test_recorded_command_reproduces_the_run_config():
     rebuilt = FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)})
     assert dataclasses.replace(rebuilt, out=config.out) == config
     assert command_of(dataclasses.asdict(FinetuneConfig())) == 'python -m bert_tutorial finetune'
+    # as finetune records a run: kernel_dropout as it ran (not a flag); --no-fast (a flag pair) when given
+    for fast in (True, False):
+        recorded = dict(dataclasses.asdict(FinetuneConfig(fast=fast)), kernel_dropout=fast)
+        assert command_of(recorded) == 'python -m bert_tutorial finetune' + ('' if fast else ' --no-fast')
+        args = build_parser().parse_args(command_of(recorded).split()[3:])
+        assert FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)}) == \
+            FinetuneConfig(fast=fast)
 
 
 @pytest.mark.parametrize('path', sorted((ROOT / 'benchmarks' / 'results').rglob('*.json')),

@@ -7,9 +7,9 @@ import pytest
 from conftest import run_cli
 
 from bert_tutorial import BERTClassifier, save_model
-from bert_tutorial.hub import classifier_config
-from bert_tutorial.predict import classification_report
-from bert_tutorial.sentiment_data import read_labelled_file
+from bert_tutorial.recipes.evaluation import classification_report
+from bert_tutorial.recipes.hub import classifier_config
+from bert_tutorial.recipes.sentiment_data import read_labelled_file
 
 EXAMPLE = Path(__file__).resolve().parents[1] / 'examples' / 'reviews.csv'
 

@@ -6,16 +6,16 @@ import pytest
 from conftest import toy_reviews
 
 from bert_tutorial import BERTClassifier, load_model, save_model
-from bert_tutorial.hub import classifier_config
-from bert_tutorial.predict import predict_sentiments
-from bert_tutorial.sentiment_data import SentimentTransform, batchify_fn
-from bert_tutorial.speed.export import (
+from bert_tutorial.recipes.export import (
     export_classifier,
     fuse_classifier,
     int8_layers,
     quantize_classifier,
     softmax_without_length,
 )
+from bert_tutorial.recipes.hub import classifier_config
+from bert_tutorial.tutorial.data import SentimentTransform, batchify_fn
+from bert_tutorial.tutorial.predict import predict_sentiments
 
 SENTENCES = ['the movie was good', 'bad bad plot', 'a', 'good ' * 300]
 
@@ -38,7 +38,7 @@ def test_exported_model_predicts_like_the_original(tiny_bert, tiny_vocab, tmp_pa
 
 
 def test_incomplete_export_dir(tmp_path):
-    from bert_tutorial.hub import config_digest
+    from bert_tutorial.recipes.hub import config_digest
     config = {'format_version': 1, 'model_type': 'exported_classifier', 'inputs': ['data0', 'data1', 'data2']}
     (tmp_path / 'config.json').write_text(json.dumps(dict(config, config_sha256=config_digest(config))))
     with pytest.raises(FileNotFoundError, match='is not a complete saved exported_classifier: model-symbol.json'):

@@ -9,8 +9,8 @@ from mxnet import gluon
 
 from bert_tutorial import BERTClassifier
 from bert_tutorial.checkpoint import latest_checkpoint
-from bert_tutorial.finetuning import train_loop
-from bert_tutorial.sentiment_data import sentiment_loader
+from bert_tutorial.recipes.sentiment_data import sentiment_loader
+from bert_tutorial.tutorial.train import train_loop
 
 
 def _setup(tiny_bert, tiny_vocab, n_train=256, n_test=64, batch_size=16, seed=0):
@@ -164,7 +164,7 @@ def test_bad_arguments(tiny_bert, tiny_vocab):
 
 def _clip_grad_global_norm(params, clip, on_kernels):
     """GluonNLP's clip_grad_global_norm; on the C++ kernels, its formula on their gradient norm (bert_sum_sq, which
-    clipped_update takes there)."""
+    clipped_update takes there: FusedBERTAdam's global_norm)."""
     if not on_kernels:
         return nlp.utils.clip_grad_global_norm(params, clip)
     from bert_tutorial.speed.optimizer import grad_global_norm
@@ -173,7 +173,7 @@ def _clip_grad_global_norm(params, clip, on_kernels):
         p.grad()[:] *= scale
 
 
-@pytest.mark.parametrize('optimizer', ['sgd', 'bertadam', 'fusedbertadam'])
+@pytest.mark.parametrize('optimizer', ['sgd', 'bertadam', 'FusedBERTAdam'])
 @pytest.mark.parametrize('clip', [None, 2.0 ** -10, 2.0 ** 10])
 def test_clipped_update_equals_clipping_the_gradients(clip, optimizer):
     """The clipping factor applied through the optimizer's rescaling gives the update that rewriting the
@@ -181,6 +181,7 @@ def test_clipped_update_equals_clipping_the_gradients(clip, optimizer):
     2**10 none), so that norm / clip is exact in float32 and both ways scale by the same float32 number,
     fl32(clip / norm) (see test_train_loop_with_seven_arguments_is_the_tutorials_recipe)."""
     from bert_tutorial.loop import clipped_update, make_trainer
+    from bert_tutorial.speed import FusedBERTAdam
 
     lr, steps, results = 1e-2, 3, []
     for ours in (True, False):
@@ -188,7 +189,8 @@ def test_clipped_update_equals_clipping_the_gradients(clip, optimizer):
         net = gluon.nn.HybridSequential()
         net.add(gluon.nn.Dense(8, activation='tanh'), gluon.nn.LayerNorm(), gluon.nn.Dense(2))
         net.initialize(mx.init.Normal(0.5))
-        trainer = make_trainer(net, lr, optimizer)
+        # the speed plug-in's optimizer as accelerate() hands it to make_trainer: a callable
+        trainer = make_trainer(net, lr, FusedBERTAdam if optimizer == 'FusedBERTAdam' else optimizer)
         params = list(net.collect_params().values())
         x, y = mx.nd.random.normal(shape=(4, 5)), mx.nd.array([0, 1, 1, 0])
         for _ in range(steps):
@@ -199,7 +201,7 @@ def test_clipped_update_equals_clipping_the_gradients(clip, optimizer):
                 assert clipped_update(trainer, params, clip, loss.asscalar(), 'test', False)
             else:
                 if clip is not None:
-                    _clip_grad_global_norm(params, clip, getattr(trainer.optimizer, 'kernels', False))
+                    _clip_grad_global_norm(params, clip, getattr(trainer.optimizer, 'norm_kernel', False))
                 trainer.update(1)
         results.append([p.data().asnumpy() for p in params])
     for a, b in zip(*results):
@@ -238,6 +240,23 @@ def test_fused_bert_adam_equals_gluonnlp_bert_adam():
         # <= ~4 (2**-21 ~ 5e-7): 1e-5 bounds 4 of them
         np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
     assert 'fusedbertadam' in mx.optimizer.Optimizer.opt_registry
+
+
+def test_make_trainer_takes_a_registry_name_or_a_callable(monkeypatch):
+    """``make_trainer`` builds MXNet's registered optimizers by name and others (the speed plug-in's) from a
+    callable; the plug-in's registry name, before the plug-in is imported, is refused naming the way to get it."""
+    from bert_tutorial.loop import make_trainer, update_rule
+    from bert_tutorial.speed import FusedBERTAdam
+
+    net = gluon.nn.Dense(2, in_units=3)
+    net.initialize()
+    assert type(make_trainer(net, 1e-3).optimizer) is nlp.optimizer.BERTAdam
+    fused = make_trainer(net, 1e-3, FusedBERTAdam).optimizer
+    assert type(fused) is FusedBERTAdam and fused.epsilon == 1e-6 and fused.wd == 0.01
+    assert update_rule(FusedBERTAdam) == update_rule('bertadam') == 'bertadam'  # checkpoints of either resume alike
+    monkeypatch.delitem(mx.optimizer.Optimizer.opt_registry, 'fusedbertadam')  # as before speed is imported
+    with pytest.raises(ValueError, match=r"'fusedbertadam'.*speed plug-in's; pass optimizer=bert_tutorial.speed"):
+        make_trainer(net, 1e-3, 'fusedbertadam')
 
 
 @pytest.mark.parametrize('option, match', [

@@ -1,5 +1,5 @@
 """Without a GPU: ``--ctx gpu`` says what to install on every command that takes it, tools/gpu_check.py says there
-is none and exits 0; a model on a GPU never builds the C++ kernels (CPU operators)."""
+is none and exits 0. (That a model on a GPU never builds the C++ kernels, CPU operators: tests/test_accelerate.py.)"""
 import importlib.util
 from pathlib import Path
 
@@ -37,23 +37,6 @@ def test_gpu_check_says_there_is_no_gpu_and_exits_0(capsys):
     assert gpu_check.main([]) == 0
     stdout = capsys.readouterr().out
     assert stdout.startswith('no GPU: ') and 'Nothing to compare' in stdout
-
-
-def test_a_model_on_a_gpu_does_not_build_the_kernels(monkeypatch):
-    """make_trainer on parameters placed on a GPU: FusedBERTAdam without kernels, and load_kernels never called
-    (it would compile the library for nothing)."""
-    from bert_tutorial.loop import make_trainer
-    from bert_tutorial.speed import optimizer
-
-    def no_build():
-        raise AssertionError('load_kernels called for a model on a GPU')
-    monkeypatch.setattr(optimizer, 'load_kernels', no_build)
-    net = mx.gluon.nn.Dense(2, in_units=3)
-    net.initialize()
-    for p in net.collect_params().values():
-        monkeypatch.setattr(p, 'list_ctx', lambda: [mx.gpu(0)])  # where the parameters would live on a GPU machine
-    trainer = make_trainer(net, 1e-3, 'fusedbertadam')
-    assert trainer.optimizer.kernels is False
 
 
 def test_a_cuda_build_without_a_working_driver_is_one_line(monkeypatch):

@@ -13,8 +13,9 @@ import pytest
 from mxnet import nd
 from safetensors.numpy import save_file
 
-from bert_tutorial import BERTClassifier, GluonBERT, get_pretrained_bert, hub, load_hf_checkpoint
+from bert_tutorial import BERTClassifier, GluonBERT, get_pretrained_bert, load_hf_checkpoint
 from bert_tutorial.assets import sha256_file
+from bert_tutorial.recipes import hub
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'minilm_parity.npz'
 

@@ -139,7 +139,7 @@ def test_operator_errors_are_one_clean_line():
 def test_first_build_is_announced_by_the_command_line(cache):
     """``python -m bert_tutorial download`` on a machine without the library: the command's log shows, before the
     build, what it does and how long it takes; then the build, the library and the choice."""
-    from bert_tutorial.hub import builtin_checkpoint_dir
+    from bert_tutorial.recipes.hub import builtin_checkpoint_dir
 
     kernels.checksum_path(cache['target']).unlink()
     cache['target'].unlink()

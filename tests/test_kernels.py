@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from mxnet import autograd, gluon, nd
 
 from bert_tutorial import BERTClassifier, build_encoder
+from bert_tutorial.recipes.export import fuse_classifier
 from bert_tutorial.speed import kernels
-from bert_tutorial.speed.export import fuse_classifier
 from bert_tutorial.speed.kernel_ops import KernelDropout, KernelLayerNorm, standard_ops, use_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -572,7 +572,7 @@ def test_softmax_and_gelu_swap_inside_a_classifier(tiny_vocab, tmp_path, hybridi
 @needs_kernels
 def test_package_blocks_gelu_swap():
     from bert_tutorial.speed import KernelGELU
-    from bert_tutorial.transformer import PositionWiseFFN
+    from bert_tutorial.tutorial.transformer import PositionWiseFFN
 
     ffn = PositionWiseFFN(8, 16)
     ffn.initialize(mx.init.Normal(0.5))
@@ -629,8 +629,8 @@ def _run_python(code, tmp_path, **env):
 @needs_kernels
 def test_export_loads_without_the_library(tiny_bert, tiny_vocab, tmp_path):
     from bert_tutorial import load_model, save_model
-    from bert_tutorial.hub import classifier_config
-    from bert_tutorial.speed.export import export_classifier
+    from bert_tutorial.recipes.export import export_classifier
+    from bert_tutorial.recipes.hub import classifier_config
 
     net = BERTClassifier(tiny_bert, 2, pooling='mean')
     net.classifier.initialize(mx.init.Normal(0.5))
@@ -656,7 +656,7 @@ def test_export_loads_without_the_library(tiny_bert, tiny_vocab, tmp_path):
 @needs_kernels
 def test_save_model_refuses_an_export_that_needs_the_library(tiny_vocab, tmp_path):
     from bert_tutorial import save_model
-    from bert_tutorial.hub import classifier_config
+    from bert_tutorial.recipes.hub import classifier_config
 
     net = _classifier(tiny_vocab, dropout=0.1)
     use_kernels(net, softmax=True)

@@ -6,8 +6,8 @@ import json
 import pytest
 from conftest import write_reviews
 
-from bert_tutorial import finetuning, pretraining
 from bert_tutorial.cli import main
+from bert_tutorial.recipes import finetuning, pretraining
 
 MODEL_FILES = {'.lock', 'config.json', 'model.params', 'vocab.json', 'metrics.json'}
 

@@ -55,7 +55,7 @@ def test_finetuning_outputs_match_the_code():
     import gluonnlp as nlp
 
     from bert_tutorial import get_pretrained_bert
-    from bert_tutorial.sentiment_data import load_movie_reviews
+    from bert_tutorial.recipes.sentiment_data import load_movie_reviews
     text = stored_text(nbformat.read(NOTEBOOKS / 'bert_finetuning.ipynb', as_version=4))
     bert, vocab = get_pretrained_bert()
     assert str(vocab) in text and 'index for [CLS] =  101' in text and 'index for [SEP] =  102' in text

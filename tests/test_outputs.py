@@ -15,7 +15,7 @@ from conftest import toy_reviews
 
 from bert_tutorial import BERTClassifier, save_model
 from bert_tutorial.cli import main
-from bert_tutorial.hub import classifier_config
+from bert_tutorial.recipes.hub import classifier_config
 
 
 class NoWork(Exception):
@@ -136,7 +136,7 @@ def test_evaluate_never_replaces_something_that_is_not_a_regular_file(model_dir,
 @pytest.mark.parametrize('command', ['finetune', 'pretrain'])
 def test_a_run_never_writes_into_its_input_folder_or_a_hugging_face_checkpoint(command, tiny_bert, tiny_vocab,
                                                                              tmp_path, capsys, monkeypatch):
-    from bert_tutorial import finetuning, pretraining
+    from bert_tutorial.recipes import finetuning, pretraining
     monkeypatch.setattr(finetuning, 'get_pretrained_bert', no_work)
     monkeypatch.setattr(pretraining, 'load_corpus', no_work)
     hf = tmp_path / 'hf'
@@ -167,7 +167,7 @@ def test_a_run_never_writes_into_its_input_folder_or_a_hugging_face_checkpoint(c
 def test_evaluate_output_a_folder_and_export_out_a_file_are_refused_before_the_work(model_dir, data, tmp_path,
                                                                                       capsys, monkeypatch):
     from bert_tutorial.commands import evaluate
-    from bert_tutorial.speed import export
+    from bert_tutorial.recipes import export
     monkeypatch.setattr(evaluate, 'load_model', no_work)
     monkeypatch.setattr(export, 'load_model', no_work)
     folder = tmp_path / 'reports'
@@ -194,7 +194,7 @@ def test_evaluate_output_a_folder_and_export_out_a_file_are_refused_before_the_w
 ])
 def test_an_out_folder_the_run_cannot_fill_is_refused_before_any_work(tmp_path, capsys, monkeypatch, command,
                                                                        blocker, message):
-    from bert_tutorial import finetuning, pretraining
+    from bert_tutorial.recipes import finetuning, pretraining
     monkeypatch.setattr(finetuning, 'get_pretrained_bert', no_work)
     monkeypatch.setattr(pretraining, 'load_corpus', no_work)
     out = tmp_path / 'out'
@@ -212,7 +212,8 @@ def test_too_little_free_space_for_the_parameters_is_refused_before_training(com
                                                                              capsys, monkeypatch):
     from collections import namedtuple
 
-    from bert_tutorial import files, finetuning, pretraining
+    from bert_tutorial import files
+    from bert_tutorial.recipes import finetuning, pretraining
     monkeypatch.setattr(finetuning, 'train_loop', no_work)
     monkeypatch.setattr(pretraining, 'pretrain_loop', no_work)
     usage = namedtuple('usage', 'total used free')
@@ -343,7 +344,7 @@ def test_temporaries_of_killed_writes_are_removed_by_the_next_run(tmp_path):
 # ---- item 10: pretrain's max_len is capped at BERT's positions, as finetune's is ------------------------------
 
 def test_pretrain_caps_max_len_at_the_positions_of_bert(tmp_path, capsys, monkeypatch, caplog):
-    from bert_tutorial import pretraining
+    from bert_tutorial.recipes import pretraining
     seen = {}
 
     def model(*args, max_len, **kwargs):  # the first thing whose size max_len sets; stop there
@@ -369,7 +370,7 @@ def test_pretrain_caps_max_len_at_the_positions_of_bert(tmp_path, capsys, monkey
 @pytest.mark.parametrize('command', ['finetune', 'pretrain'])
 @pytest.mark.parametrize('seed', ['4294967296', '-1', str(2**64)])
 def test_a_seed_out_of_range_is_refused_before_any_work(command, seed, capsys, monkeypatch, tmp_path):
-    from bert_tutorial import finetuning, pretraining
+    from bert_tutorial.recipes import finetuning, pretraining
     monkeypatch.setattr(finetuning, 'get_pretrained_bert', no_work)
     monkeypatch.setattr(pretraining, 'load_corpus', no_work)
     code, out, err = run(capsys, command, '--seed', seed, '--out', tmp_path / 'o')
@@ -383,7 +384,7 @@ def test_the_largest_seed_is_taken_and_distinct_seeds_stay_distinct():
     import numpy as np
 
     from bert_tutorial import FinetuneConfig, PretrainConfig
-    from bert_tutorial.finetuning import train_loop
+    from bert_tutorial.tutorial.train import train_loop
     FinetuneConfig(seed=2**32 - 1).check()
     PretrainConfig(seed=2**32 - 1).check()
     np.random.seed(2**32 - 1)

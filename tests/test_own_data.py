@@ -13,8 +13,8 @@ from conftest import toy_reviews
 from mxnet import gluon
 
 from bert_tutorial import BERTClassifier, FinetuneConfig, finetune, train_loop
-from bert_tutorial import finetuning as finetuning_module
-from bert_tutorial.sentiment_data import class_order, encode_labels, read_rotten_tomatoes, sentiment_loader
+from bert_tutorial.recipes.sentiment_data import class_order, encode_labels, read_rotten_tomatoes, sentiment_loader
+from bert_tutorial.tutorial import train as train_module
 
 
 def write_csv(path, header, rows):
@@ -108,7 +108,7 @@ def test_select_best_keeps_the_parameters_of_the_best_validation_epoch(tiny_bert
     net = BERTClassifier(tiny_bert, 2)
     net.classifier.initialize(mx.init.Normal(0.02))
     scripted = iter([0.6, 0.9, 0.7])  # the validation accuracies of epochs 0, 1, 2
-    monkeypatch.setattr(finetuning_module, 'evaluate_accuracy', lambda *a: next(scripted))
+    monkeypatch.setattr(train_module, 'evaluate_accuracy', lambda *a: next(scripted))
     snapshots = []
 
     def snapshot(record):
@@ -210,7 +210,7 @@ def test_own_files_end_to_end_in_every_combination(case, tiny_encoder_dir, tmp_p
 
 def test_the_summary_of_a_run_without_held_out_data_is_its_training_accuracy():
     """The summary's three forms, from metrics alone (a 0.4 metrics.json has no train_accuracy: read the history)."""
-    from bert_tutorial.finetuning import FinetuneResult
+    from bert_tutorial.recipes.finetuning import FinetuneResult
     history = [{'train_accuracy': 0.5, 'validation_accuracy': 0.6},
                {'train_accuracy': 0.75, 'validation_accuracy': 0.7}]
     base = {'seconds': 12.4, 'selected_epoch': 1}

@@ -6,7 +6,7 @@ import mxnet as mx
 import pytest
 
 from bert_tutorial import BERTClassifier, load_model, predict_sentiment, predict_sentiments, save_model
-from bert_tutorial.hub import classifier_config
+from bert_tutorial.recipes.hub import classifier_config
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_a_damaged_saved_model_is_refused_naming_the_file(saved, damage, match):
 def _edit_config(folder, reseal=True, **encoder):
     """Change the encoder's sizes in config.json; ``reseal``: with a matching config_sha256, as a faulty writer
     would leave it (load_model then finds that config and weights disagree)."""
-    from bert_tutorial.hub import config_digest
+    from bert_tutorial.recipes.hub import config_digest
     config = json.loads((folder / 'config.json').read_text())
     config['encoder'].update(encoder)
     if reseal:
@@ -186,7 +186,7 @@ def test_a_config_edited_after_saving_is_refused(saved):
 
 def test_folders_of_0_2_to_0_4_are_refused_until_sealed(saved):
     """They record the sha256 of their files, not of config.json: seal_config verifies the files and records it."""
-    from bert_tutorial.hub import seal_config
+    from bert_tutorial.recipes.hub import seal_config
     config = json.loads((saved / 'config.json').read_text())
     del config['config_sha256']
     (saved / 'config.json').write_text(json.dumps(config))

@@ -11,8 +11,8 @@ from mxnet import autograd, gluon, nd
 
 from bert_tutorial import BERTClassifier, get_pretrained_bert, save_model
 from bert_tutorial.checkpoint import latest_checkpoint
-from bert_tutorial.pretraining import BERTPretrainModel, evaluate_pretraining, pretrain_loop
-from bert_tutorial.pretraining_data import (
+from bert_tutorial.recipes.pretraining import BERTPretrainModel, evaluate_pretraining, pretrain_loop
+from bert_tutorial.recipes.pretraining_data import (
     PretrainingDataset,
     pretraining_loader,
     read_text_corpus,
@@ -130,7 +130,7 @@ def test_examples_are_deterministic_and_cut_to_max_len(corpus):
 
 
 def test_padded_prediction_slots_do_not_count(corpus):
-    from bert_tutorial.pretraining import _losses
+    from bert_tutorial.recipes.pretraining import _losses
     _, vocab, ids = corpus
     ds = PretrainingDataset(ids, vocab, 24, seed=0)
     batch = next(iter(pretraining_loader(ds, 8, shuffle=False)))
@@ -167,7 +167,7 @@ def test_loop_learns_checkpoints_and_resumes(corpus, tmp_path, monkeypatch):
     assert {'mlm_loss', 'mlm_accuracy', 'nsp_accuracy'} <= set(hist[-1])
     full = {k: v.data().asnumpy() for k, v in model._collect_params_with_prefix().items()}
 
-    from bert_tutorial import pretraining
+    from bert_tutorial.recipes import pretraining
     real_eval, calls = pretraining.evaluate_pretraining, []
 
     def killed_at_step_25(*args, **kwargs):  # the run dies between the checkpoints of steps 20 and 30
@@ -241,7 +241,7 @@ def test_pretrain_command_then_finetune(tmp_path):
 
 
 def test_wikitext_fails_fast_offline(tmp_path, monkeypatch):
-    from bert_tutorial.pretraining_data import load_wikitext2
+    from bert_tutorial.recipes.pretraining_data import load_wikitext2
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))
     from d2l import mxnet as d2l
     monkeypatch.setattr(d2l, 'DATA_URL', 'http://127.0.0.1:9/')

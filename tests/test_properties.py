@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bert_tutorial import BERTClassifier
-from bert_tutorial.predict import predict_sentiments
-from bert_tutorial.pretraining_data import PretrainingDataset
-from bert_tutorial.sentiment_data import SentimentTransform
+from bert_tutorial.recipes.pretraining_data import PretrainingDataset
+from bert_tutorial.tutorial.data import SentimentTransform
+from bert_tutorial.tutorial.predict import predict_sentiments
 
 EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 any_text = st.text(alphabet=st.characters(blacklist_categories=('Cs',)), max_size=300)

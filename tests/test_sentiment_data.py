@@ -5,7 +5,7 @@ import gluonnlp as nlp
 import numpy as np
 import pytest
 
-from bert_tutorial import sentiment_data as data
+from bert_tutorial.recipes import sentiment_data as data
 
 
 def _make_aclimdb(root):

@@ -10,8 +10,8 @@ from conftest import toy_reviews
 
 from bert_tutorial import BERTClassifier, save_model
 from bert_tutorial.cli import main
-from bert_tutorial.hub import classifier_config
-from bert_tutorial.sentiment_data import read_labelled_file
+from bert_tutorial.recipes.hub import classifier_config
+from bert_tutorial.recipes.sentiment_data import read_labelled_file
 
 
 def run(capsys, *args):
@@ -298,7 +298,7 @@ def test_a_training_split_of_one_class_is_refused(encoder, tmp_path, capsys, row
 ])
 def test_a_held_out_split_of_the_built_in_corpus_that_leaves_nothing(fraction, match):
     """By movie: 0.999 of the 406 training movies rounds to all of them, 0.001 to none ("examples is empty")."""
-    from bert_tutorial.finetuning import FinetuneConfig, load_examples
+    from bert_tutorial.recipes.finetuning import FinetuneConfig, load_examples
     with pytest.raises(ValueError, match=match):
         load_examples(FinetuneConfig(validation_fraction=fraction))
 

@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 from conftest import WORDS, tiny_bert_config, toy_reviews
 
-from bert_tutorial import assets, checkpoint, cli, finetuning, pretraining
-from bert_tutorial.hub import classifier_config, load_model, save_model
-from bert_tutorial.model import BERTClassifier
-from bert_tutorial.predict import predict_sentiments
-from bert_tutorial.speed.export import export_classifier, fuse_classifier
+from bert_tutorial import assets, checkpoint, cli
+from bert_tutorial.recipes import finetuning, pretraining
+from bert_tutorial.recipes.export import export_classifier, fuse_classifier
+from bert_tutorial.recipes.hub import classifier_config, load_model, save_model
+from bert_tutorial.tutorial import train as tutorial_train
+from bert_tutorial.tutorial.model import BERTClassifier
+from bert_tutorial.tutorial.predict import predict_sentiments
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
 
@@ -85,7 +87,7 @@ def finetune_args(encoder_dir, data_files, out, *extra):
 
 def killed_run(monkeypatch, encoder_dir, data_files, out):
     """A run killed right after its mid-epoch-2 checkpoint (step 3 of 4): it recorded epoch 1 as its best."""
-    kill_after_step(monkeypatch, finetuning, 3)
+    kill_after_step(monkeypatch, tutorial_train, 3)
     with pytest.raises(Killed):
         cli.main([str(a) for a in finetune_args(encoder_dir, data_files, out)])
     monkeypatch.undo()
@@ -278,20 +280,20 @@ def test_missing_best_parameters_are_refused_before_any_work(monkeypatch, capsys
 
 def test_train_loop_checks_the_best_parameters_before_training(tiny_bert, tiny_vocab, tmp_path):
     """The library path: ``train_loop(resume=True)`` refuses before its first step."""
-    from bert_tutorial.sentiment_data import sentiment_loader
+    from bert_tutorial.recipes.sentiment_data import sentiment_loader
     tok = nlp.data.BERTTokenizer(tiny_vocab, lower=True)
     data = sentiment_loader(toy_reviews(16), tok, tiny_vocab, 16, 8)
     net = BERTClassifier(tiny_bert, 2, pooling='mean')
     net.classifier.initialize()
     loss = mx.gluon.loss.SoftmaxCELoss()
-    finetuning.train_loop(net, data, data, 1, 1e-9, mx.cpu(), loss, progress=False, checkpoint_dir=tmp_path,
-                          select='best')
+    tutorial_train.train_loop(net, data, data, 1, 1e-9, mx.cpu(), loss, progress=False, checkpoint_dir=tmp_path,
+                              select='best')
     for best in best_files(tmp_path):
         best.unlink()
     steps = []
     with pytest.raises(ValueError, match='best.params'):
-        finetuning.train_loop(net, data, data, 1, 1e-9, mx.cpu(), loss, progress=False, checkpoint_dir=tmp_path,
-                              select='best', resume=True, callback=steps.append)
+        tutorial_train.train_loop(net, data, data, 1, 1e-9, mx.cpu(), loss, progress=False, checkpoint_dir=tmp_path,
+                                  select='best', resume=True, callback=steps.append)
     assert steps == []
 
 

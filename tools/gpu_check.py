@@ -7,13 +7,14 @@ model on 64 snippets of the built-in corpus, one epoch, scored on 32 test snippe
 64-unit BERT on the built-in corpus, 20 steps) twice each, with ``--ctx gpu`` and ``--ctx cpu``, the same seed and
 the same settings, and prints their losses and accuracies side by side with the differences.
 
-Both runs of a pair compute the same thing: MXNet's operators (the package's C++ kernels are CPU operators, so this
-process switches them off, ``BERT_TUTORIAL_KERNELS=off``: the CPU run's layers, LayerNorm included, optimizer step
-and gradient norm are MXNet's, as on the GPU) and no dropout (MXNet draws a GPU's dropout masks from another
-generator than the CPU's, so with dropout the two runs would train on other masks). What is left to differ is the
-arithmetic of the devices' kernels (cuBLAS and cuDNN against oneDNN: other summation orders), which grows over the
-steps; the accuracies may differ by an example or two. ``finetune --ctx gpu`` takes every visible GPU
-(``CUDA_VISIBLE_DEVICES=0`` keeps it to one); ``pretrain`` takes the first.
+Both runs of a pair compute the same thing: MXNet's operators (the package's speed plug-in is for CPUs and does
+nothing on a GPU, so both runs switch it off, ``fast=False`` as ``--no-fast``: the CPU run's layers, LayerNorm
+included, optimizer step and gradient norm are MXNet's and GluonNLP's ``BERTAdam``, as on the GPU) and no dropout
+(MXNet draws a GPU's dropout masks from another generator than the CPU's, so with dropout the two runs would train
+on other masks). What is left to differ is the arithmetic of the devices' kernels (cuBLAS and cuDNN against oneDNN:
+other summation orders), which grows over the steps; the accuracies may differ by an example or two.
+``finetune --ctx gpu`` takes every visible GPU (``CUDA_VISIBLE_DEVICES=0`` keeps it to one); ``pretrain`` takes the
+first.
 
 Without a GPU it says so (and why: no CUDA build, or no device visible) and exits 0.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 import warnings
@@ -49,25 +49,24 @@ def gpus() -> int:
 
 def finetune_pair(out: Path) -> dict[str, dict]:
     """``{'cpu': metrics, 'gpu': metrics}`` of two small fine-tuning runs that differ only in the device."""
-    from bert_tutorial import FinetuneConfig, finetune
+    from bert_tutorial.recipes.finetuning import FinetuneConfig, finetune
     runs = {}
     for ctx in ('cpu', 'gpu'):
         config = FinetuneConfig(ctx=ctx, max_train=64, max_test=32, epochs=1, batch_size=16, max_len=64,
-                                validation_fraction=0.0, select='last', dropout=0.0, bert_dropout=0.0,
-                                kernel_dropout=False, kernel_ops=False, matmul_layer_norm=False, seed=SEED,
-                                out=str(out / f'finetune-{ctx}'), progress=False, log_interval=1000)
+                                validation_fraction=0.0, select='last', dropout=0.0, bert_dropout=0.0, fast=False,
+                                seed=SEED, out=str(out / f'finetune-{ctx}'), progress=False, log_interval=1000)
         runs[ctx] = finetune(config).metrics
     return runs
 
 
 def pretrain_pair(out: Path) -> dict[str, dict]:
     """``{'cpu': metrics, 'gpu': metrics}`` of two small pre-training runs that differ only in the device."""
-    from bert_tutorial import PretrainConfig, pretrain
+    from bert_tutorial.recipes.pretraining import PretrainConfig, pretrain
     runs = {}
     for ctx in ('cpu', 'gpu'):
         config = PretrainConfig(ctx=ctx, steps=20, eval_every=10, layers=2, units=64, hidden=128, heads=2,
-                                max_len=32, batch_size=32, dropout=0.0, seed=SEED, out=str(out / f'pretrain-{ctx}'),
-                                progress=False)
+                                max_len=32, batch_size=32, dropout=0.0, fast=False, seed=SEED,
+                                out=str(out / f'pretrain-{ctx}'), progress=False)
         runs[ctx] = pretrain(config).metrics
     return runs
 
@@ -87,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     if n == 0:
         print(f'no GPU: {no_gpu_reason()}. Nothing to compare here.')
         return 0
-    # Like for like: without the kernels the CPU runs MXNet's operators, optimizer step and gradient norm, as the GPU.
-    os.environ['BERT_TUTORIAL_KERNELS'] = 'off'
     logging.basicConfig(level=logging.WARNING)
     print(f'{n} GPU(s) visible to MXNet {mx.__version__}; same seed ({SEED}), same settings, no dropout, '
           "MXNet's operators on both devices")

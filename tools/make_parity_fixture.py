@@ -29,8 +29,8 @@ def outer(venv: Path) -> None:
     sys.path.insert(0, str(ROOT))
     import gluonnlp as nlp
 
-    from bert_tutorial.hub import builtin_checkpoint_dir
-    from bert_tutorial.sentiment_data import read_rotten_tomatoes
+    from bert_tutorial.recipes.hub import builtin_checkpoint_dir
+    from bert_tutorial.recipes.sentiment_data import read_rotten_tomatoes
     from bert_tutorial.vocab import load_vocabulary
 
     if not (venv / 'bin' / 'python').exists():

@@ -141,17 +141,17 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
                   eval_every: int | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
                   seed: int = 0, baseline_token: int | None = None, progress: bool | None = None,
                   skip_nonfinite: bool = False, before_epoch: Callable[[int], object] | None = None,
-                  run_settings: dict | None = None, optimizer: str | Callable = 'bertadam') -> list[dict]:
+                  run_settings: dict | None = None, optimizer: str | Callable | None = None) -> list[dict]:
     """Train masked LM + next-sentence prediction for ``num_steps`` steps; returns the evaluation history.
 
     ``train_data``: batches of a ``PretrainingDataset``; ``before_epoch(seed)`` is called at the start of every
     epoch with the epoch's seed (pass the dataset's ``resample`` to draw new pairs and masks each epoch). Every
     ``eval_every`` steps (default: every epoch) it logs MLM loss/accuracy and NSP accuracy on ``eval_data`` and writes
     a checkpoint to ``checkpoint_dir``; ``resume=True`` continues from the newest (refusing one written with other
-    settings: the loop's, and ``run_settings``, what the caller's data and model depend on). BERTAdam's update
-    (GluonNLP's; ``pretrain`` passes the speed plug-in's ``FusedBERTAdam``, ``speed.accelerate(model).optimizer``,
-    with ``fast``) with weight decay except on LayerNorm and biases, the tutorial's schedule with ``warmup_ratio`` of
-    the steps as warm-up.
+    settings: the loop's, and ``run_settings``, what the caller's data and model depend on). BERTAdam's update (by
+    default the optimizer ``accelerate`` gives for ``ctx``: on a CPU the speed plug-in's ``FusedBERTAdam``, its C++
+    kernels where they build; elsewhere GluonNLP's, nothing built; ``optimizer='bertadam'``: GluonNLP's) with weight
+    decay except on LayerNorm and biases, the tutorial's schedule with ``warmup_ratio`` of the steps as warm-up.
     """
     if num_steps < 1 or lr <= 0:
         raise ValueError(f'num_steps must be >= 1 and lr > 0, got {num_steps} and {lr}')
@@ -160,6 +160,8 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
         raise ValueError('train_data is empty')
     eval_every = eval_every or steps_per_epoch
     warmup = max(1, int(warmup_ratio * num_steps))
+    if optimizer is None:  # the plug-in's optimizer alone (no block swapped): FusedBERTAdam on a CPU only
+        optimizer = accelerate(model, ctx, dropout=False, layer_norm=False, ops=False).optimizer
     trainer = make_trainer(model, lr, optimizer, weight_decay, no_decay_norm_bias=True,
                            lr_scheduler=lr_schedule(lr, num_steps, warmup))
     params = [p for p in model.collect_params().values() if p.grad_req != 'null']

@@ -136,7 +136,7 @@ def _candidates() -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
 
     from .kernel_ops import KernelDense, KernelGELU, KernelLayerNorm, _AttentionOnKernels, _dense_like
     from .layer_norm import MatmulLayerNorm
-    from .optimizer import adam_step_kernel, adam_step_mxnet, sum_sq_norm
+    from .steps import adam_step_kernel, adam_step_mxnet, sum_sq_norm
 
     rng = np.random.RandomState(0)
 

@@ -1,0 +1,116 @@
+"""0.5's names, kept for one release (they go in 0.7): its import paths (``_aliases.MOVED``), its speed flags and
+fields. Each still works and says, with a ``FutureWarning``, what replaces it. (This is the one test module that
+imports the old paths: the package, the other tests, the benchmarks and tools use the new ones, see
+tests/test_layers.py.)"""
+import importlib
+import sys
+import warnings
+
+import mxnet as mx
+import pytest
+from conftest import run_cli
+
+from bert_tutorial import _aliases
+from bert_tutorial.recipes.finetuning import FinetuneConfig, build_classifier
+from bert_tutorial.speed import KernelDropout, KernelLayerNorm, MatmulLayerNorm
+
+
+@pytest.fixture
+def forget_aliases():
+    """The alias modules as in a new process (not imported yet); put back as found afterwards."""
+    saved = {name: sys.modules.pop(name) for name in _aliases.MOVED if name in sys.modules}
+    parents = {}
+    for old in _aliases.MOVED:
+        parent, _, child = old.rpartition('.')
+        module = sys.modules[parent]
+        if child in vars(module):
+            parents[old] = vars(module)[child]
+            delattr(module, child)
+    yield
+    for old in _aliases.MOVED:
+        sys.modules.pop(old, None)
+        parent, _, child = old.rpartition('.')
+        vars(sys.modules[parent]).pop(child, None)
+    sys.modules.update(saved)
+    for old, value in parents.items():
+        parent, _, child = old.rpartition('.')
+        setattr(sys.modules[parent], child, value)
+
+
+@pytest.mark.parametrize('old', sorted(_aliases.MOVED))
+def test_an_old_import_path_is_the_new_module_and_warns(forget_aliases, old):
+    new = _aliases.MOVED[old]
+    with pytest.warns(FutureWarning, match=rf'^{old} moved to {new} in bert_tutorial 0.6; the old path goes in 0.7$'):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new) is sys.modules[old]
+    parent, _, child = old.rpartition('.')
+    assert getattr(sys.modules[parent], child) is module  # import bert_tutorial.<old> / from ... import <old>
+    # the same object: a monkeypatch or a subclass through the old path changes what the package runs
+    name = next(n for n in vars(module) if not n.startswith('_'))
+    assert getattr(module, name) is getattr(sys.modules[new], name)
+
+
+def test_every_old_path_has_its_alias_module():
+    from pathlib import Path
+    root = Path(_aliases.__file__).parents[1]
+    for old, new in _aliases.MOVED.items():
+        alias = root / (old.replace('.', '/') + '.py')
+        assert alias.is_file() and 'alias(__name__)' in alias.read_text(), alias
+        assert (root / (new.replace('.', '/') + '.py')).is_file(), new
+
+
+@pytest.mark.parametrize('flag, field', [('--native-layer-norm', 'matmul_layer_norm'),
+                                         ('--mxnet-dropout', 'kernel_dropout'), ('--mxnet-ops', 'kernel_ops')])
+def test_old_speed_flags_still_parse_and_warn(flag, field):
+    """Hidden from ``--help``; each sets its 0.5 field (False), and the config built from them warns. (Refused
+    here for another setting, before any work: the warning comes first.)"""
+    from bert_tutorial.cli import build_parser
+    args = build_parser().parse_args(['finetune', flag])
+    assert getattr(args, field) is False and args.fast is True
+    assert flag not in build_parser()._subparsers._group_actions[0].choices['finetune'].format_help()
+    with pytest.warns(FutureWarning, match=rf'FinetuneConfig\({field}=False\) is deprecated: fast=True/False'):
+        proc = run_cli('finetune', flag, '--max-len', '2', check=False)
+    assert proc.returncode == 2 and 'max_len (--max-len) must be an integer >= 3, got 2' in proc.stderr
+    assert build_parser().parse_args(['finetune', '--kernel-dropout']).kernel_dropout is True
+
+
+def _kinds(net) -> set:
+    kinds, todo = set(), [net]
+    while todo:
+        block = todo.pop()
+        kinds.add(type(block))
+        todo += block._children.values()
+    return kinds
+
+
+def test_old_config_fields_and_build_classifier_switches_warn_and_still_work(tiny_vocab):
+    """``FinetuneConfig(kernel_ops=...)`` and ``build_classifier(kernel_dropout=..., ...)`` warn; the classifier is
+    accelerated as they say (MXNet's Dropout with ``kernel_dropout=False``, the LayerNorm kernel or
+    ``MatmulLayerNorm`` either way); without them ``build_classifier`` runs MXNet's operators alone."""
+    from conftest import tiny_bert_config
+
+    from bert_tutorial.recipes.encoders import build_encoder
+    from bert_tutorial.speed import load_kernels
+
+    def bert():
+        return build_encoder(tiny_bert_config(len(tiny_vocab), dropout=0.1))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', FutureWarning)
+        FinetuneConfig()  # the new fields alone: no warning
+    with pytest.warns(FutureWarning, match='FinetuneConfig'):
+        config = FinetuneConfig(kernel_ops=False, kernel_dropout=False)
+    assert config.kernel_ops is False and config.fast is True
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', FutureWarning)
+        plain = _kinds(build_classifier(bert(), [mx.cpu()], hybridize=False))
+    assert {mx.gluon.nn.LayerNorm, mx.gluon.nn.Dropout} <= plain and not plain & {KernelLayerNorm, MatmulLayerNorm}
+    with pytest.warns(FutureWarning, match=r'build_classifier\(kernel_dropout, kernel_ops=...\) is deprecated'):
+        kinds = _kinds(build_classifier(bert(), [mx.cpu()], kernel_dropout=False, kernel_ops=False, hybridize=False))
+    assert kinds & {KernelLayerNorm, MatmulLayerNorm} and mx.gluon.nn.LayerNorm not in kinds
+    assert KernelDropout not in kinds and mx.gluon.nn.Dropout in kinds
+    with pytest.warns(FutureWarning):  # the control: the dropout kernel where the kernels load
+        kinds = _kinds(build_classifier(bert(), [mx.cpu()], kernel_ops=False, hybridize=False))
+    assert (KernelDropout in kinds) is load_kernels()
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['kernels'\\]"):
+        build_classifier(bert(), [mx.cpu()], kernels=False)
