@@ -38,16 +38,34 @@ def forget_aliases():
 
 
 @pytest.mark.parametrize('old', sorted(_aliases.MOVED))
-def test_an_old_import_path_is_the_new_module_and_warns(forget_aliases, old):
+def test_an_old_import_path_stands_in_for_the_new_module_and_warns(forget_aliases, old):
     new = _aliases.MOVED[old]
     with pytest.warns(FutureWarning, match=rf'^{old} moved to {new} in bert_tutorial 0.6; the old path goes in 0.7$'):
         module = importlib.import_module(old)
-    assert module is importlib.import_module(new) is sys.modules[old]
+    target = importlib.import_module(new)
+    assert module is sys.modules[old]
     parent, _, child = old.rpartition('.')
     assert getattr(sys.modules[parent], child) is module  # import bert_tutorial.<old> / from ... import <old>
-    # the same object: a monkeypatch or a subclass through the old path changes what the package runs
-    name = next(n for n in vars(module) if not n.startswith('_'))
-    assert getattr(module, name) is getattr(sys.modules[new], name)
+    # every name reads through to the new module, and setting one (a monkeypatch, a user's override) sets it there,
+    # so that it changes what the package runs
+    names = [n for n in vars(target) if not n.startswith('_')]
+    assert names and all(getattr(module, n) is getattr(target, n) for n in names)
+    name, marker = names[0], object()
+    saved = getattr(target, name)
+    try:
+        setattr(module, name, marker)
+        assert getattr(target, name) is marker
+    finally:
+        setattr(target, name, saved)
+
+
+@pytest.mark.parametrize('old, name, home', [(old, name, home) for old, moved in _aliases.MOVED_NAMES.items()
+                                             for name, home in moved.items()])
+def test_names_that_moved_apart_from_their_module_still_import_from_the_old_path(forget_aliases, old, name, home):
+    with pytest.warns(FutureWarning):
+        module = importlib.import_module(old)
+    assert getattr(module, name) is getattr(importlib.import_module(home), name)
+    assert name not in vars(importlib.import_module(_aliases.MOVED[old]))  # it really moved: not found by accident
 
 
 def test_every_old_path_has_its_alias_module():
@@ -68,9 +86,14 @@ def test_old_speed_flags_still_parse_and_warn(flag, field):
     args = build_parser().parse_args(['finetune', flag])
     assert getattr(args, field) is False and args.fast is True
     assert flag not in build_parser()._subparsers._group_actions[0].choices['finetune'].format_help()
-    with pytest.warns(FutureWarning, match=rf'FinetuneConfig\({field}=False\) is deprecated: fast=True/False'):
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', FutureWarning)  # the command says it once, on its own line, not twice
         proc = run_cli('finetune', flag, '--max-len', '2', check=False)
     assert proc.returncode == 2 and 'max_len (--max-len) must be an integer >= 3, got 2' in proc.stderr
+    warning = f'warning: {flag} is deprecated: --fast/--no-fast'
+    assert proc.stderr.count(warning) == 1 and proc.stderr.index(warning) < proc.stderr.index('error:')
+    with pytest.warns(FutureWarning, match=rf'FinetuneConfig\({field}=False\) is deprecated: fast=True/False'):
+        FinetuneConfig(**{field: False})  # in Python, the config warns
     assert build_parser().parse_args(['finetune', '--kernel-dropout']).kernel_dropout is True
 
 

@@ -280,6 +280,8 @@ class PretrainResult(RunResult):
     evaluation; the encoder is saved in ``out``."""
 
     def result_line(self) -> str:
+        """The held-out MLM accuracy against always guessing the most frequent token, the NSP accuracy, the time and
+        where the encoder is."""
         m = self.metrics
         return (f"held-out MLM accuracy {m['mlm_accuracy']:.3f} (always '{m['baseline_token']}': "
                 f"{m['mlm_baseline_accuracy']:.3f}), NSP accuracy {m['nsp_accuracy']:.3f}, {m['seconds']:.0f} s; "
