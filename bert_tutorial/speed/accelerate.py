@@ -68,8 +68,9 @@ def accelerate(net, ctx: mx.Context | Sequence[mx.Context] | None = None, *, dro
     record = counts.pop('choice')
     if counts.pop('kernels'):
         # what runs in this net (the blocks swapped, the optimizer's kernels), not only what the machine's choice allows
-        running = [op for op in OPERATORS if (counts[op] if op in counts else record['kernels'][op])]
-        mxnet = [op for op in OPERATORS if op not in running]
+        running = [op for op in OPERATORS if record['kernels'][op] and counts.get(op, 1)]
+        mxnet = [f'{op} (as MatmulLayerNorm)' if op == 'layer_norm' and counts['layer_norm'] else op
+                 for op in OPERATORS if op not in running]
         message = (f"speed: C++ kernels for {', '.join(running) or 'nothing'}; MXNet's operators for "
                    f"{', '.join(mxnet) or 'nothing'} (the kernels' choice: {record['decided_by']}); dropout: "
                    f"{'the C++ kernel' if counts['dropout'] else 'MXNet'}'s masks")
