@@ -45,6 +45,9 @@ def command_of(config: dict, command: str = 'finetune') -> str:
                 words.append(flag)
         elif value != action.default and value is not None:  # None: a setting not used (data with a train file)
             words += [flag, str(value)]
+    if command == 'finetune' and config.get('fast', True) and config.get('kernel_dropout') is False:
+        # a fast run on MXNet's Dropout (asked for, or no kernels there): the flag that draws those masks everywhere
+        words.append('--mxnet-dropout')
     return ' '.join(words)
 
 

@@ -39,7 +39,10 @@ class Moved(types.ModuleType):
 
     def __init__(self, old: str, new: str):
         super().__init__(old)
-        vars(self)['_target'] = importlib.import_module(new)
+        target = vars(self)['_target'] = importlib.import_module(new)
+        # what `from old import *` gave in 0.5: the module's public names (its own and those it imported)
+        public = {n for n in vars(target) if not n.startswith('_')}
+        vars(self)['__all__'] = sorted(public | set(MOVED_NAMES.get(old, {})))
 
     def _home(self, name: str):
         moved = MOVED_NAMES.get(self.__name__, {}).get(name)
@@ -49,7 +52,14 @@ class Moved(types.ModuleType):
         return getattr(self._home(name), name)
 
     def __setattr__(self, name: str, value) -> None:
-        setattr(self._home(name), name, value)
+        # In 0.5 the old module held train_loop and what it calls (evaluate_accuracy, make_trainer...) together, so
+        # setting one changed what train_loop ran: set it in every module of the package that holds the same object.
+        home = self._home(name)
+        old = getattr(home, name, None)
+        holders = [m for key, m in list(sys.modules.items()) if key.startswith('bert_tutorial.') and
+                   not isinstance(m, Moved) and old is not None and vars(m).get(name) is old]
+        for module in {id(m): m for m in [home, *holders]}.values():
+            setattr(module, name, value)
 
     def __delattr__(self, name: str) -> None:
         delattr(self._home(name), name)

@@ -213,7 +213,7 @@ def load_checkpoint(path: str | os.PathLike, net: mx.gluon.Block, trainer: mx.gl
     order = state.pop('trainer_order', None)
     if trainer is not None and (path / 'trainer.states').is_file():
         if order == TRAINER_ORDER and 'sha256' in state:  # written by this version
-            trainer.load_states(str(path / 'trainer.states'))
+            load_trainer_states(trainer, path / 'trainer.states')
         else:
             log.warning('%s was written by an older bert_tutorial: the weights are resumed, the optimizer states '
                         '(Adam moments) start afresh', path)
@@ -222,6 +222,25 @@ def load_checkpoint(path: str | os.PathLike, net: mx.gluon.Block, trainer: mx.gl
     np_state = state.pop('numpy_rng')
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
     return state
+
+
+def load_trainer_states(trainer: mx.gluon.Trainer, path: Path) -> None:
+    """The optimizer states (Adam's moments) and update counts of ``path`` into ``trainer``, whose optimizer stays
+    the one the run was given: Gluon's ``load_states`` would put the pickled optimizer of the run that wrote the file
+    in its place (a ``--fast`` checkpoint resumed with ``--no-fast`` would step on the speed plug-in's optimizer, or on
+    a GPU build its kernels). The update rule is the same either way: the run settings record it."""
+    own = trainer.optimizer
+    trainer.load_states(str(path))
+    loaded = trainer.optimizer
+    if loaded is own or trainer._update_on_kvstore:  # noqa: SLF001 -- make_trainer never updates on the kvstore
+        return
+    own.begin_num_update, own.num_update = loaded.begin_num_update, loaded.num_update
+    own._all_index_update_counts = loaded._all_index_update_counts  # noqa: SLF001 -- the counts the schedule reads
+    own._index_update_count = own._all_index_update_counts[0]  # noqa: SLF001
+    own.param_dict = loaded.param_dict
+    for updater in trainer._updaters:  # noqa: SLF001 -- Gluon keeps one updater per context, each with the optimizer
+        updater.optimizer = own
+    trainer._optimizer = own  # noqa: SLF001
 
 
 def check_fresh_start(run_dir: str | os.PathLike) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -241,7 +242,10 @@ def make_trainer(net, lr: float, optimizer: str | Callable[..., mx.optimizer.Opt
     if kernels is not None:
         warnings.warn("make_trainer(kernels=...) is deprecated since 0.6: pass optimizer=accelerate(net).optimizer "
                       '(the speed plug-in chooses the kernels); it goes in 0.7', FutureWarning, stacklevel=2)
-        opt_args['kernels'] = kernels
+        takes_kernels = optimizer == 'fusedbertadam' if isinstance(optimizer, str) else \
+            'kernels' in inspect.signature(optimizer).parameters
+        if takes_kernels:  # 0.5's switch of FusedBERTAdam's kernels; any other optimizer has none to switch
+            opt_args['kernels'] = kernels
     if not isinstance(optimizer, str):
         optimizer, opt_args = optimizer(**opt_args), None
     elif optimizer.lower() not in mx.optimizer.Optimizer.opt_registry:

@@ -307,3 +307,37 @@ def test_resume_where_the_other_dropout_would_run(kernels_loaded, tiny_model, tm
     assert run_cli(*args, '--resume', '--no-fast').returncode == 0  # the same dropout: no question asked
     metrics = json.loads((tmp_path / 'metrics.json').read_text())
     assert len(metrics['history']) == 3 and metrics['kernel_dropout'] is False
+    # finished: nothing is left to run, so the dropout a resume would draw does not matter (nor do kernels build)
+    proc = run_cli(*args, '--resume', check=False)
+    assert proc.returncode == 0 and 'this run had finished, nothing to resume' in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize('first, then', [('fused', 'bertadam'), ('bertadam', 'fused')])
+def test_a_resumed_run_steps_on_the_optimizer_it_was_given(tiny_vocab, tmp_path, first, then):
+    """Gluon's ``load_states`` puts the pickled optimizer of the checkpoint's run in place of the trainer's: a
+    ``--fast`` checkpoint resumed with ``--no-fast`` stepped on ``FusedBERTAdam`` (and on a GPU would build the
+    kernels). The trainer keeps its own optimizer and takes the checkpoint's moments and update counts."""
+    from gluonnlp.optimizer import BERTAdam
+
+    from bert_tutorial.checkpoint import load_checkpoint, save_checkpoint
+    kinds = {'fused': FusedBERTAdam, 'bertadam': 'bertadam'}
+    net = _classifier(tiny_vocab)
+    trainer = make_trainer(net, 1e-3, kinds[first])
+    ids, segments, valid_len = mx.nd.array([[2, 5, 6, 3]]), mx.nd.zeros((1, 4)), mx.nd.array([4])
+    for _ in range(2):
+        with mx.autograd.record():
+            loss = net(ids, segments, valid_len).sum()
+        loss.backward()
+        trainer.step(1)
+    save_checkpoint(tmp_path, net, trainer, {'step': 2, 'epoch': 0, 'history': [], 'seed': 0})
+    resumed = make_trainer(net, 1e-3, kinds[then])
+    own = resumed.optimizer
+    load_checkpoint(sorted(tmp_path.glob('checkpoints/step-*'))[-1], net, resumed)
+    expected = FusedBERTAdam if then == 'fused' else BERTAdam
+    assert resumed.optimizer is own and type(own) is expected
+    assert all(updater.optimizer is own for updater in resumed._updaters)
+    assert own.num_update == trainer.optimizer.num_update == 2
+    assert own._index_update_count == trainer.optimizer._index_update_count
+    saved, loaded = trainer._updaters[0].states, resumed._updaters[0].states
+    assert saved.keys() == loaded.keys() and all(  # Adam's moments, as written
+        (a.asnumpy() == b.asnumpy()).all() for k in saved for a, b in zip(saved[k], loaded[k]))

@@ -22,7 +22,10 @@ def test_every_option_shows_its_default_and_every_flag_says_what_it_switches(nam
             continue
         shown = ' '.join(formatter._format_action(action).split())  # as --help prints it, unwrapped
         assert action.help and action.help.strip(), f'{name} {action.option_strings or action.dest}: no help text'
-        if action.nargs == 0:  # a flag: its help says what it switches; a default would read backwards
+        if isinstance(action, argparse.BooleanOptionalAction):  # a pair: it names the one that is the default
+            default = action.option_strings[0 if action.default else 1]
+            assert f'(default: {default})' in shown, shown
+        elif action.nargs == 0:  # a flag: its help says what it switches; a default would read backwards
             assert '(default:' not in shown, shown
         elif action.required or (not action.option_strings and action.default is None):
             assert '(default:' not in shown, shown  # nothing to default to

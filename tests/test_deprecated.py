@@ -68,6 +68,32 @@ def test_names_that_moved_apart_from_their_module_still_import_from_the_old_path
     assert name not in vars(importlib.import_module(_aliases.MOVED[old]))  # it really moved: not found by accident
 
 
+def test_a_star_import_of_an_old_path_gives_what_0_5_gave(forget_aliases):
+    namespace = {}
+    with pytest.warns(FutureWarning):
+        exec('from bert_tutorial.finetuning import *', namespace)
+        exec('from bert_tutorial.predict import *', namespace)
+    for name in ('FinetuneConfig', 'finetune', 'build_classifier', 'train_loop', 'evaluate_accuracy', 'BestParameters',
+                 'TUTORIAL_WARMUP_STEPS', 'predict_sentiment', 'predict_sentiments', 'classification_report'):
+        assert name in namespace, name
+
+
+def test_setting_a_name_through_an_old_path_changes_what_train_loop_runs(forget_aliases):
+    """In 0.5 ``bert_tutorial.finetuning`` held ``train_loop`` and what it calls: replacing ``evaluate_accuracy``
+    there changed ``train_loop``; it still does, and putting the old one back restores every module."""
+    from bert_tutorial.recipes import finetuning
+    from bert_tutorial.tutorial import train
+    with pytest.warns(FutureWarning):
+        old = importlib.import_module('bert_tutorial.finetuning')
+    real, fake = train.evaluate_accuracy, lambda *args: 0.5
+    old.evaluate_accuracy = fake
+    try:
+        assert train.evaluate_accuracy is fake and finetuning.evaluate_accuracy is fake
+    finally:
+        old.evaluate_accuracy = real
+    assert train.evaluate_accuracy is real and finetuning.evaluate_accuracy is real
+
+
 def test_every_old_path_has_its_alias_module():
     from pathlib import Path
     root = Path(_aliases.__file__).parents[1]
@@ -95,6 +121,11 @@ def test_old_speed_flags_still_parse_and_warn(flag, field):
     with pytest.warns(FutureWarning, match=rf'FinetuneConfig\({field}=False\) is deprecated: fast=True/False'):
         FinetuneConfig(**{field: False})  # in Python, the config warns
     assert build_parser().parse_args(['finetune', '--kernel-dropout']).kernel_dropout is True
+    # with --train (the recipe rewrites data=None into the config): still one line, no second warning
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', FutureWarning)
+        proc = run_cli('finetune', flag, '--train', 'examples/reviews.csv', '--ctx', 'gpu', check=False)
+    assert proc.returncode == 2 and proc.stderr.count('deprecated') == 1, proc.stderr
 
 
 def _kinds(net) -> set:

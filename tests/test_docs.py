@@ -95,6 +95,9 @@ def test_recorded_command_reproduces_the_run_config():
         args = build_parser().parse_args(command_of(recorded).split()[3:])
         assert FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)}) == \
             FinetuneConfig(fast=fast)
+    # a fast run on MXNet's Dropout (--mxnet-dropout, or no kernels there): the flag that draws those masks again
+    recorded = dict(dataclasses.asdict(FinetuneConfig()), kernel_dropout=False)
+    assert command_of(recorded) == 'python -m bert_tutorial finetune --mxnet-dropout'
 
 
 @pytest.mark.parametrize('path', sorted((ROOT / 'benchmarks' / 'results').rglob('*.json')),

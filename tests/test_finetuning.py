@@ -254,6 +254,13 @@ def test_make_trainer_takes_a_registry_name_or_a_callable(monkeypatch):
     fused = make_trainer(net, 1e-3, FusedBERTAdam).optimizer
     assert type(fused) is FusedBERTAdam and fused.epsilon == 1e-6 and fused.wd == 0.01
     assert update_rule(FusedBERTAdam) == update_rule('bertadam') == 'bertadam'  # checkpoints of either resume alike
+    # 0.5's make_trainer(kernels=...): warns, switches FusedBERTAdam's kernels, and any other optimizer has none
+    with pytest.warns(FutureWarning, match=r'make_trainer\(kernels=...\) is deprecated'):
+        assert type(make_trainer(net, 1e-3, kernels=False).optimizer) is nlp.optimizer.BERTAdam
+    with pytest.warns(FutureWarning):
+        assert make_trainer(net, 1e-3, 'fusedbertadam', kernels=False).optimizer.kernels is False
+    with pytest.warns(FutureWarning):
+        assert make_trainer(net, 1e-3, FusedBERTAdam, kernels=False).optimizer.kernels is False
     monkeypatch.delitem(mx.optimizer.Optimizer.opt_registry, 'fusedbertadam')  # as before speed is imported
     with pytest.raises(ValueError, match=r"'fusedbertadam'.*speed plug-in's; pass optimizer=bert_tutorial.speed"):
         make_trainer(net, 1e-3, 'fusedbertadam')

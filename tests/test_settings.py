@@ -60,6 +60,10 @@ def test_help_shows_each_default_and_each_help_text(name):
             assert field.metadata['deprecated'], field.name
             continue
         assert ' '.join(field.metadata['help'].split()) in lines[field.name], field.name
+        if not field.metadata['flags'] and isinstance(field.default, bool):  # a pair: --fast/--no-fast
+            flag = field.name.replace('_', '-')
+            assert f'(default: --{"" if field.default else "no-"}{flag})' in lines[field.name], lines[field.name]
+            continue
         takes_a_value = not field.metadata['flags'] and not isinstance(field.default, bool)
         assert (f'(default: {field.default})' in lines[field.name]) == takes_a_value, lines[field.name]
 

@@ -16,9 +16,13 @@ import warnings
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default (every option has a help text: argparse adds defaults to those alone), except
     for flags, whose help says what they switch (``--no-bucket`` stores False into ``bucket``, whose default, True,
-    would read as if not bucketing were the default), required options, and positionals without a default."""
+    would read as if not bucketing were the default), required options, and positionals without a default. A flag
+    pair (``--fast/--no-fast``) names the one that is the default."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
+        if isinstance(action, argparse.BooleanOptionalAction) and isinstance(action.default, bool):
+            default = next(o for o in action.option_strings if o.startswith('--no-') is not action.default)
+            return f'{action.help} (default: {default})'
         if action.nargs == 0 or action.required or (not action.option_strings and action.default is None):
             return action.help
         return super()._get_help_string(action)

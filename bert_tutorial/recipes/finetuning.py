@@ -23,6 +23,7 @@ from ..checkpoint import (
     DATA_KEY,
     check_run_dir,
     data_digests,
+    finished_run,
     latest_settings,
     remove_checkpoints,
 )
@@ -377,12 +378,19 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Fine-tune a pre-trained BERT for sentiment as ``config`` says; writes the model folder (``save_model``),
     ``metrics.json`` and checkpoints into ``config.out``."""
     config.check()
+    for name in ('train', 'validation', 'test'):  # before the model loads, not after (it takes a while)
+        path = getattr(config, name)
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f'{setting(name)}: {path} does not exist (expected a .csv, .tsv or .jsonl file '
+                                    'of labelled text)')
     check_out_folder(config.out, (config.model, config.imdb_root))
     if config.kvstore.startswith('dist'):
         watchdog.timeout  # noqa: B018 -- a malformed $BERT_TUTORIAL_DIST_TIMEOUT fails before any work
     if config.train is not None and config.data is not None:
         # The built-in corpus is not used: recorded as such (metrics.json, the checkpoints' settings).
-        config = dataclasses.replace(config, data=None)
+        with warnings.catch_warnings():  # a deprecated switch was warned about when the config was made
+            warnings.simplefilter('ignore', FutureWarning)
+            config = dataclasses.replace(config, data=None)
     ctx = contexts(config.ctx)
     kvstore, out = config.kvstore, Path(config.out)
     if kvstore.startswith('dist'):
@@ -412,9 +420,11 @@ def _finetune(config: FinetuneConfig, ctx: list[mx.Context], out: Path, kvstore)
     settings = config.run_settings()  # once: the data digests recorded are of the files as this run found them
     # The dropout kernel's masks are not MXNet's: recorded, so that a resume where it cannot run (a GPU, --no-fast, no
     # kernels) refuses instead of continuing on other masks, unless accept_other_dropout_masks says to.
-    settings['kernel_dropout'] = config.fast and config.kernel_dropout is not False and \
+    # A finished run has nothing left to run: whichever dropout would run does not matter (nor do the kernels build).
+    finished_before = config.resume and finished_run(out) is not None
+    settings['kernel_dropout'] = not finished_before and config.fast and config.kernel_dropout is not False and \
         dropout_kernel_available(config.ctx)
-    accept = check_dropout_masks(out, config, settings['kernel_dropout'])
+    accept = ('kernel_dropout',) if finished_before else check_dropout_masks(out, config, settings['kernel_dropout'])
     finished = check_run_dir(out, config.resume, settings, accept=accept)
     if finished is not None:
         log.info('%s holds a finished run (metrics.json): nothing to resume', out)
