@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Any
 
 # MXNet's OpenMP pool waits passively (see bench_finetune.py); set before MXNet starts, whichever script comes first.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import gluonnlp as nlp  # noqa: E402
+import mxnet as mx  # noqa: E402
 from mxnet import autograd, gluon  # noqa: E402
 
 from bert_tutorial.loop import clipped_update, make_trainer  # noqa: E402
@@ -46,7 +48,7 @@ ACCELERATED = {
 PIPELINES = (*ACCELERATED, 'mxnet')
 
 
-def build_pipeline(name: str, bert, ctx):
+def build_pipeline(name: str, bert: Any, ctx: mx.Context) -> tuple:
     """``(net, trainer)`` of the pipeline ``name`` (one of ``PIPELINES``) on ``bert`` (use it once: its blocks are
     swapped) and ``ctx``, and what ``accelerate`` did (``None`` for mxnet)."""
     net = build_classifier(bert, [ctx], pooling='mean', dropout=0.1, hybridize=False)

@@ -90,8 +90,8 @@ def check_settings(values: dict[str, Any], rules: dict[str, Rule], flags: bool =
 FREE = ('output', 'compute')
 
 
-def option(default, help: str, *, rule: Rule | None = None, choices: tuple = (), flags: dict | None = None,
-           hidden: dict | None = None, free: str | None = None, deprecated: str | None = None):
+def option(default: Any, help: str, *, rule: Rule | None = None, choices: tuple = (), flags: dict | None = None,
+           hidden: dict | None = None, free: str | None = None, deprecated: str | None = None) -> Any:
     """A config field whose metadata is the setting's one source: ``help`` (its ``--help`` text), ``choices`` (the
     values allowed, on the command line and in ``check_fields``) or ``rule`` (``integer``, ``positive``,
     ``fraction``...), ``free`` (one of ``FREE``: a resume may change it). Its flag is ``--name-with-dashes`` taking a
@@ -105,7 +105,7 @@ def option(default, help: str, *, rule: Rule | None = None, choices: tuple = (),
         flags=flags or {}, hidden=hidden or {}, free=free, deprecated=deprecated))
 
 
-def check_fields(config, skip: tuple[str, ...] = ()) -> None:
+def check_fields(config: Any, skip: tuple[str, ...] = ()) -> None:
     """``ValueError`` naming the first field of ``config`` (but ``skip``) that breaks its rule, as ``setting`` names
     it, with what the rule allows and what it got."""
     check_settings({f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
@@ -113,7 +113,7 @@ def check_fields(config, skip: tuple[str, ...] = ()) -> None:
                     if f.metadata.get('rule') and f.name not in skip}, flags=True)
 
 
-def compared_settings(config) -> dict:
+def compared_settings(config: Any) -> dict:
     """``config`` as ``dataclasses.asdict`` gives it, without the fields a resume may change (``free``)."""
     free = {f.name for f in dataclasses.fields(config) if f.metadata.get('free')}
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in free}

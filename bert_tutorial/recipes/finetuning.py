@@ -61,7 +61,7 @@ RUN_FILES = ('model.params', 'config.json', 'vocab.json', 'metrics.json', 'check
 # Checkpoints trained as sentence encoders with mean pooling (their [CLS] pooler was not trained for it).
 SENTENCE_ENCODERS = {DEFAULT_MODEL}
 # What replaces 0.5's speed switches (FinetuneConfig's deprecated fields; build_classifier's keywords).
-SPEED_SWITCH = "--fast/--no-fast (fast=True/False) is the speed switch since 0.6; 0.5's switches go in 0.7"
+USE_FAST = "--fast/--no-fast (fast=True/False) is the speed switch since 0.6; 0.5's switches go in 0.7"
 
 
 # ---- the package's recipe -----------------------------------------------------------------------------------------
@@ -145,12 +145,12 @@ class FinetuneConfig:
                                    flags={'--no-progress': False}, free='output')
     # 0.5's speed switches, deprecated (None: as fast says; the names go in 0.7): each turns one part of fast off
     matmul_layer_norm: bool | None = option(None, "False: MXNet's LayerNorm", hidden={'--native-layer-norm': False},
-                                            free='compute', deprecated=SPEED_SWITCH)
+                                            free='compute', deprecated=USE_FAST)
     kernel_dropout: bool | None = option(None, "False: MXNet's Dropout",
                                          hidden={'--mxnet-dropout': False, '--kernel-dropout': True},
-                                         free='compute', deprecated=SPEED_SWITCH)
+                                         free='compute', deprecated=USE_FAST)
     kernel_ops: bool | None = option(None, "False: MXNet's dense, softmax, GELU and attention operators",
-                                     hidden={'--mxnet-ops': False}, free='compute', deprecated=SPEED_SWITCH)
+                                     hidden={'--mxnet-ops': False}, free='compute', deprecated=USE_FAST)
 
     def __post_init__(self):
         used = [f'{name}={getattr(self, name)}' for name in DEPRECATED_SPEED if getattr(self, name) is not None]
@@ -160,8 +160,8 @@ class FinetuneConfig:
 
     def run_settings(self) -> dict:
         """The settings a checkpoint of this run depends on: all but those a resume may change (``free``: where it
-        writes, how it reports and computes); and the sha256 of the data files it reads (``data_sha256``)."""
-        # kernel_dropout: finetune records whether the dropout kernel ran (its masks), whatever asked for it
+        writes, how it reports and computes); and the sha256 of the data files it reads (``data_sha256``).
+        ``finetune`` adds ``kernel_dropout``: whether the dropout kernel ran (its masks), whatever asked for it."""
         settings = compared_settings(self)
         settings[DATA_KEY] = data_digests({'train': self.train, 'validation': self.validation, 'test': self.test})
         # the model the run starts from, when it is a folder (a pretrain output, a Hugging Face checkpoint): replaced
