@@ -19,12 +19,15 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
 import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
+
+from .checkpoint import check_fresh_start
+from .checkpoint import resume as resume_from
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,27 @@ def share_parameters(trainer: gluon.Trainer) -> None:
         trainer._init_kvstore()  # noqa: SLF001 -- Gluon creates and fills its kvstore lazily, at the first step
         trainer._init_params()  # noqa: SLF001
         mx.nd.waitall()
+
+
+def start_run(net, trainer: gluon.Trainer, checkpoint_dir: str | os.PathLike | None, resume: bool, settings: dict,
+              ctx=None, kvstore=None, accept: Collection[str] = ()) -> dict | None:
+    """Where a training run starts: the state of the newest checkpoint in ``checkpoint_dir`` loaded into ``net`` and
+    ``trainer`` with ``resume`` (refused when it was written with other ``settings``, but those in ``accept``), else
+    ``None`` (refused over another run's checkpoints). On a parameter server every worker first checks that the others
+    have the same settings, and all resume from the same step and take rank 0's parameters."""
+    if trainer.distributed:  # every worker must compute the same steps
+        agree_on_settings(kvstore, settings)
+    if checkpoint_dir is not None and not resume:  # resuming, resume_from compares the settings
+        check_fresh_start(checkpoint_dir)
+    with watchdog.waiting('the other workers to resume') if trainer.distributed else contextlib.nullcontext():
+        state = resume_from(checkpoint_dir, net, trainer, ctx=ctx, settings=settings, accept=accept) if resume else None
+    if trainer.distributed:
+        resumed = gather(kvstore, RESUMED_KEY, state['step'] if state else 0, 'the other workers to resume')
+        if len(set(resumed)) > 1:
+            raise ValueError(f'the workers resumed at different steps {resumed} (by rank): resume every worker from '
+                             'checkpoints of the same step, or start afresh')
+        share_parameters(trainer)
+    return state
 
 
 def agree_on_steps(kvstore: mx.kvstore.KVStore, steps: int) -> int:

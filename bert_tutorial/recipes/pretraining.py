@@ -20,8 +20,7 @@ import numpy as np
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
-from ..checkpoint import DATA_KEY, check_fresh_start, check_run_dir, data_digests, remove_checkpoints, save_checkpoint
-from ..checkpoint import resume as resume_from
+from ..checkpoint import DATA_KEY, check_run_dir, data_digests, remove_checkpoints, save_checkpoint
 from ..checks import (
     MAX_SEED,
     check_batch_positions,
@@ -36,7 +35,16 @@ from ..checks import (
 )
 from ..devices import contexts, default_ctx, measured
 from ..files import check_free_space, check_out_folder, check_run_folder, locked_output, write_atomic
-from ..loop import clipped_update, epoch_batches, lr_schedule, make_trainer, seed_everything, seed_step, show_progress
+from ..loop import (
+    clipped_update,
+    epoch_batches,
+    lr_schedule,
+    make_trainer,
+    seed_everything,
+    seed_step,
+    show_progress,
+    start_run,
+)
 from ..speed import accelerate
 from ..tutorial.model import BERTEncoder, MLMDecoder, NSClassifier
 from ..tutorial.transformer import valid_length_mask
@@ -170,9 +178,7 @@ def pretrain_loop(model: BERTPretrainModel, train_data, eval_data, num_steps: in
                     weight_decay=weight_decay, eval_every=eval_every, seed=seed, steps_per_epoch=steps_per_epoch)
     history: list[dict] = []
     step = 0
-    if checkpoint_dir is not None and not resume:  # resuming, resume_from compares the settings
-        check_fresh_start(checkpoint_dir)
-    state = resume_from(checkpoint_dir, model, trainer, ctx=ctx, settings=settings) if resume else None
+    state = start_run(model, trainer, checkpoint_dir, resume, settings, ctx)
     if state is not None:
         step, history = state['step'], state['history']
 

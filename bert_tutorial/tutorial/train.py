@@ -6,7 +6,6 @@ a parameter server, a callback, another optimizer such as the speed plug-in's).
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
@@ -18,25 +17,20 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from tqdm.auto import tqdm
 
-from ..checkpoint import BestParameters, check_fresh_start, save_checkpoint
-from ..checkpoint import resume as resume_from
+from ..checkpoint import BestParameters, save_checkpoint
 from ..checks import MAX_SEED, check_settings, fraction, integer, one_of, positive
 from ..devices import as_context_list
 from ..loop import (
-    RESUMED_KEY,
-    agree_on_settings,
     agree_on_steps,
     clipped_update,
     epoch_batches,
-    gather,
     is_distributed,
     lr_schedule,
     make_trainer,
     seed_step,
-    share_parameters,
     show_progress,
+    start_run,
     update_rule,
-    watchdog,
 )
 
 log = logging.getLogger(__name__)
@@ -134,21 +128,9 @@ def train_loop(net, train_data, test_data, num_epoch: int, lr: float, ctx, loss_
     settings = dict(run_settings or {}, num_epoch=num_epoch, lr=lr, optimizer=rule, weight_decay=weight_decay,
                     no_decay_norm_bias=no_decay_norm_bias, warmup_steps=warmup_steps, loss_reduction=loss_reduction,
                     clip=clip, seed=seed, steps_per_epoch=steps_per_epoch)
-    if trainer.distributed:  # every worker must compute the same steps
-        agree_on_settings(kvstore, settings)
     history: list[dict] = []
     step = start_epoch = 0
-    if checkpoint_dir is not None and not resume:  # resuming, resume_from compares the settings
-        check_fresh_start(checkpoint_dir)
-    with watchdog.waiting('the other workers to resume') if trainer.distributed else contextlib.nullcontext():
-        state = resume_from(checkpoint_dir, net, trainer, ctx=contexts, settings=settings,
-                            accept=accept_changes) if resume else None
-    if trainer.distributed:
-        resumed = gather(kvstore, RESUMED_KEY, state['step'] if state else 0, 'the other workers to resume')
-        if len(set(resumed)) > 1:
-            raise ValueError(f'the workers resumed at different steps {resumed} (by rank): resume every worker from '
-                             'checkpoints of the same step, or start afresh')
-        share_parameters(trainer)
+    state = start_run(net, trainer, checkpoint_dir, resume, settings, contexts, kvstore, accept_changes)
     running, best = {}, None
     if state is not None:
         step, history, start_epoch = state['step'], state['history'], state['epoch']
