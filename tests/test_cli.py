@@ -216,10 +216,14 @@ def test_dropout_is_recorded_as_it_ran(tmp_path, tiny_model):
         pytest.skip('no C++ kernels here')
     args = ['finetune', '--model', tiny_model, '--max-train', '16', '--max-test', '8', '--max-len', '32', '--epochs',
             '1', '--batch-size', '8', '--out', str(tmp_path), '--no-progress']
-    proc = cli(*args, env={'BERT_TUTORIAL_KERNELS': 'off'})  # a process started with the kernels off
+    proc = cli(*args, '--keep-checkpoints', env={'BERT_TUTORIAL_KERNELS': 'off'})  # a process with the kernels off
     assert "bert_tutorial.speed.accelerate: speed: no C++ kernels here" in proc.stderr
     metrics = json.loads((tmp_path / 'metrics.json').read_text())
     assert metrics['config']['kernel_dropout'] is False and metrics['kernel_dropout'] is False
+    # finished, nothing is left to run: whichever dropout a resume would draw, it says so
+    proc = run_cli(*args, '--resume')
+    assert 'this run had finished, nothing to resume' in proc.stdout
+    (tmp_path / 'metrics.json').unlink()  # as a run killed after its last checkpoint leaves it
     proc = run_cli(*args, '--resume', check=False)  # this process: the kernels are on
     assert proc.returncode == 2 and proc.stderr.startswith('error: ')
     assert "was trained with MXNet's Dropout; this run would draw the dropout kernel's masks" in proc.stderr
