@@ -77,6 +77,10 @@ def main() -> None:
         'epochs': len(metrics['history']), 'note': args.note,
         'epoch_accuracies': [{k: v for k, v in h.items() if k.endswith('accuracy')} for h in metrics['history']],
     }
+    if metrics.get('kernel_choice') is not None:  # which operators ran on kernels: they change the float32 round-off
+        record['kernels'] = {'kernels': metrics['kernel_choice']['kernels'],
+                             'decided_by': metrics['kernel_choice']['decided_by'],
+                             'kernel_dropout': metrics.get('kernel_dropout')}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / (re.sub(r'[^a-z0-9]+', '-', args.name.lower()).strip('-') + '.json')
     out.write_text(json.dumps(record, indent=2) + '\n')
