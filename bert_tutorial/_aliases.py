@@ -34,19 +34,32 @@ MOVED_NAMES = {
 }
 
 
+# where the names a 0.5 module had imported (finetuning's make_trainer, save_checkpoint...) are found when its new
+# module no longer holds them: the shared helpers and the tutorial
+IMPORTED_FROM = ('bert_tutorial.loop', 'bert_tutorial.checkpoint', 'bert_tutorial.checks', 'bert_tutorial.devices',
+                 'bert_tutorial.files', 'bert_tutorial.assets', 'bert_tutorial.vocab', 'bert_tutorial.tutorial.train',
+                 'bert_tutorial.tutorial.data')
+
+
 class Moved(types.ModuleType):
     """Module ``old``, now ``new``: attributes are read from and written to ``new`` (or where ``MOVED_NAMES`` says)."""
 
     def __init__(self, old: str, new: str):
         super().__init__(old)
         target = vars(self)['_target'] = importlib.import_module(new)
-        # what `from old import *` gave in 0.5: the module's public names (its own and those it imported)
+        # for `from old import *`: the public names of the new module (its own and those it imports) and those of the
+        # old one that moved apart; the names the old one imported and the new one does not are found by attribute
         public = {n for n in vars(target) if not n.startswith('_')}
         vars(self)['__all__'] = sorted(public | set(MOVED_NAMES.get(old, {})))
 
     def _home(self, name: str):
         moved = MOVED_NAMES.get(self.__name__, {}).get(name)
-        return importlib.import_module(moved) if moved else vars(self)['_target']
+        if moved:
+            return importlib.import_module(moved)
+        target = vars(self)['_target']
+        if name.startswith('__') or hasattr(target, name):
+            return target
+        return next((m for m in map(importlib.import_module, IMPORTED_FROM) if hasattr(m, name)), target)
 
     def __getattr__(self, name: str):
         return getattr(self._home(name), name)

@@ -34,8 +34,7 @@ from ..loop import (
     seed_everything,
     watchdog,
 )
-from ..speed import accelerate
-from ..speed.accelerate import dropout_kernel_available
+from ..speed.accelerate import accelerate, dropout_kernel_available
 from ..tutorial.model import BERTClassifier
 from ..tutorial.train import evaluate_accuracy, train_loop
 from .encoders import GluonBERT, TutorialBERT

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import mxnet as mx
 
+from ..devices import as_context_list
 from .choice import OPERATORS, use_chosen_kernels
 from .kernels import load_kernels
 from .optimizer import FusedBERTAdam
@@ -41,7 +42,7 @@ class Acceleration:
 def _contexts(net, ctx) -> list[mx.Context]:
     """``ctx`` as a list, else the contexts of ``net``'s parameters (those initialized or waiting for their shape)."""
     if ctx is not None:
-        return list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
+        return as_context_list(ctx)
     found = set()
     for param in net.collect_params().values():
         try:

@@ -378,8 +378,7 @@ def use_chosen_kernels(block, layer_norm: bool = True, dropout: bool = True, ops
 
     on_cpu = all(c.device_type == 'cpu' for p in block.collect_params().values() for c in p.list_ctx())
     if not on_cpu:  # the kernels and MatmulLayerNorm are CPU work-arounds: nothing to build, time or swap
-        return {'kernels': False, 'layer_norm': 0, 'dropout': 0, 'softmax': 0, 'gelu': 0, 'attention': 0,
-                'dense': 0, 'choice': None}
+        return dict(use_kernels(block), choice=None)
     record = choice_record()
     kernels = record['kernels']
     counts = use_kernels(block, layer_norm=layer_norm and kernels['layer_norm'], dropout=dropout,

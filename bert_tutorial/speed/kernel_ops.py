@@ -232,6 +232,10 @@ def _to_standard(child: Block) -> Block | None:
     return None
 
 
+# the kinds of block use_kernels swaps, as its counts name them
+SWAPS = ('layer_norm', 'dropout', 'softmax', 'gelu', 'attention', 'dense')
+
+
 def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True, softmax: bool = False,
                 gelu: bool = False, attention: bool = False, dense: bool = False) -> dict:
     """Put the C++ kernels into ``block``: with ``layer_norm``, every ``nn.LayerNorm`` (or ``MatmulLayerNorm``)
@@ -251,13 +255,13 @@ def use_kernels(block: Block, layer_norm: bool = True, dropout: bool = True, sof
     ``attention`` and ``dense`` compute MXNet's values up to float32 round-off.
     """
     on_cpu = all(c.device_type == 'cpu' for p in block.collect_params().values() for c in p.list_ctx())
+    counts = {'kernels': False, **dict.fromkeys(SWAPS, 0)}
     if not on_cpu:  # the kernels (and MatmulLayerNorm, a CPU work-around) are for CPUs: nothing changes
-        return dict.fromkeys(('layer_norm', 'dropout', 'softmax', 'gelu', 'attention', 'dense'), 0) | {'kernels': False}
+        return counts
     if not load_kernels():
-        return {'kernels': False, 'layer_norm': use_matmul_layer_norm(block) if layer_norm else 0, 'dropout': 0,
-                'softmax': 0, 'gelu': 0, 'attention': 0, 'dense': 0}
+        return dict(counts, layer_norm=use_matmul_layer_norm(block) if layer_norm else 0)
     dense = dense and dense_available()
-    counts = {'kernels': True, 'layer_norm': 0, 'dropout': 0, 'softmax': 0, 'gelu': 0, 'attention': 0, 'dense': 0}
+    counts['kernels'] = True
     kinds = {KernelLayerNorm: 'layer_norm', KernelDropout: 'dropout', KernelGELU: 'gelu', KernelDense: 'dense'}
     for parent, name, _ in _swap(block, _to_kernels(layer_norm, dropout, softmax, gelu, attention, dense)):
         new = parent._children[name]
