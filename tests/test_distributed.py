@@ -22,11 +22,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def cluster_env(workers: int, timeout: float) -> dict:
+    """The environment of a cluster on 127.0.0.1: one OpenMP thread a process (two workers share 2 cores), and this
+    process's kernel choice given to the workers (BERT_TUTORIAL_KERNEL_CHOICE names every operator): with another
+    thread count they would otherwise measure it again, and write it over the one cached for the user's machine."""
+    from bert_tutorial.speed.choice import kernel_choice
+    choice = ','.join(f'{op}={"on" if on else "off"}' for op, on in kernel_choice().items())
+    return dict(os.environ, DMLC_PS_ROOT_URI='127.0.0.1', DMLC_PS_ROOT_PORT=str(_free_port()), DMLC_NUM_SERVER='1',
+                DMLC_NUM_WORKER=str(workers), DMLC_NODE_HOST='127.0.0.1', DMLC_INTERFACE='lo', OMP_NUM_THREADS='1',
+                BERT_TUTORIAL_DIST_TIMEOUT=str(timeout), BERT_TUTORIAL_KERNEL_CHOICE=choice)
+
+
 def start_cluster(out, args, timeout=120):
     """A scheduler, a server and two workers of ``finetune`` (``args`` added), all on 127.0.0.1."""
-    env = dict(os.environ, DMLC_PS_ROOT_URI='127.0.0.1', DMLC_PS_ROOT_PORT=str(_free_port()), DMLC_NUM_SERVER='1',
-               DMLC_NUM_WORKER='2', DMLC_NODE_HOST='127.0.0.1', DMLC_INTERFACE='lo', OMP_NUM_THREADS='1',
-               BERT_TUTORIAL_DIST_TIMEOUT=str(timeout))
+    env = cluster_env(2, timeout)
     nodes = [subprocess.Popen([sys.executable, '-c', 'import mxnet'], env=dict(env, DMLC_ROLE=role),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for role in ('scheduler', 'server')]
     workers = [subprocess.Popen(CMD + args + ['--out', str(out)], env=dict(env, DMLC_ROLE='worker'),
@@ -120,9 +129,7 @@ def tiny_run(tmp_path, tiny_bert, tiny_vocab):
 def start_tiny_cluster(out, worker_args, timeout):
     """A scheduler, a server and one worker of ``finetune`` a list in ``worker_args`` (its arguments), on 127.0.0.1;
     ``BERT_TUTORIAL_DIST_TIMEOUT`` is ``timeout``."""
-    env = dict(os.environ, DMLC_PS_ROOT_URI='127.0.0.1', DMLC_PS_ROOT_PORT=str(_free_port()), DMLC_NUM_SERVER='1',
-               DMLC_NUM_WORKER=str(len(worker_args)), DMLC_NODE_HOST='127.0.0.1', DMLC_INTERFACE='lo',
-               OMP_NUM_THREADS='1', BERT_TUTORIAL_DIST_TIMEOUT=str(timeout))
+    env = cluster_env(len(worker_args), timeout)
     nodes = [subprocess.Popen([sys.executable, '-c', 'import mxnet'], env=dict(env, DMLC_ROLE=role),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for role in ('scheduler', 'server')]
     workers = [subprocess.Popen(CMD + args + ['--out', str(out)], env=dict(env, DMLC_ROLE='worker'),
