@@ -282,12 +282,10 @@ def check_run_dir(run_dir: str | os.PathLike, resume: bool, settings: dict[str, 
 
 
 def latest_settings(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The settings recorded by ``run_dir``'s newest intact checkpoint, else by its finished run's ``metrics.json``
-    (its ``config``); ``None`` when there are none."""
+    """The settings recorded by ``run_dir``'s newest intact checkpoint; ``None`` when there is none."""
     for _, state in _intact(run_dir, warn=False):
         return state.get('settings')
-    finished = finished_run(run_dir)
-    return finished.get('config') if finished is not None else None
+    return None
 
 
 # What a run saves into its out folder at the end (save_model): a folder that holds one of them before the run has any
